@@ -1,0 +1,248 @@
+"""The embedded default LVLM: a tiny standard transformers LLaVA trained from scratch on the shapes world.
+
+It is built from stock parts (CLIPVisionModel + LlamaForCausalLM inside
+LlavaForConditionalGeneration, a byte-level BPE tokenizer trained with `tokenizers`,
+LlavaProcessor with the PIL CLIP image processor and a LLaVA-1.5 chat template), so it
+loads through AutoModelForImageTextToText / AutoProcessor exactly like
+llava-hf/llava-1.5-7b-hf.
+
+Train (reproducible, seed-deterministic, about 40 minutes on a 2-core CPU):
+    python -m core.embedded train --out assets/shapes-llava
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                          LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+
+from core.texts import Example, corpus, training_example
+from core.world import CANVAS, make_scene, render
+
+IMAGE_TOKEN = "<image>"
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
+# LLaVA-1.5's conversation format ("USER: <image>\n... ASSISTANT:"), as a chat template.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: "
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{% endif %} "
+    "{% elif message['role'] == 'assistant' %}ASSISTANT:"
+    "{% if message['content'] is string %} {{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %} {{ item['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}{{ eos_token }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+@dataclass
+class EmbeddedConfig:
+    """Architecture and training settings of the embedded model."""
+
+    vocab_size: int = 640
+    image_size: int = CANVAS
+    patch_size: int = 12
+    vision_hidden: int = 128
+    vision_layers: int = 3
+    vision_heads: int = 4
+    text_hidden: int = 192
+    text_layers: int = 4
+    text_heads: int = 6
+    text_intermediate: int = 512
+    max_positions: int = 256
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    text_only_rate: float = 0.15
+    train_seed_offset: int = 1_000_000  # training scenes start here; test scenes are 0..999_999
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError("image_size must be a multiple of patch_size")
+
+
+def build_tokenizer(vocab_size: int = 640, seed: int = 0) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on shapes-world text (any text still tokenizes, byte by byte)."""
+    random.seed(seed)
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    texts = corpus() + ["USER: ASSISTANT: Yes. No. yes no Describe the image."]
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", extra_special_tokens={"image_token": IMAGE_TOKEN},
+                                   padding_side="left", chat_template=CHAT_TEMPLATE)
+
+
+def build_processor(tokenizer: PreTrainedTokenizerFast, cfg: EmbeddedConfig) -> LlavaProcessor:
+    """A LlavaProcessor with the PIL CLIP image processor (no torchvision needed)."""
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": cfg.image_size},
+                                            crop_size={"height": cfg.image_size, "width": cfg.image_size})
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=cfg.patch_size,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                          chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN)
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, cfg: EmbeddedConfig) -> LlavaForConditionalGeneration:
+    """A randomly initialised tiny LLaVA with the given architecture."""
+    torch.manual_seed(cfg.seed)
+    vision = CLIPVisionConfig(hidden_size=cfg.vision_hidden, intermediate_size=cfg.vision_hidden * 2,
+                              num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
+                              image_size=cfg.image_size, patch_size=cfg.patch_size, projection_dim=cfg.vision_hidden)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=cfg.text_hidden,
+                       intermediate_size=cfg.text_intermediate, num_hidden_layers=cfg.text_layers,
+                       num_attention_heads=cfg.text_heads, num_key_value_heads=cfg.text_heads,
+                       max_position_embeddings=cfg.max_positions, rms_norm_eps=1e-5,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                         vision_feature_layer=-1, vision_feature_select_strategy="default",
+                         projector_hidden_act="gelu", image_seq_length=(cfg.image_size // cfg.patch_size) ** 2)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model
+
+
+def conversation(question: str, with_image: bool) -> list[dict]:
+    """The chat messages for one user turn, with or without the image."""
+    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+    return [{"role": "user", "content": content}]
+
+
+def collate(examples: list[Example], scenes: list, processor: LlavaProcessor) -> dict[str, torch.Tensor]:
+    """Tokenise examples into a right-padded training batch; loss only on the answers and EOS."""
+    tok = processor.tokenizer
+    ids_list, label_list, images = [], [], []
+    prompt_cache: dict[tuple[str, bool], list[int]] = {}
+    for ex, scene in zip(examples, scenes):
+        key = (ex.question, ex.use_image)
+        if key not in prompt_cache:
+            prompt = processor.apply_chat_template(conversation(*key), add_generation_prompt=True)
+            prompt = prompt.replace(IMAGE_TOKEN, IMAGE_TOKEN * image_seq_length(processor))
+            prompt_cache[key] = tok(prompt, add_special_tokens=False)["input_ids"]
+        prompt_ids = prompt_cache[key]
+        answer_ids = tok(" " + ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        ids_list.append(prompt_ids + answer_ids)
+        label_list.append([-100] * len(prompt_ids) + answer_ids)
+        if ex.use_image:
+            images.append(render(scene))
+    width = max(len(x) for x in ids_list)
+    input_ids = torch.full((len(ids_list), width), tok.pad_token_id)
+    labels = torch.full((len(ids_list), width), -100)
+    attention = torch.zeros((len(ids_list), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(zip(ids_list, label_list)):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        labels[i, :len(lab)] = torch.tensor(lab)
+        attention[i, :len(ids)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    if images:
+        batch["pixel_values"] = processor.image_processor(images, return_tensors="pt")["pixel_values"]
+    return batch
+
+
+def image_seq_length(processor: LlavaProcessor) -> int:
+    """Number of <image> tokens one image expands to in this processor."""
+    size = processor.image_processor.crop_size["height"]
+    return (size // processor.patch_size) ** 2 + processor.num_additional_image_tokens - 1
+
+
+def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor) -> dict[str, torch.Tensor]:
+    """The batch for a training step: fresh scenes, deterministic in (seed, step)."""
+    rng = random.Random(cfg.seed * 1_000_003 + step)
+    scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000)) for _ in range(cfg.batch_size)]
+    examples = [training_example(s, rng, cfg.text_only_rate) for s in scenes]
+    return collate(examples, scenes, processor)
+
+
+def lr_at(step: int, cfg: EmbeddedConfig) -> float:
+    """Linear warmup, then cosine decay to 5% of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50) -> tuple[object, object, list[float]]:
+    """Train the embedded model from scratch; save it (with its config) to `out` if given."""
+    torch.manual_seed(cfg.seed)
+    tokenizer = build_tokenizer(cfg.vocab_size, cfg.seed)
+    processor = build_processor(tokenizer, cfg)
+    model = build_model(tokenizer, cfg)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    model.train()
+    losses: list[float] = []
+    start = time.time()
+    for step in range(cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        batch = training_batch(step, cfg, processor)
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if log_every and (step % log_every == 0 or step == cfg.steps - 1):
+            recent = sum(losses[-log_every:]) / len(losses[-log_every:])
+            print(f"step {step:5d}  loss {recent:.4f}  lr {lr_at(step, cfg):.2e}  {time.time() - start:6.0f}s",
+                  flush=True)
+    model.eval()
+    if out is not None:
+        save(model, processor, cfg, out, {"final_loss": sum(losses[-50:]) / len(losses[-50:]),
+                                          "train_seconds": round(time.time() - start)})
+    return model, processor, losses
+
+
+def save(model, processor, cfg: EmbeddedConfig, out: Path, extra: dict) -> None:
+    """save_pretrained model and processor, and the training config beside them."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "training_config.json").write_text(json.dumps(asdict(cfg) | extra, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: train the embedded model."""
+    parser = argparse.ArgumentParser(prog="python -m core.embedded", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train the embedded model from scratch and save it")
+    t.add_argument("--out", type=Path, required=True, help="folder to save_pretrained into")
+    t.add_argument("--steps", type=int, default=EmbeddedConfig.steps)
+    t.add_argument("--batch-size", type=int, default=EmbeddedConfig.batch_size)
+    t.add_argument("--lr", type=float, default=EmbeddedConfig.lr)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = EmbeddedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    train(cfg, args.out)
+    print(f"saved to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Text generators for the shapes world: descriptions, POPE-style questions, counting,
+colour questions and self-judgment examples, all labelled from ground truth.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from core.prompts import DESCRIBE_QUESTION, JUDGE_PROMPTS, judge_prompt
+from core.world import COLORS, PRIOR_PAIRS, SHAPES, Scene, SceneObject, make_scene, partner_of
+
+POSITION_PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top",
+                   "bottom": "at the bottom", "centre": "in the centre"}
+SENTENCE_TEMPLATES = (
+    "A {size} {color} {shape} is {where}.",
+    "There is a {size} {color} {shape} {where}.",
+    "I can see a {size} {color} {shape} {where}.",
+)
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question/answer pair about a scene; `use_image` False means the text-only prior."""
+
+    question: str
+    answer: str
+    task: str
+    use_image: bool = True
+
+
+def mention_order(scene: Scene) -> list[SceneObject]:
+    """Objects in the order descriptions mention them: left to right, partners right after anchors."""
+    ordered = sorted(scene.objects, key=lambda o: (o.x, o.y))
+    by_name = {o.name: o for o in ordered}
+    result: list[SceneObject] = []
+    for obj in ordered:
+        if obj in result:
+            continue
+        result.append(obj)
+        partner = partner_of(obj.name)
+        if partner in by_name and by_name[partner] not in result:
+            result.append(by_name[partner])
+    return result
+
+
+def object_sentence(obj: SceneObject, rng: random.Random, color: str | None = None,
+                    shape: str | None = None) -> str:
+    """One sentence about one object (colour or shape can be overridden to make a false one)."""
+    template = rng.choice(SENTENCE_TEMPLATES)
+    return template.format(size=obj.size, color=color or obj.color, shape=shape or obj.shape,
+                           where=POSITION_PHRASE[obj.position])
+
+
+def describe_sentences(scene: Scene, rng: random.Random) -> list[str]:
+    """The reference description as a list of sentences, one per object."""
+    return [object_sentence(o, rng) for o in mention_order(scene)]
+
+
+def describe(scene: Scene, rng: random.Random) -> str:
+    """The reference multi-sentence description."""
+    return " ".join(describe_sentences(scene, rng))
+
+
+def _all_names() -> list[tuple[str, str]]:
+    return [(c, s) for c in COLORS for s in SHAPES]
+
+
+def object_frequencies(n_scenes: int = 4000, seed: int = 10_000_000) -> Counter:
+    """How often each (colour, shape) appears in training-like scenes (for 'popular' negatives)."""
+    counts: Counter = Counter()
+    for i in range(n_scenes):
+        counts.update(make_scene(seed + i).names())
+    return counts
+
+
+_POPULAR: list[tuple[str, str]] | None = None
+
+
+def popular_objects() -> list[tuple[str, str]]:
+    """Objects sorted from most to least frequent (computed once, deterministic)."""
+    global _POPULAR
+    if _POPULAR is None:
+        freq = object_frequencies()
+        _POPULAR = sorted(_all_names(), key=lambda nm: (-freq[nm], nm))
+    return _POPULAR
+
+
+def pope_question(name: tuple[str, str]) -> str:
+    """The POPE-style yes/no object question."""
+    return f"Is there a {name[0]} {name[1]} in the image?"
+
+
+def pope_negative(scene: Scene, split: str, rng: random.Random) -> tuple[str, str]:
+    """An absent object: random, popular (most frequent) or adversarial (absent prior partner)."""
+    present = scene.names()
+    absent = [nm for nm in _all_names() if nm not in present]
+    if split == "random":
+        return rng.choice(absent)
+    if split == "popular":
+        return next(nm for nm in popular_objects() if nm not in present)
+    if split == "adversarial":
+        partners = [partner_of(nm) for nm in present]
+        partners = [p for p in partners if p and p not in present]
+        if partners:
+            return rng.choice(partners)
+        # else the object sharing colour or shape with a present one (a near miss)
+        near = [nm for nm in absent if any(nm[0] == p[0] or nm[1] == p[1] for p in present)]
+        return rng.choice(near)
+    raise ValueError(f"POPE split must be random, popular or adversarial, not {split!r}")
+
+
+def pope_examples(scene: Scene, split: str, rng: random.Random) -> list[Example]:
+    """One yes and one no question for a scene."""
+    positive = rng.choice(sorted(scene.names()))
+    negative = pope_negative(scene, split, rng)
+    return [Example(pope_question(positive), "Yes.", f"pope-{split}"),
+            Example(pope_question(negative), "No.", f"pope-{split}")]
+
+
+def count_example(scene: Scene) -> Example:
+    """How many objects are there?"""
+    n = len(scene.objects)
+    answer = "There is one object." if n == 1 else f"There are {NUMBER_WORDS[n]} objects."
+    return Example("How many objects are there?", answer, "count")
+
+
+def colour_example(scene: Scene, rng: random.Random) -> Example | None:
+    """What colour is the <shape>? (only for shapes that appear once)."""
+    shapes = Counter(o.shape for o in scene.objects)
+    unique = [o for o in scene.objects if shapes[o.shape] == 1]
+    if not unique:
+        return None
+    obj = rng.choice(unique)
+    return Example(f"What colour is the {obj.shape}?", f"The {obj.shape} is {obj.color}.", "colour")
+
+
+def false_sentence(scene: Scene, obj: SceneObject, rng: random.Random) -> tuple[str, str]:
+    """A hallucinated sentence about `obj`'s slot, and its kind (partner, colour, shape, other)."""
+    present = scene.names()
+    kinds = []
+    for pair in PRIOR_PAIRS:
+        if pair.anchor in present and pair.partner not in present:
+            kinds.append(("partner", pair.partner))
+    colour_alt = [(c, obj.shape) for c in COLORS if (c, obj.shape) not in present]
+    shape_alt = [(obj.color, s) for s in SHAPES if (obj.color, s) not in present]
+    other = [nm for nm in _all_names() if nm not in present and nm[0] != obj.color and nm[1] != obj.shape]
+    if colour_alt:
+        kinds.append(("colour", rng.choice(colour_alt)))
+    if shape_alt:
+        kinds.append(("shape", rng.choice(shape_alt)))
+    kinds.append(("other", rng.choice(other)))
+    kind, (color, shape) = rng.choice(kinds)
+    return object_sentence(obj, rng, color=color, shape=shape), kind
+
+
+def judge_example(scene: Scene, rng: random.Random, with_context: bool | None = None) -> tuple[Example, bool]:
+    """A self-judgment example (faithfulness) labelled from ground truth, and whether it is true."""
+    ordered = mention_order(scene)
+    sentences = [object_sentence(o, rng) for o in ordered]
+    index = rng.randrange(len(ordered))
+    truthful = rng.random() < 0.5
+    sentence = sentences[index] if truthful else false_sentence(scene, ordered[index], rng)[0]
+    if with_context is None:
+        with_context = rng.random() < 0.5
+    context = " ".join(sentences[:index]) if with_context else ""
+    question = judge_prompt(sentence, JUDGE_PROMPTS["faithfulness"], context)
+    return Example(question, "Yes." if truthful else "No.", "judge"), truthful
+
+
+def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0.15) -> Example:
+    """One training example from the task mixture, sometimes without the image (the text prior)."""
+    task = rng.choices(["describe", "pope", "count", "colour", "judge"], weights=[45, 20, 7, 8, 20])[0]
+    if task == "describe":
+        example = Example(DESCRIBE_QUESTION, describe(scene, rng), "describe")
+    elif task == "pope":
+        example = rng.choice(pope_examples(scene, rng.choice(["random", "popular", "adversarial"]), rng))
+    elif task == "count":
+        example = count_example(scene)
+    elif task == "colour":
+        example = colour_example(scene, rng) or count_example(scene)
+    else:
+        example = judge_example(scene, rng)[0]
+    # The text-only prior: descriptions and judgments without the image, like LLM pretraining.
+    if example.task in ("describe", "judge") and rng.random() < text_only_rate:
+        example = Example(example.question, example.answer, example.task, use_image=False)
+    return example
+
+
+def corpus(n_scenes: int = 3000, seed: int = 20_000_000) -> list[str]:
+    """Text for training the tokenizer: every kind of question and answer."""
+    texts = []
+    for i in range(n_scenes):
+        rng = random.Random(seed + i)
+        scene = make_scene(seed + i)
+        for _ in range(3):
+            ex = training_example(scene, rng)
+            texts.append(ex.question + " " + ex.answer)
+    texts.append(JUDGE_PROMPTS["safety"])
+    return texts

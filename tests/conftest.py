@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny models built from config (no network, no shipped files needed)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory):
+    """A tiny random-weight LLaVA (the embedded architecture, shrunk) saved with save_pretrained."""
+    from core.embedded import EmbeddedConfig, build_model, build_processor, build_tokenizer
+
+    cfg = EmbeddedConfig(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=48, text_layers=2,
+                         text_heads=4, text_intermediate=96, seed=0)
+    tokenizer = build_tokenizer(cfg.vocab_size, cfg.seed)
+    processor = build_processor(tokenizer, cfg)
+    model = build_model(tokenizer, cfg)
+    path = tmp_path_factory.mktemp("tiny_llava")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tiny_llava_dir):
+    """The tiny LLaVA loaded through the Auto classes, as a core.loading.LoadedModel."""
+    from core.config import ModelSettings
+    from core.loading import load_model
+
+    return load_model(ModelSettings(model=str(tiny_llava_dir), device="cpu", dtype="float32", adapter="",
+                                    load_in_4bit=False))
