@@ -183,7 +183,7 @@ def lr_at(step: int, cfg: EmbeddedConfig) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50) -> tuple[object, object, list[float]]:
+def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50, save_every: int = 0) -> tuple[object, object, list[float]]:
     """Train the embedded model from scratch; save it (with its config) to `out` if given."""
     torch.manual_seed(cfg.seed)
     tokenizer = build_tokenizer(cfg.vocab_size, cfg.seed)
@@ -206,6 +206,10 @@ def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50) -> 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
+        if out is not None and save_every and step and step % save_every == 0:
+            model.eval()  # a snapshot to evaluate while training goes on
+            save(model, processor, cfg, out.with_name(out.name + "-snapshot"), {"step": step})
+            model.train()
         if log_every and (step % log_every == 0 or step == cfg.steps - 1):
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
             print(f"step {step:5d}  loss {recent:.4f}  lr {lr_at(step, cfg):.2e}  {time.time() - start:6.0f}s",
@@ -235,12 +239,13 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--batch-size", type=int, default=EmbeddedConfig.batch_size)
     t.add_argument("--lr", type=float, default=EmbeddedConfig.lr)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = EmbeddedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    train(cfg, args.out)
+    train(cfg, args.out, save_every=args.save_every)
     print(f"saved to {args.out}")
 
 

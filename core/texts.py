@@ -36,8 +36,9 @@ def mention_order(scene: Scene) -> list[SceneObject]:
     ordered = sorted(scene.objects, key=lambda o: (o.x, o.y))
     by_name = {o.name: o for o in ordered}
     result: list[SceneObject] = []
+    anchored = {partner_of(o.name) for o in ordered} - {None}
     for obj in ordered:
-        if obj in result:
+        if obj in result or obj.name in anchored:  # a partner waits for its anchor
             continue
         result.append(obj)
         partner = partner_of(obj.name)

@@ -1,0 +1,75 @@
+"""Tests for core/world.py: determinism, ground truth, rendering, the sample CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core.world import (COLORS, PRIOR_PAIRS, SHAPES, Scene, main, make_scene, partner_of, position_of, render)
+
+
+def test_same_seed_same_scene_and_pixels():
+    a, b = make_scene(123), make_scene(123)
+    assert a == b
+    assert np.array_equal(np.asarray(render(a)), np.asarray(render(b)))
+    assert make_scene(124) != a
+
+
+def test_scene_ground_truth_is_valid():
+    for seed in range(300):
+        scene = make_scene(seed)
+        assert 1 <= len(scene.objects) <= 4
+        assert len(scene.names()) == len(scene.objects)  # no duplicate (colour, shape)
+        for obj in scene.objects:
+            assert obj.shape in SHAPES and obj.color in COLORS
+            assert obj.size in ("small", "large")
+            assert obj.position == position_of(obj.x, obj.y)
+
+
+def test_at_least_six_shapes_and_colours():
+    assert len(SHAPES) >= 6 and len(COLORS) >= 6
+
+
+@pytest.mark.parametrize("xy,expected", [((48, 48), "centre"), ((5, 50), "left"), ((90, 40), "right"),
+                                         ((50, 4), "top"), ((45, 92), "bottom")])
+def test_position_from_coordinates(xy, expected):
+    assert position_of(*xy) == expected
+
+
+def test_prior_pairs_cooccur_at_about_their_rate():
+    with_anchor = with_both = 0
+    for seed in range(3000):
+        names = make_scene(seed, n_objects=3).names()
+        for pair in PRIOR_PAIRS:
+            if pair.anchor in names:
+                with_anchor += 1
+                with_both += pair.partner in names
+    assert with_anchor > 300
+    assert 0.7 < with_both / with_anchor < 0.9
+    assert partner_of(PRIOR_PAIRS[0].anchor) == PRIOR_PAIRS[0].partner
+    assert partner_of(PRIOR_PAIRS[0].partner) is None
+
+
+def test_render_draws_object_colour_at_its_centre():
+    scene = make_scene(7, n_objects=1)
+    obj = scene.objects[0]
+    clean = Scene(seed=scene.seed, objects=scene.objects, background=scene.background, noise=0.0,
+                  rotation=(0.0,))
+    pixel = render(clean).getpixel((obj.x, obj.y + (2 if obj.shape == "heart" else 0)))
+    if not obj.low_contrast:
+        assert pixel == COLORS[obj.color]
+    assert render(clean).getpixel((0, 0)) == scene.background
+
+
+def test_sample_cli_writes_pngs_and_jsonl(tmp_path):
+    main(["sample", "--seed", "5", "--n", "3", "--out", str(tmp_path)])
+    rows = [json.loads(line) for line in (tmp_path / "scenes.jsonl").read_text().splitlines()]
+    assert [r["file"] for r in rows] == ["scene_0000005.png", "scene_0000006.png", "scene_0000007.png"]
+    for row in rows:
+        assert (tmp_path / row["file"]).exists()
+        scene = make_scene(row["seed"])
+        assert row["objects"] == [{"shape": o.shape, "color": o.color, "size": o.size, "position": o.position}
+                                  for o in scene.objects]
+        assert row["description"].endswith(".")
