@@ -1,7 +1,7 @@
 """SQLite store of preference pairs, their images and fine-tune run history.
 
 One small class (`Store`) over one sqlite-utils `Database`:
-- pictures are normalised to RGB PNG, hashed with sha256 and kept once under
+- pictures are normalised to RGB (core.images: alpha on white, first frame, ...) and PNG, hashed with sha256 and kept once under
   <db dir>/images/<sha[:2]>/<sha>.png, so file paths only ever come from hex we computed;
 - pairs and runs live in tables whose schema is versioned by PRAGMA user_version and
   brought up to date by the ordered `MIGRATIONS` when a store is opened;
@@ -32,6 +32,8 @@ from pathlib import Path
 
 from PIL import Image
 from sqlite_utils import Database
+
+from core.images import normalise_image
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 SOURCES = ("human", "self")
@@ -116,9 +118,9 @@ class Pair:
 
 
 def normalised_png(image: Image.Image) -> bytes:
-    """The picture as RGB PNG bytes with no metadata, so equal pixels give equal bytes."""
+    """The picture normalised like every input (core.images) and encoded as PNG with no metadata."""
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
+    normalise_image(image).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -76,6 +76,12 @@ def test_picture_is_normalised_to_rgb_and_stored_once(store, tmp_path):
     assert hashlib.sha256(store.image_bytes(sha)).hexdigest() == sha
 
 
+def test_transparent_pixels_are_stored_on_white(store):
+    sha = store.add_image(Image.new("RGBA", (4, 4), (0, 0, 0, 0)))
+    assert store.load_image(sha).getpixel((0, 0)) == (255, 255, 255)
+    assert sha == store.add_image(picture((255, 255, 255), (4, 4)))
+
+
 @pytest.mark.parametrize("bad", ["../selfjudge.db", "A" * 64, "0" * 63, "0" * 64 + "/../x", ""])
 def test_load_image_refuses_anything_but_a_sha256(store, bad):
     with pytest.raises(ValueError, match="not an image id"):
