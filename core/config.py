@@ -57,6 +57,11 @@ class DataSettings:
         """Where fine-tuned LoRA adapters are saved."""
         return self.data_dir / "adapters"
 
+    @property
+    def exports_dir(self) -> Path:
+        """Where exported preference datasets are written (core.exchange)."""
+        return self.data_dir / "exports"
+
 
 def settings_from_args(cls, args: object):
     """Build a settings dataclass from argparse args, keeping env/defaults for missing or None values."""
