@@ -14,9 +14,10 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndByte
 
 from core.config import ModelSettings
 
-# Kept in full precision under 4-bit: quantizing these hurts most and saves least.
-UNQUANTIZED_MODULES = ["vision_tower", "vision_model", "multi_modal_projector", "connector", "visual",
-                       "lm_head"]
+# Kept in full precision under 4-bit: quantizing these hurts most and saves least. transformers 5
+# matches these as regexes from the start of a module's full name, or as suffixes.
+UNQUANTIZED_MODULES = [r".*vision_tower", r".*vision_model", r".*multi_modal_projector", r".*connector",
+                       r".*visual", "lm_head"]
 
 
 @dataclass

@@ -17,8 +17,9 @@ def tiny_llava_dir(tmp_path_factory):
     """A tiny random-weight LLaVA (the embedded architecture, shrunk) saved with save_pretrained."""
     from core.embedded import EmbeddedConfig, build_model, build_processor, build_tokenizer
 
-    cfg = EmbeddedConfig(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=48, text_layers=2,
-                         text_heads=4, text_intermediate=96, seed=0)
+    # text sizes are multiples of 32: bitsandbytes' CPU 4-bit kernel needs that
+    cfg = EmbeddedConfig(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2,
+                         text_heads=4, text_intermediate=128, seed=0)
     tokenizer = build_tokenizer(cfg.vocab_size, cfg.seed)
     processor = build_processor(tokenizer, cfg)
     model = build_model(tokenizer, cfg)
