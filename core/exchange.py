@@ -1,0 +1,324 @@
+"""Export the stored preference pairs as a TRL vision preference dataset, and import one back.
+
+Both layouts are a folder with a generated name, written to a temp folder under
+<data dir>/exports/ and renamed into place only when complete:
+- jsonl:   data.jsonl (one pair per line) + images/<sha256>.png, referenced by relative path;
+- parquet: data.parquet with the pictures embedded as a `datasets` Image feature, so
+  `datasets.load_dataset("parquet", data_files=...)` returns PIL images.
+Columns: `images`, `prompt`, `chosen`, `rejected` in TRL's conversational format, then
+image_sha256, chosen_scores, rejected_scores, model_id, adapter, source, note and created_at so
+that nothing is lost. A manifest.json records what was exported and how.
+
+Import reads either layout (a folder, its data file, or a .zip of the folder) and adds all its
+pairs in one transaction, skipping those already stored.
+
+    python -m core.exchange export --format parquet [--source self] [--model-id ID] [--search TEXT]
+    python -m core.exchange import data/exports/pairs-20250101T120000Z-parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from core.config import DataSettings
+from core.images import normalise_image
+from core.store import SCHEMA_VERSION, Pair, Store
+
+FORMATS = ("jsonl", "parquet")
+MANIFEST_NAME = "selfjudge-preference-pairs"
+MANIFEST_VERSION = 1
+EXTRA_COLUMNS = ("image_sha256", "chosen_scores", "rejected_scores", "model_id", "adapter", "source", "note",
+                 "created_at")
+SCORE_COLUMNS = ("chosen_scores", "rejected_scores")
+IMAGE_REFERENCE = re.compile(r"^images/([0-9a-f]{64})\.png$")
+# What may come out of an imported zip: an optional top folder, then only these names.
+ZIP_MEMBER = re.compile(r"^(?:[^/]+/)?(data\.jsonl|data\.parquet|manifest\.json|images/[0-9a-f]{64}\.png)$")
+MAX_ZIP_BYTES = 2 * 1024**3
+
+
+@dataclass
+class ExportResult:
+    """Where an export went and what it holds."""
+
+    path: Path
+    format: str
+    pairs: int
+    images: int
+
+
+@dataclass
+class ImportResult:
+    """How many pairs an import added, and how many it skipped as already stored."""
+
+    added: int
+    duplicates: int
+
+
+def conversation(pair: Pair) -> dict:
+    """The pair's prompt, chosen and rejected as TRL conversational messages (one image placeholder)."""
+    def answer(text: str) -> list[dict]:
+        return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+    # text is spelled out on the image part so every content part has the same keys, which
+    # Arrow needs (a struct column) and which load_dataset gives back anyway.
+    prompt = [{"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": pair.prompt}]}]
+    return {"prompt": prompt, "chosen": answer(pair.chosen), "rejected": answer(pair.rejected)}
+
+
+def message_text(messages: list | str, role: str, column: str) -> str:
+    """The text of a one-message conversation column (or the string of a standard-format column)."""
+    if isinstance(messages, str):
+        return messages
+    if not (isinstance(messages, list) and len(messages) == 1 and isinstance(messages[0], dict)
+            and messages[0].get("role") == role):
+        raise ValueError(f"{column} must be a string or a list with one {role!r} message")
+    content = messages[0].get("content")
+    if isinstance(content, str):
+        return content
+    texts = [part.get("text") for part in content or [] if isinstance(part, dict) and part.get("type") == "text"]
+    if len(texts) != 1 or not isinstance(texts[0], str):
+        raise ValueError(f"{column} must have exactly one text part, found {len(texts)}")
+    return texts[0]
+
+
+def pair_from_row(row: dict) -> Pair:
+    """A Pair from one dataset row (ours, or any TRL preference row with one image)."""
+    for column in ("prompt", "chosen", "rejected"):
+        if column not in row:
+            raise ValueError(f"the {column!r} column is missing")
+    scores = {}
+    for column in SCORE_COLUMNS:
+        value = row.get(column)
+        scores[column] = json.loads(value) if isinstance(value, str) else (value or {})
+    return Pair(image_sha256="", prompt=message_text(row["prompt"], "user", "prompt"),
+                chosen=message_text(row["chosen"], "assistant", "chosen"),
+                rejected=message_text(row["rejected"], "assistant", "rejected"), **scores,
+                model_id=row.get("model_id") or "", adapter=row.get("adapter") or "",
+                source=row.get("source") or "human", note=row.get("note") or "",
+                created_at=row.get("created_at") or "")
+
+
+def _extras(pair: Pair) -> dict:
+    return {column: getattr(pair, column) for column in EXTRA_COLUMNS}
+
+
+def _write_jsonl(store: Store, pairs: list[Pair], folder: Path) -> None:
+    (folder / "images").mkdir()
+    with open(folder / "data.jsonl", "w", encoding="utf-8") as handle:
+        for pair in pairs:
+            image_file = folder / "images" / f"{pair.image_sha256}.png"
+            if not image_file.exists():
+                image_file.write_bytes(store.image_bytes(pair.image_sha256))
+            row = {"images": [f"images/{pair.image_sha256}.png"], **conversation(pair), **_extras(pair)}
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def parquet_features():
+    """The `datasets` Features of the Parquet layout (images as a list of Image)."""
+    from datasets import Features, Image as ImageFeature, List, Value
+
+    text = Value("string")
+    messages = List({"role": text, "content": List({"type": text, "text": text})})
+    return Features({"images": List(ImageFeature()), "prompt": messages, "chosen": messages, "rejected": messages,
+                     **{column: text for column in EXTRA_COLUMNS}})
+
+
+def _write_parquet(store: Store, pairs: list[Pair], folder: Path) -> None:
+    rows = []
+    for pair in pairs:
+        extras = _extras(pair)
+        for column in SCORE_COLUMNS:
+            # JSON text, not a struct: score dicts differ in keys and a struct would add nulls.
+            extras[column] = json.dumps(extras[column], sort_keys=True)
+        image = {"bytes": store.image_bytes(pair.image_sha256), "path": f"{pair.image_sha256}.png"}
+        rows.append({"images": [image], **conversation(pair), **extras})
+    # The schema carries the datasets feature metadata, which is what makes load_dataset decode images.
+    pq.write_table(pa.Table.from_pylist(rows, schema=parquet_features().arrow_schema), folder / "data.parquet")
+
+
+WRITERS: dict[str, Callable[[Store, list[Pair], Path], None]] = {"jsonl": _write_jsonl, "parquet": _write_parquet}
+
+
+def export_pairs(store: Store, exports_dir: Path, fmt: str = "parquet", search: str = "", source: str = "",
+                 model_id: str = "", clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+                 ) -> ExportResult:
+    """Write the live pairs matching the filters, oldest first, to a new folder under exports_dir."""
+    if fmt not in FORMATS:
+        raise ValueError(f"export format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    pairs = store.list_pairs(search=search, source=source, model_id=model_id, limit=None)[::-1]
+    if not pairs:
+        raise ValueError("no stored pairs match these filters; nothing to export")
+    exports_dir = Path(exports_dir)
+    exports_dir.mkdir(parents=True, exist_ok=True)
+    stamp = clock().strftime("%Y%m%dT%H%M%SZ")
+    temp = Path(tempfile.mkdtemp(prefix=".export-", dir=exports_dir))
+    try:
+        WRITERS[fmt](store, pairs, temp)
+        images = len({pair.image_sha256 for pair in pairs})
+        manifest = {"format": MANIFEST_NAME, "version": MANIFEST_VERSION, "layout": fmt, "pairs": len(pairs),
+                    "images": images, "exported_at": stamp, "store_schema_version": SCHEMA_VERSION,
+                    "filters": {"search": search, "source": source, "model_id": model_id}}
+        (temp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        final = _rename_into_place(temp, exports_dir, f"pairs-{stamp}-{fmt}")
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return ExportResult(path=final, format=fmt, pairs=len(pairs), images=images)
+
+
+def _rename_into_place(temp: Path, exports_dir: Path, name: str) -> Path:
+    # Two exports in the same second get -2, -3, ...; rename refuses a non-empty target,
+    # so a concurrent export that won the name is never overwritten.
+    for attempt in range(1, 1000):
+        target = exports_dir / (name if attempt == 1 else f"{name}-{attempt}")
+        if target.exists():
+            continue
+        try:
+            os.rename(temp, target)
+            return target
+        except OSError:
+            if not target.exists():
+                raise
+    raise FileExistsError(f"could not find a free export name like {name} in {exports_dir}")
+
+
+def archive_export(folder: Path) -> Path:
+    """A .zip of an export folder beside it (for downloads), its files at the zip's root."""
+    folder = Path(folder)
+    temp = Path(shutil.make_archive(str(folder.parent / f".{folder.name}-zip"), "zip", root_dir=folder))
+    return temp.replace(folder.parent / f"{folder.name}.zip")
+
+
+def _read_jsonl(data_file: Path) -> list[tuple[Pair, Image.Image]]:
+    items = []
+    lines = data_file.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            references = row.get("images")
+            if not (isinstance(references, list) and len(references) == 1 and isinstance(references[0], str)):
+                raise ValueError("images must list exactly one image path")
+            match = IMAGE_REFERENCE.match(references[0])
+            if not match:
+                raise ValueError(f"image path {references[0]!r} must look like images/<sha256>.png")
+            # The path is rebuilt from validated hex only, never from the file's string.
+            image_bytes = (data_file.parent / "images" / f"{match.group(1)}.png").read_bytes()
+            items.append((pair_from_row(row), _decode(image_bytes)))
+        except (ValueError, OSError) as error:
+            raise ValueError(f"{data_file.name} line {number}: {error}") from None
+    return items
+
+
+def _read_parquet(data_file: Path) -> list[tuple[Pair, Image.Image]]:
+    items = []
+    for number, row in enumerate(pq.read_table(data_file).to_pylist(), start=1):
+        try:
+            images = row.get("images")
+            if not (isinstance(images, list) and len(images) == 1 and isinstance(images[0], dict)
+                    and images[0].get("bytes")):
+                raise ValueError("images must hold exactly one embedded image (bytes)")
+            items.append((pair_from_row(row), _decode(images[0]["bytes"])))
+        except ValueError as error:
+            raise ValueError(f"{data_file.name} row {number}: {error}") from None
+    return items
+
+
+def _decode(data: bytes) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return normalise_image(image)
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"image is not readable: {error}") from None
+
+
+def extract_zip(archive_path: Path, into: Path) -> Path:
+    """Unpack only an export's own files (data file, manifest, images/<sha256>.png) into a folder."""
+    with zipfile.ZipFile(archive_path) as archive:
+        members = [(info, ZIP_MEMBER.match(info.filename)) for info in archive.infolist() if not info.is_dir()]
+        wanted = [(info, match.group(1)) for info, match in members if match]
+        if sum(info.file_size for info, _ in wanted) > MAX_ZIP_BYTES:
+            raise ValueError(f"the zip unpacks to more than {MAX_ZIP_BYTES / 1024**3:.0f} GiB; import the folder")
+        for info, name in wanted:
+            target = into / name  # name matched ZIP_MEMBER: no '..', no absolute path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(archive.read(info))
+    return into
+
+
+def read_dataset(path: Path) -> list[tuple[Pair, Image.Image]]:
+    """Every pair and picture in an export (folder, data.jsonl, data.parquet or .zip), validated."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".zip":
+        with tempfile.TemporaryDirectory(prefix="selfjudge-import-") as temp:
+            return read_dataset(extract_zip(path, Path(temp)))
+    if path.is_dir():
+        manifest = path / "manifest.json"
+        if manifest.exists() and json.loads(manifest.read_text(encoding="utf-8")).get("version", 0) > MANIFEST_VERSION:
+            raise ValueError(f"{path} was exported by a newer SelfJudge; update before importing it")
+        candidates = [path / "data.jsonl", path / "data.parquet"]
+        path = next((candidate for candidate in candidates if candidate.exists()), path)
+    if path.is_file() and path.suffix == ".jsonl":
+        return _read_jsonl(path)
+    if path.is_file() and path.suffix == ".parquet":
+        return _read_parquet(path)
+    raise ValueError(f"{path} is not an export: give a folder with data.jsonl or data.parquet, "
+                     "one of those files, or a .zip of such a folder")
+
+
+def import_pairs(store: Store, path: Path) -> ImportResult:
+    """Add every pair of an export to the store in one transaction, skipping ones already stored."""
+    items = read_dataset(path)
+    if not items:
+        raise ValueError(f"{path} holds no pairs")
+    ids = store.add_pairs(items, skip_duplicates=True)
+    added = sum(pair_id is not None for pair_id in ids)
+    return ImportResult(added=added, duplicates=len(ids) - added)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Export or import preference pairs from the command line."""
+    parser = argparse.ArgumentParser(prog="python -m core.exchange", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="data directory holding selfjudge.db (default: SELFJUDGE_DATA or data/)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="write the live pairs to a new folder under <data dir>/exports")
+    export.add_argument("--format", choices=FORMATS, default="parquet",
+                        help="parquet (images embedded) or jsonl (data.jsonl + images/); default parquet")
+    export.add_argument("--source", choices=("", "human", "self"), default="", help="only pairs from this source")
+    export.add_argument("--model-id", default="", help="only pairs made with this model id")
+    export.add_argument("--search", default="", help="only pairs whose prompt, answers or note contain this text")
+    export.add_argument("--zip", action="store_true", help="also write a .zip of the export folder")
+    importing = commands.add_parser("import", help="add the pairs of an export (folder, data file or .zip)")
+    importing.add_argument("path", type=Path, help="an export folder, its data.jsonl/data.parquet, or a .zip")
+    args = parser.parse_args(argv)
+    data = DataSettings(data_dir=args.data_dir) if args.data_dir else DataSettings()
+    store = Store(data.db_path)
+    if args.command == "export":
+        result = export_pairs(store, data.exports_dir, args.format, args.search, args.source, args.model_id)
+        print(f"exported {result.pairs} pairs ({result.images} images) to {result.path}")
+        if args.zip:
+            print(f"zipped to {archive_export(result.path)}")
+    else:
+        result = import_pairs(store, args.path)
+        print(f"imported {result.added} pairs from {args.path}; skipped {result.duplicates} already stored")
+
+
+if __name__ == "__main__":
+    main()
