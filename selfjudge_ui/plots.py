@@ -1,0 +1,104 @@
+"""Plotly figures for the Explore tab, built from the JSON of a judge or decode result.
+
+Presentation only: every number drawn here was computed by core.judge / core.decoding.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+# What each token view shows, read from a token's JSON (core.judge.TokenScore).
+TOKEN_VIEWS = {
+    "raw": ("logprob_image", "log p(token | image, prompt)"),
+    "blind": ("logprob_blind", "log p(token | prompt, no image)"),
+    "debiased": ("debiased", "(1+alpha) log p(image) - alpha log p(blind)"),
+    "visual gain": ("visual_gain", "log p(image) - log p(blind)"),
+}
+VERDICT_COLOURS = {"correct": "#2a9d8f", "hallucinated": "#d62828", "no object claimed": "#8d99ae",
+                   "no ground truth": "#457b9d"}
+
+
+def token_heatmap(result: dict, view: str) -> go.Figure:
+    """Candidates x token positions, coloured by the chosen per-token value; hover shows the exact value."""
+    key, meaning = TOKEN_VIEWS[view]
+    candidates = result["candidates"]
+    width = max((len(c["tokens"]) for c in candidates), default=0)
+    z, text, hover = [], [], []
+    for c in candidates:
+        values = [t[key] for t in c["tokens"]]
+        tokens = [t["token"] for t in c["tokens"]]
+        pad = width - len(values)
+        z.append(values + [None] * pad)
+        text.append(tokens + [""] * pad)
+        hover.append([f"{tok!r}<br>{view} = {val:.4f}" for tok, val in zip(tokens, values)] + [""] * pad)
+    labels = [f"#{i + 1} (rank {c['rank']})" for i, c in enumerate(candidates)]
+    symmetric = view in ("debiased", "visual gain")
+    figure = go.Figure(go.Heatmap(
+        z=z, x=list(range(width)), y=labels, text=text, texttemplate="%{text}", textfont={"size": 9},
+        hovertext=hover, hoverinfo="text", colorscale="RdBu" if symmetric else "Viridis",
+        zmid=0 if symmetric else None, colorbar={"title": view}))
+    figure.update_layout(title=f"Per-token {view}: {meaning}", xaxis_title="token position",
+                         yaxis={"autorange": "reversed"}, height=140 + 40 * len(candidates),
+                         margin={"l": 10, "r": 10, "t": 40, "b": 30})
+    return figure
+
+
+def sentence_scatter(result: dict, verdicts: list[list[str]]) -> go.Figure:
+    """Each sentence at (blind score, raw score), with the diagonal; far above it = grounded in the image."""
+    figure = go.Figure()
+    points: dict[str, dict[str, list]] = {}
+    for index, (candidate, candidate_verdicts) in enumerate(zip(result["candidates"], verdicts)):
+        for sentence, verdict in zip(candidate["sentences"], candidate_verdicts):
+            group = points.setdefault(verdict, {"x": [], "y": [], "hover": []})
+            group["x"].append(sentence["blind"])
+            group["y"].append(sentence["raw"])
+            group["hover"].append(f"#{index + 1}: {sentence['text']}<br>raw {sentence['raw']:.3f}, "
+                                  f"blind {sentence['blind']:.3f}, debiased {sentence['debiased']:.3f}")
+    for verdict, group in points.items():
+        figure.add_trace(go.Scatter(x=group["x"], y=group["y"], mode="markers", name=verdict,
+                                    hovertext=group["hover"], hoverinfo="text",
+                                    marker={"size": 10, "color": VERDICT_COLOURS.get(verdict)}))
+    every = [v for g in points.values() for v in g["x"] + g["y"]]
+    low, high = (min(every), max(every)) if every else (-1.0, 1.0)
+    pad = 0.05 * (high - low or 1.0)
+    figure.add_trace(go.Scatter(x=[low - pad, high + pad], y=[low - pad, high + pad], mode="lines",
+                                name="raw = blind", line={"dash": "dash", "color": "#999"}, hoverinfo="skip"))
+    figure.update_layout(title="Sentences: raw (with image) vs blind (no image) judge score",
+                         xaxis_title="blind score (no image)", yaxis_title="raw score (with image)",
+                         height=420, margin={"l": 10, "r": 10, "t": 40, "b": 30})
+    return figure
+
+
+def decode_tree(decoded: dict) -> go.Figure:
+    """The self-judged decoding search: one column per step, edges to the parent, chosen path highlighted."""
+    nodes = decoded["nodes"]
+    rows_at_step: dict[int, int] = {}
+    positions = []
+    for node in nodes:
+        row = rows_at_step.get(node["step"], 0)
+        rows_at_step[node["step"]] = row + 1
+        positions.append((node["step"], -row))
+    figure = go.Figure()
+    for index, node in enumerate(nodes):
+        parent = node["parent"]
+        if parent is None:
+            continue
+        both_chosen = node["chosen"] and nodes[parent]["chosen"]
+        figure.add_trace(go.Scatter(
+            x=[positions[parent][0], positions[index][0]], y=[positions[parent][1], positions[index][1]],
+            mode="lines", line={"color": "#2a9d8f" if both_chosen else "#ccc", "width": 3 if both_chosen else 1},
+            hoverinfo="skip", showlegend=False))
+    for chosen in (False, True):
+        picked = [i for i, n in enumerate(nodes) if n["chosen"] == chosen]
+        figure.add_trace(go.Scatter(
+            x=[positions[i][0] for i in picked], y=[positions[i][1] for i in picked], mode="markers+text",
+            name="chosen" if chosen else "proposed", text=[f"{nodes[i]['score']:.2f}" for i in picked],
+            textposition="top center",
+            hovertext=[f"step {nodes[i]['step']}: {nodes[i]['text']}<br>score {nodes[i]['score']:.4f}"
+                       for i in picked], hoverinfo="text",
+            marker={"size": 14 if chosen else 9, "color": "#2a9d8f" if chosen else "#adb5bd"}))
+    figure.update_layout(title=f"Search tree ({decoded['strategy']}): hover a node for its sentence",
+                         xaxis_title="step (sentence)", yaxis={"visible": False},
+                         height=200 + 30 * max(rows_at_step.values(), default=1),
+                         margin={"l": 10, "r": 10, "t": 40, "b": 30})
+    return figure

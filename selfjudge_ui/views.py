@@ -1,0 +1,145 @@
+"""Turning core results (as their JSON) into what the Explore tab shows: rows, highlights, labels.
+
+Plain functions over plain data, no gradio and no model, so each is tested on its own.
+"""
+
+from __future__ import annotations
+
+from core.metrics import sentence_is_hallucinated
+from core.world import Scene
+from selfjudge_ui.plots import TOKEN_VIEWS
+
+CANDIDATE_COLUMNS = ["#", "rank", "text", "raw", "blind", "debiased", "min debiased", "likelihood",
+                     "hallucinated sentences"]
+SENTENCE_COLUMNS = ["#", "sentence", "raw", "blind", "debiased", "verdict"]
+DECODE_COLUMNS = ["step", "sentence (indented under its parent)", "score", "chosen"]
+COMPARE_COLUMNS = ["model", "#", "rank", "text", "debiased", "min debiased", "hallucinated sentences"]
+SCORE_FIELDS = {"raw": "mean_raw", "blind": "mean_blind", "debiased": "mean_debiased",
+                "min_debiased": "min_debiased", "likelihood": "likelihood", "rank": "rank"}
+NO_TRUTH = "no ground truth"
+
+
+def _r(value: float) -> float:
+    return round(float(value), 3)
+
+
+def scene_truth(scene: Scene | None) -> list[list[str]] | None:
+    """The (colour, shape) objects of a scene as JSON-friendly lists; None when there is no scene."""
+    return None if scene is None else sorted([list(name) for name in scene.names()])
+
+
+def describe_truth(scene: Scene) -> str:
+    """Ground truth of a shapes scene as Markdown."""
+    objects = ", ".join(f"{o.size} {o.color} {o.shape} ({o.position}{', faint' if o.low_contrast else ''})"
+                        for o in scene.objects)
+    return f"**Ground truth, scene {scene.seed}:** {objects}."
+
+
+def verdicts(result: dict, truth: list[list[str]] | None) -> list[list[str]]:
+    """For every candidate, every sentence: correct, hallucinated, no object claimed, or no ground truth."""
+    present = None if truth is None else {tuple(name) for name in truth}
+    words = {True: "hallucinated", False: "correct", None: "no object claimed"}
+    return [[NO_TRUTH if present is None else words[sentence_is_hallucinated(s["text"], present)]
+             for s in c["sentences"]] for c in result["candidates"]]
+
+
+def _hallucinated_count(candidate_verdicts: list[str]) -> str:
+    if NO_TRUTH in candidate_verdicts or not candidate_verdicts:
+        return "-"
+    return f"{candidate_verdicts.count('hallucinated')}/{len(candidate_verdicts)}"
+
+
+def candidate_rows(result: dict, truth: list[list[str]] | None) -> list[list]:
+    """One table row per candidate, in generation order."""
+    return [[i + 1, c["rank"], c["text"], _r(c["mean_raw"]), _r(c["mean_blind"]), _r(c["mean_debiased"]),
+             _r(c["min_debiased"]), _r(c["likelihood"]), _hallucinated_count(v)]
+            for i, (c, v) in enumerate(zip(result["candidates"], verdicts(result, truth)))]
+
+
+def sentence_rows(result: dict, truth: list[list[str]] | None) -> list[list]:
+    """One table row per sentence of every candidate, with its verdict against the ground truth."""
+    return [[i + 1, s["text"], _r(s["raw"]), _r(s["blind"]), _r(s["debiased"]), verdict]
+            for i, (c, vs) in enumerate(zip(result["candidates"], verdicts(result, truth)))
+            for s, verdict in zip(c["sentences"], vs)]
+
+
+def candidate_choices(result: dict) -> list[tuple[str, int]]:
+    """Dropdown choices (label, 1-based candidate number)."""
+    return [(f"#{i + 1} (rank {c['rank']}, debiased {c['mean_debiased']:.2f}): {c['text'][:60]}", i + 1)
+            for i, c in enumerate(result["candidates"])]
+
+
+def best_and_worst(result: dict) -> tuple[int, int]:
+    """1-based numbers of the highest and the lowest mean debiased candidate."""
+    order = sorted(range(len(result["candidates"])), key=lambda i: result["candidates"][i]["mean_debiased"])
+    return order[-1] + 1, order[0] + 1
+
+
+def token_highlights(candidate: dict, view: str) -> tuple[list[tuple[str, float]], str]:
+    """(token, value in [-1, 1]) for gr.HighlightedText, and the Markdown scale that maps colour back to value.
+
+    Log-probabilities (raw, blind) are all <= 0, so they are stretched min..max onto -1..1;
+    debiased and visual gain are signed, so they are divided by their largest magnitude and 0 stays 0.
+    """
+    key, meaning = TOKEN_VIEWS[view]
+    values = [float(t[key]) for t in candidate["tokens"]]
+    tokens = [t["token"] for t in candidate["tokens"]]
+    if not values:
+        return [], "No tokens."
+    if view in ("debiased", "visual gain"):
+        top = max(abs(v) for v in values) or 1.0
+        scaled = [v / top for v in values]
+        scale = f"{view} = {meaning}. Colour = value / {top:.3f}: -1 = {-top:.3f}, 0 = 0, +1 = {top:.3f}."
+    else:
+        low, high = min(values), max(values)
+        half = (high - low) / 2 or 1.0
+        scaled = [(v - low) / half - 1 for v in values]
+        scale = f"{view} = {meaning}. Colour: -1 = {low:.3f} (least likely), +1 = {high:.3f} (most likely)."
+    return [(tok, round(s, 4)) for tok, s in zip(tokens, scaled)], scale
+
+
+def pair_scores(candidate: dict, judge_settings: dict) -> dict:
+    """The scores saved with one side of a pair: the candidate's means plus the judge settings used."""
+    scores = {name: float(candidate[key]) for name, key in SCORE_FIELDS.items()}
+    scores.update({"alpha": float(judge_settings["alpha"]), "kind": judge_settings["kind"]})
+    return scores
+
+
+def decode_rows(decoded: dict) -> list[list]:
+    """The search tree as an indented table, depth-first from each root."""
+    nodes = decoded["nodes"]
+    children: dict[int | None, list[int]] = {}
+    for index, node in enumerate(nodes):
+        children.setdefault(node["parent"], []).append(index)
+    rows: list[list] = []
+
+    def visit(index: int, depth: int) -> None:
+        node = nodes[index]
+        rows.append([node["step"], "    " * depth + ("└ " if depth else "") + node["text"], _r(node["score"]),
+                     "yes" if node["chosen"] else ""])
+        for child in children.get(index, []):
+            visit(child, depth + 1)
+
+    for root in children.get(None, []):
+        visit(root, 0)
+    return rows
+
+
+def compare_rows(label: str, result: dict, truth: list[list[str]] | None) -> list[list]:
+    """Candidate rows of one model in the side-by-side comparison."""
+    return [[label, i + 1, c["rank"], c["text"], _r(c["mean_debiased"]), _r(c["min_debiased"]),
+             _hallucinated_count(v)]
+            for i, (c, v) in enumerate(zip(result["candidates"], verdicts(result, truth)))]
+
+
+def compare_summary(label: str, result: dict, truth: list[list[str]] | None) -> str:
+    """One Markdown line: mean debiased score, and the hallucinated-sentence rate where truth is known."""
+    candidates = result["candidates"]
+    mean = sum(c["mean_debiased"] for c in candidates) / max(len(candidates), 1)
+    line = f"**{label}**: mean debiased {mean:.3f} over {len(candidates)} candidates"
+    flat = [v for vs in verdicts(result, truth) for v in vs]
+    claimed = [v for v in flat if v in ("correct", "hallucinated")]
+    if truth is not None and claimed:
+        line += (f"; {claimed.count('hallucinated')}/{len(claimed)} sentences that name an object are "
+                 f"hallucinated ({claimed.count('hallucinated') / len(claimed):.0%})")
+    return line
