@@ -197,11 +197,12 @@ def _rename_into_place(temp: Path, exports_dir: Path, name: str) -> Path:
     raise FileExistsError(f"could not find a free export name like {name} in {exports_dir}")
 
 
-def archive_export(folder: Path) -> Path:
-    """A .zip of an export folder beside it (for downloads), its files at the zip's root."""
+def archive_export(folder: Path, out_dir: Path | None = None) -> Path:
+    """A .zip of an export folder (beside it, or in out_dir) with its files at the zip's root."""
     folder = Path(folder)
-    temp = Path(shutil.make_archive(str(folder.parent / f".{folder.name}-zip"), "zip", root_dir=folder))
-    return temp.replace(folder.parent / f"{folder.name}.zip")
+    out_dir = Path(out_dir) if out_dir is not None else folder.parent
+    temp = Path(shutil.make_archive(str(out_dir / f".{folder.name}-zip"), "zip", root_dir=folder))
+    return temp.replace(out_dir / f"{folder.name}.zip")
 
 
 def _read_jsonl(data_file: Path) -> list[tuple[Pair, Image.Image]]:

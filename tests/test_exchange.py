@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.exchange import (ExportResult, ImportResult, extract_zip, archive_export, conversation, export_pairs,
+from core.exchange import (ExportResult, ImportResult, archive_export, conversation, export_pairs, extract_zip,
                            import_pairs, main, pair_from_row)
 from core.store import Pair, Store
 
@@ -136,6 +136,9 @@ def test_zip_round_trip(store, tmp_path):
     fresh = Store(tmp_path / "fresh" / "selfjudge.db")
     assert import_pairs(fresh, archive) == ImportResult(added=3, duplicates=0)
     assert without_ids(fresh.list_pairs()) == without_ids(store.list_pairs())
+    elsewhere = archive_export(result.path, tmp_path / "downloads")
+    assert elsewhere == tmp_path / "downloads" / "pairs-20250102T120000Z-jsonl.zip"
+    assert elsewhere.read_bytes() == archive.read_bytes()
 
 
 def test_zip_members_outside_the_layout_are_never_written(store, tmp_path):
