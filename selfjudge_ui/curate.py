@@ -27,6 +27,7 @@ PAGE_SIZE = 48
 ALL = "all"
 PAIR_COLUMNS = ["id", "source", "model", "prompt", "chosen", "rejected", "margin", "created", "deleted"]
 SCORE_COLUMNS = ["score", "chosen", "rejected", "chosen - rejected"]
+SCORE_ORDER = ("raw", "blind", "debiased", "min_debiased", "likelihood")  # then any others, by name
 NO_PAIR = "Pick a pair first: click a thumbnail or a table row, or type its id."
 THUMBNAIL = (160, 160)
 
@@ -39,16 +40,19 @@ def _number(value: float | None) -> float | str:
     return "" if value is None else round(value, 3)
 
 
+def _cell(value: object) -> float | str:
+    return _number(value) if value is None or isinstance(value, (int, float)) else str(value)
+
+
 def score_rows(pair: Pair) -> list[list]:
     """Chosen vs rejected, one row per score name (raw, blind, debiased, ...), with the difference."""
-    names = list(dict.fromkeys([*pair.chosen_scores, *pair.rejected_scores]))
+    names = sorted({*pair.chosen_scores, *pair.rejected_scores},
+                   key=lambda name: (SCORE_ORDER.index(name) if name in SCORE_ORDER else len(SCORE_ORDER), name))
     rows = []
     for name in names:
         chosen, rejected = pair.chosen_scores.get(name), pair.rejected_scores.get(name)
         numeric = all(isinstance(value, (int, float)) for value in (chosen, rejected))
-        rows.append([name, _number(chosen) if chosen is None or isinstance(chosen, (int, float)) else str(chosen),
-                     _number(rejected) if rejected is None or isinstance(rejected, (int, float)) else str(rejected),
-                     _number(chosen - rejected) if numeric else ""])
+        rows.append([name, _cell(chosen), _cell(rejected), _number(chosen - rejected) if numeric else ""])
     return rows
 
 
@@ -260,7 +264,8 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
     summary = gr.Markdown(elem_id="curate-summary")
     gallery = gr.Gallery(label="Pairs (click one to open it)", columns=8, height=260, allow_preview=False,
                          format="png", elem_id="curate-gallery")
-    table = gr.Dataframe(headers=PAIR_COLUMNS, label="Pairs", interactive=False, wrap=True, elem_id="curate-table")
+    table = gr.Dataframe(headers=PAIR_COLUMNS, label="Pairs", interactive=False, wrap=True, elem_id="curate-table",
+                         column_widths=["5%", "7%", "11%", "17%", "20%", "20%", "7%", "9%", "4%"])
     shown_ids = gr.State([])
     with gr.Row():
         pair_id = gr.Number(label="Pair id", precision=0, minimum=1, scale=1, elem_id="curate-pair-id")

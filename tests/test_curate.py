@@ -92,7 +92,7 @@ def test_get_pair_shows_it_side_by_side(curate, store):
         2, "What shapes?", "There is a red circle.", "There is a blue square.", [], "checked by hand")
     assert (image.size, image.getpixel((0, 0))) == ((8, 8), (20, 20, 220))
     assert details == "Pair #2: source **human**, model `-`, saved 2025-01-01T00:00:04.000+00:00."
-    assert curate.get_pair(1)[5] == [["debiased", 2.5, -0.5, 3.0], ["raw", 1.0, 1.5, -0.5]]
+    assert curate.get_pair(1)[5] == [["raw", 1.0, 1.5, -0.5], ["debiased", 2.5, -0.5, 3.0]]
 
 
 @pytest.mark.parametrize("pair_id, message", [
@@ -114,8 +114,10 @@ def test_clicking_a_thumbnail_or_row_opens_that_pair(curate):
 
 
 def test_score_rows_keep_non_numbers_readable():
-    pair = make_pair(chosen_scores={"debiased": 1.0, "judge": "yes"}, rejected_scores={"debiased": 0.25})
-    assert score_rows(pair) == [["debiased", 1.0, 0.25, 0.75], ["judge", "yes", "", ""]]
+    pair = make_pair(chosen_scores={"judge": "yes", "debiased": 1.0, "blind": -2},
+                     rejected_scores={"debiased": 0.25, "blind": 1, "aaa": 0.5})
+    assert score_rows(pair) == [["blind", -2, 1, -3], ["debiased", 1.0, 0.25, 0.75], ["aaa", "", 0.5, ""],
+                                ["judge", "yes", "", ""]]
 
 
 def test_update_pair_saves_and_shows_the_result(curate, store):
