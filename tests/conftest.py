@@ -37,3 +37,24 @@ def tiny_llava(tiny_llava_dir):
 
     return load_model(ModelSettings(model=str(tiny_llava_dir), device="cpu", dtype="float32", adapter="",
                                     load_in_4bit=False))
+
+
+@pytest.fixture(scope="session")
+def tiny_idefics3(tmp_path_factory):
+    """A tiny random-weight Idefics3 (SmolVLM architecture), saved and loaded through the Auto classes."""
+    from core.config import ModelSettings
+    from core.loading import load_model
+    from tests.tiny_families import build_idefics3
+
+    path = build_idefics3(tmp_path_factory.mktemp("tiny_idefics3"))
+    return load_model(ModelSettings(model=str(path), device="cpu", dtype="float32", adapter="", load_in_4bit=False))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl():
+    """A tiny random-weight Qwen2-VL (M-RoPE), built in memory (its processor cannot be saved without torchvision)."""
+    from core.loading import LoadedModel
+    from tests.tiny_families import build_qwen2_vl
+
+    model, processor = build_qwen2_vl()
+    return LoadedModel(model=model, processor=processor, model_id="tiny-qwen2-vl", adapter="", quantized=False)
