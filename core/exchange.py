@@ -37,7 +37,7 @@ from PIL import Image
 
 from core.config import DataSettings
 from core.images import normalise_image
-from core.store import SCHEMA_VERSION, Pair, Store
+from core.store import SCHEMA_VERSION, SOURCES, Pair, Store
 
 FORMATS = ("jsonl", "parquet")
 MANIFEST_NAME = "selfjudge-preference-pairs"
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     export = commands.add_parser("export", help="write the live pairs to a new folder under <data dir>/exports")
     export.add_argument("--format", choices=FORMATS, default="parquet",
                         help="parquet (images embedded) or jsonl (data.jsonl + images/); default parquet")
-    export.add_argument("--source", choices=("", "human", "self"), default="", help="only pairs from this source")
+    export.add_argument("--source", choices=SOURCES, default="", help="only pairs from this source (default: all)")
     export.add_argument("--model-id", default="", help="only pairs made with this model id")
     export.add_argument("--search", default="", help="only pairs whose prompt, answers or note contain this text")
     export.add_argument("--zip", action="store_true", help="also write a .zip of the export folder")

@@ -228,3 +228,22 @@ def test_cli_export_then_import(store, tmp_path, capsys):
     main(["--data-dir", str(tmp_path / "other"), "import", f"{folder}.zip"])
     assert capsys.readouterr().out == f"imported 1 pairs from {folder}.zip; skipped 0 already stored\n"
     assert [pair.prompt for pair in Store(tmp_path / "other" / "selfjudge.db").list_pairs()] == ["What shapes?"]
+
+
+def test_parquet_export_feeds_trl_vision_preference_collator(store, tmp_path):
+    from datasets import load_dataset
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    from core.embedded import EmbeddedConfig, build_processor, build_tokenizer
+
+    config = EmbeddedConfig(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=48, text_layers=2,
+                            text_heads=4, text_intermediate=96, seed=0)
+    processor = build_processor(build_tokenizer(config.vocab_size, config.seed), config)
+    result = export_pairs(store, tmp_path / "exports", "parquet", clock=fixed_clock)
+    dataset = load_dataset("parquet", data_files=str(result.path / "data.parquet"), split="train",
+                           cache_dir=str(tmp_path / "hf-cache"))
+    batch = DataCollatorForVisionPreference(processor)([dict(row) for row in dataset])
+    # Chosen rows first, then rejected: 3 pairs -> 6 rows, each with its 96x96 picture.
+    assert batch["pixel_values"].shape == (6, 3, 96, 96)
+    assert batch["input_ids"].shape[0] == 6
+    assert batch["completion_mask"].sum(dim=1).gt(0).tolist() == [True] * 6
