@@ -1,8 +1,9 @@
 """SQLite store of preference pairs, their images and fine-tune run history.
 
 One small class (`Store`) over one sqlite-utils `Database`:
-- pictures are normalised to RGB (core.images: alpha on white, first frame, ...) and PNG, hashed with sha256 and kept once under
-  <db dir>/images/<sha[:2]>/<sha>.png, so file paths only ever come from hex we computed;
+- pictures are normalised to RGB (core.images: alpha on white, first frame, ...), encoded
+  as PNG, hashed with sha256 and kept once under <db dir>/images/<sha[:2]>/<sha>.png, so
+  file paths only ever come from hex we computed;
 - pairs and runs live in tables whose schema is versioned by PRAGMA user_version and
   brought up to date by the ordered `MIGRATIONS` when a store is opened;
 - every write is one `BEGIN IMMEDIATE` transaction under a per-store lock, the database is

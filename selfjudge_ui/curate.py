@@ -8,7 +8,6 @@ values. Bad input raises gr.Error before anything is written; the store writes i
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
