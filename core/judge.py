@@ -341,6 +341,7 @@ def score_answers(loaded: LoadedModel, image: Image.Image, question: str, answer
 def score_candidates(loaded: LoadedModel, image: Image.Image, question: str, candidates: list[str],
                      settings: JudgeSettings, mode: str = "cached") -> JudgeResult:
     """Score candidate answers given as text (tokenized as the chat template writes an assistant turn)."""
+    check_supported(loaded.model, loaded.processor)
     if not candidates:
         raise ValueError("score_candidates needs at least one candidate answer")
     for i, text in enumerate(candidates):
