@@ -18,6 +18,10 @@ VERDICT_COLOURS = {"correct": "#2a9d8f", "hallucinated": "#d62828", "no object c
                    "no ground truth": "#457b9d"}
 
 
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"  # core writes non-finite numbers as null
+
+
 def token_heatmap(result: dict, view: str) -> go.Figure:
     """Candidates x token positions, coloured by the chosen per-token value; hover shows the exact value."""
     key, meaning = TOKEN_VIEWS[view]
@@ -30,7 +34,7 @@ def token_heatmap(result: dict, view: str) -> go.Figure:
         pad = width - len(values)
         z.append(values + [None] * pad)
         text.append(tokens + [""] * pad)
-        hover.append([f"{tok!r}<br>{view} = {val:.4f}" for tok, val in zip(tokens, values)] + [""] * pad)
+        hover.append([f"{tok!r}<br>{view} = {_fmt(val)}" for tok, val in zip(tokens, values)] + [""] * pad)
     labels = [f"#{i + 1} (rank {c['rank']})" for i, c in enumerate(candidates)]
     symmetric = view in ("debiased", "visual gain")
     figure = go.Figure(go.Heatmap(
@@ -52,13 +56,13 @@ def sentence_scatter(result: dict, verdicts: list[list[str]]) -> go.Figure:
             group = points.setdefault(verdict, {"x": [], "y": [], "hover": []})
             group["x"].append(sentence["blind"])
             group["y"].append(sentence["raw"])
-            group["hover"].append(f"#{index + 1}: {sentence['text']}<br>raw {sentence['raw']:.3f}, "
-                                  f"blind {sentence['blind']:.3f}, debiased {sentence['debiased']:.3f}")
+            group["hover"].append(f"#{index + 1}: {sentence['text']}<br>raw {_fmt(sentence['raw'])}, "
+                                  f"blind {_fmt(sentence['blind'])}, debiased {_fmt(sentence['debiased'])}")
     for verdict, group in points.items():
         figure.add_trace(go.Scatter(x=group["x"], y=group["y"], mode="markers", name=verdict,
                                     hovertext=group["hover"], hoverinfo="text",
                                     marker={"size": 10, "color": VERDICT_COLOURS.get(verdict)}))
-    every = [v for g in points.values() for v in g["x"] + g["y"]]
+    every = [v for g in points.values() for v in g["x"] + g["y"] if v is not None]
     low, high = (min(every), max(every)) if every else (-1.0, 1.0)
     pad = 0.05 * (high - low or 1.0)
     figure.add_trace(go.Scatter(x=[low - pad, high + pad], y=[low - pad, high + pad], mode="lines",
@@ -92,9 +96,9 @@ def decode_tree(decoded: dict) -> go.Figure:
         picked = [i for i, n in enumerate(nodes) if n["chosen"] == chosen]
         figure.add_trace(go.Scatter(
             x=[positions[i][0] for i in picked], y=[positions[i][1] for i in picked], mode="markers+text",
-            name="chosen" if chosen else "proposed", text=[f"{nodes[i]['score']:.2f}" for i in picked],
+            name="chosen" if chosen else "proposed", text=[_fmt(nodes[i]["score"], 2) for i in picked],
             textposition="top center",
-            hovertext=[f"step {nodes[i]['step']}: {nodes[i]['text']}<br>score {nodes[i]['score']:.4f}"
+            hovertext=[f"step {nodes[i]['step']}: {nodes[i]['text']}<br>score {_fmt(nodes[i]['score'])}"
                        for i in picked], hoverinfo="text",
             marker={"size": 14 if chosen else 9, "color": "#2a9d8f" if chosen else "#adb5bd"}))
     figure.update_layout(title=f"Search tree ({decoded['strategy']}): hover a node for its sentence",

@@ -19,8 +19,13 @@ SCORE_FIELDS = {"raw": "mean_raw", "blind": "mean_blind", "debiased": "mean_debi
 NO_TRUTH = "no ground truth"
 
 
-def _r(value: float) -> float:
-    return round(float(value), 3)
+def _r(value: float | None) -> float | None:
+    # core results write non-finite numbers (an answer with no sentence has no mean) as null
+    return None if value is None else round(float(value), 3)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def scene_truth(scene: Scene | None) -> list[list[str]] | None:
@@ -65,14 +70,15 @@ def sentence_rows(result: dict, truth: list[list[str]] | None) -> list[list]:
 
 def candidate_choices(result: dict) -> list[tuple[str, int]]:
     """Dropdown choices (label, 1-based candidate number)."""
-    return [(f"#{i + 1} (rank {c['rank']}, debiased {c['mean_debiased']:.2f}): {c['text'][:60]}", i + 1)
+    return [(f"#{i + 1} (rank {c['rank']}, debiased {_fmt(c['mean_debiased'])}): {c['text'][:60]}", i + 1)
             for i, c in enumerate(result["candidates"])]
 
 
 def best_and_worst(result: dict) -> tuple[int, int]:
-    """1-based numbers of the highest and the lowest mean debiased candidate."""
-    order = sorted(range(len(result["candidates"])), key=lambda i: result["candidates"][i]["mean_debiased"])
-    return order[-1] + 1, order[0] + 1
+    """1-based numbers of the first- and last-ranked candidates (rank 1 = highest mean debiased score,
+    or the lowest where "yes" is bad, as for the safety prompt)."""
+    order = sorted(range(len(result["candidates"])), key=lambda i: result["candidates"][i]["rank"])
+    return order[0] + 1, order[-1] + 1
 
 
 def token_highlights(candidate: dict, view: str) -> tuple[list[tuple[str, float]], str]:
@@ -82,26 +88,30 @@ def token_highlights(candidate: dict, view: str) -> tuple[list[tuple[str, float]
     debiased and visual gain are signed, so they are divided by their largest magnitude and 0 stays 0.
     """
     key, meaning = TOKEN_VIEWS[view]
-    values = [float(t[key]) for t in candidate["tokens"]]
     tokens = [t["token"] for t in candidate["tokens"]]
-    if not values:
-        return [], "No tokens."
+    known = [float(t[key]) for t in candidate["tokens"] if t[key] is not None]
+    if not known:
+        return [(tok, 0.0) for tok in tokens], "No token scores."
+    middle = (min(known) + max(known)) / 2 if view in ("raw", "blind") else 0.0
+    values = [middle if t[key] is None else float(t[key]) for t in candidate["tokens"]]
     if view in ("debiased", "visual gain"):
         top = max(abs(v) for v in values) or 1.0
         scaled = [v / top for v in values]
-        scale = f"{view} = {meaning}. Colour = value / {top:.3f}: -1 = {-top:.3f}, 0 = 0, +1 = {top:.3f}."
+        scale = (f"{view} = {meaning}. Shade = value / {top:.3f}: full purple = {-top:.3f}, clear = 0, "
+                 f"full red = {top:.3f}.")
     else:
         low, high = min(values), max(values)
-        half = (high - low) / 2 or 1.0
-        scaled = [(v - low) / half - 1 for v in values]
-        scale = f"{view} = {meaning}. Colour: -1 = {low:.3f} (least likely), +1 = {high:.3f} (most likely)."
+        half = (high - low) / 2
+        scaled = [(v - low) / half - 1 if half else 0.0 for v in values]
+        scale = (f"{view} = {meaning}. Shade: full purple = {low:.3f} (least likely), clear = {(low + high) / 2:.3f}, "
+                 f"full red = {high:.3f} (most likely).")
     return [(tok, round(s, 4)) for tok, s in zip(tokens, scaled)], scale
 
 
 def pair_scores(candidate: dict, judge_settings: dict) -> dict:
     """The scores saved with one side of a pair: the candidate's means plus the judge settings used."""
-    scores = {name: float(candidate[key]) for name, key in SCORE_FIELDS.items()}
-    scores.update({"alpha": float(judge_settings["alpha"]), "kind": judge_settings["kind"]})
+    scores = {name: candidate[key] for name, key in SCORE_FIELDS.items()}  # exact, null where undefined
+    scores.update({"alpha": judge_settings["alpha"], "kind": judge_settings["kind"]})
     return scores
 
 
@@ -135,8 +145,9 @@ def compare_rows(label: str, result: dict, truth: list[list[str]] | None) -> lis
 def compare_summary(label: str, result: dict, truth: list[list[str]] | None) -> str:
     """One Markdown line: mean debiased score, and the hallucinated-sentence rate where truth is known."""
     candidates = result["candidates"]
-    mean = sum(c["mean_debiased"] for c in candidates) / max(len(candidates), 1)
-    line = f"**{label}**: mean debiased {mean:.3f} over {len(candidates)} candidates"
+    known = [c["mean_debiased"] for c in candidates if c["mean_debiased"] is not None]
+    mean = sum(known) / len(known) if known else None
+    line = f"**{label}**: mean debiased {_fmt(mean, 3)} over {len(candidates)} candidates"
     flat = [v for vs in verdicts(result, truth) for v in vs]
     claimed = [v for v in flat if v in ("correct", "hallucinated")]
     if truth is not None and claimed:

@@ -63,6 +63,8 @@ def test_candidate_and_sentence_rows():
 
 def test_choices_best_and_worst():
     assert views.best_and_worst(RESULT) == (2, 1)
+    safety = {"candidates": [{"rank": 2}, {"rank": 3}, {"rank": 1}]}  # ranks already account for the prompt
+    assert views.best_and_worst(safety) == (3, 2)
     assert views.candidate_choices(RESULT) == [
         ("#1 (rank 2, debiased 1.25): A red square. A green triangle.", 1),
         ("#2 (rank 1, debiased 6.00): A blue heart.", 2)]
@@ -73,19 +75,24 @@ def test_token_highlights_map_into_minus_one_to_one_with_the_scale():
     raw, scale = views.token_highlights(candidate, "raw")
     # log p in [-3, -0.5] stretched onto [-1, 1]: v -> (v + 3) / 1.25 - 1
     assert raw == [("A", 0.6), (" red", 1.0), (" green", -0.2), (" triangle", -1.0)]
-    assert "-1 = -3.000 (least likely), +1 = -0.500 (most likely)" in scale
+    assert scale == ("raw = log p(token | image, prompt). Shade: full purple = -3.000 (least likely), "
+                     "clear = -1.750, full red = -0.500 (most likely).")
     gain, scale = views.token_highlights(candidate, "visual gain")
     # visual gain [0, 2, -1, 0] divided by its largest magnitude 2
     assert gain == [("A", 0.0), (" red", 1.0), (" green", -0.5), (" triangle", 0.0)]
-    assert "Colour = value / 2.000" in scale
+    assert scale == ("visual gain = log p(image) - log p(blind). Shade = value / 2.000: full purple = -2.000, "
+                     "clear = 0, full red = 2.000.")
     flat, _ = views.token_highlights({"tokens": [_token("x", -1.0, -1.0)] * 2}, "blind")
-    assert flat == [("x", -1.0), ("x", -1.0)]
-    assert views.token_highlights({"tokens": []}, "raw") == ([], "No tokens.")
+    assert flat == [("x", 0.0), ("x", 0.0)]
+    assert views.token_highlights({"tokens": []}, "raw") == ([], "No token scores.")
+    missing = {"tokens": [_token("a", -1.0, -1.0), {**_token("b", 0, 0), "logprob_image": None},
+                          _token("c", -3.0, -1.0)]}
+    assert views.token_highlights(missing, "raw")[0] == [("a", 1.0), ("b", 0.0), ("c", -1.0)]
 
 
 def test_pair_scores():
     assert views.pair_scores(RESULT["candidates"][1], RESULT["settings"]) == {
-        "raw": 3.0, "blind": 0.0, "debiased": 6.0, "min_debiased": 6.0, "likelihood": -0.25, "rank": 1.0,
+        "raw": 3.0, "blind": 0.0, "debiased": 6.0, "min_debiased": 6.0, "likelihood": -0.25, "rank": 1,
         "alpha": 1.0, "kind": "logit"}
 
 
