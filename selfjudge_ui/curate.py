@@ -112,7 +112,7 @@ class Curate:
             thumbnails.append((image, f"#{pair.id} {pair.source}{margin}{' (deleted)' if pair.deleted_at else ''}"))
         first = (page - 1) * PAGE_SIZE + 1 if pairs else 0
         summary = f"Showing {first}-{first + len(pairs) - 1 if pairs else 0} of {total} pairs (page {page}/{pages})."
-        models = [ALL, *store.stats()["by_model"]]
+        models = [ALL, *(model for model in store.stats()["by_model"] if model)]  # "" would mean "all"
         model_choice = gr.update(choices=models, value=filters["model_id"] or ALL)
         return thumbnails, [pair_row(pair) for pair in pairs], [pair.id for pair in pairs], summary, model_choice
 

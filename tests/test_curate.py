@@ -66,7 +66,7 @@ def test_list_pairs_shows_thumbnails_rows_and_ids(curate):
                      "There is a blue square.", 3.0, "2025-01-01 00:00:02", ""]]
     assert ids == [2, 1]
     assert summary == "Showing 1-2 of 2 pairs (page 1/1)."
-    assert models == {"__type__": "update", "choices": ["all", "", "shapes-llava"], "value": "all"}
+    assert models == {"__type__": "update", "choices": ["all", "shapes-llava"], "value": "all"}
 
 
 def test_list_pairs_filters(curate):
