@@ -26,7 +26,7 @@ from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, 
                           LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
 
 from core.texts import Example, corpus, training_example
-from core.world import CANVAS, make_scene, render
+from core.world import CANVAS, COLORS, SHAPES, make_scene, object_mask, render
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
@@ -70,6 +70,9 @@ class EmbeddedConfig:
     warmup: int = 100
     weight_decay: float = 0.01
     text_only_rate: float = 0.15
+    vision_steps: int = 600  # stage 1: dense patch labels teach the vision tower to see shapes
+    vision_batch_size: int = 64
+    vision_lr: float = 2e-3
     train_seed_offset: int = 1_000_000  # training scenes start here; test scenes are 0..999_999
 
     def __post_init__(self) -> None:
@@ -175,6 +178,66 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor) ->
     return collate(examples, scenes, processor)
 
 
+def patch_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.12) -> tuple[list[int], list[int]]:
+    """Per patch: the shape and colour class of the object covering it most (0 = background)."""
+    mask = object_mask(scene, image_size)
+    grid = image_size // patch_size
+    shapes, colours = [], []
+    for row in range(grid):
+        for col in range(grid):
+            cell = mask[row * patch_size:(row + 1) * patch_size, col * patch_size:(col + 1) * patch_size]
+            counts = torch.bincount(torch.from_numpy(cell.astype("int64")).flatten(), minlength=5)
+            counts[0] = 0
+            index = int(counts.argmax())
+            if counts[index] < min_cover * patch_size * patch_size:
+                shapes.append(0)
+                colours.append(0)
+            else:
+                obj = scene.objects[index - 1]
+                shapes.append(SHAPES.index(obj.shape) + 1)
+                colours.append(list(COLORS).index(obj.color) + 1)
+    return shapes, colours
+
+
+def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProcessor, cfg: EmbeddedConfig,
+                    log_every: int = 50) -> list[float]:
+    """Stage 1: train the vision tower to label every patch with its object's shape and colour.
+
+    Trained end to end from scratch, a tiny LLaVA first learns the text prior and ignores the
+    image (its image features collapse to a constant); this stage gives the language model
+    features worth reading. The linear heads are thrown away afterwards.
+    """
+    vision = model.model.vision_tower
+    heads = torch.nn.Linear(cfg.vision_hidden, len(SHAPES) + 1 + len(COLORS) + 1)
+    params = list(vision.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=cfg.weight_decay)
+    losses = []
+    vision.train()
+    for step in range(cfg.vision_steps):
+        rng = random.Random(cfg.seed * 7_000_003 + step)
+        scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000)) for _ in range(cfg.vision_batch_size)]
+        pixels = processor.image_processor([render(sc) for sc in scenes], return_tensors="pt")["pixel_values"]
+        labels = [patch_labels(sc, cfg.image_size, cfg.patch_size) for sc in scenes]
+        shape_target = torch.tensor([lab[0] for lab in labels])
+        colour_target = torch.tensor([lab[1] for lab in labels])
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.vision_lr * min(1.0, (step + 1) / 50) * (1 - step / cfg.vision_steps * 0.9)
+        features = vision(pixel_values=pixels).last_hidden_state[:, 1:]  # patches, as LLaVA reads them
+        logits = heads(features)
+        loss = (torch.nn.functional.cross_entropy(logits[..., :len(SHAPES) + 1].flatten(0, 1), shape_target.flatten())
+                + torch.nn.functional.cross_entropy(logits[..., len(SHAPES) + 1:].flatten(0, 1),
+                                                    colour_target.flatten()))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if log_every and (step % log_every == 0 or step == cfg.vision_steps - 1):
+            print(f"vision step {step:4d}  patch loss {sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}",
+                  flush=True)
+    return losses
+
+
 def lr_at(step: int, cfg: EmbeddedConfig) -> float:
     """Linear warmup, then cosine decay to 5% of the peak."""
     if step < cfg.warmup:
@@ -189,6 +252,8 @@ def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50, sav
     tokenizer = build_tokenizer(cfg.vocab_size, cfg.seed)
     processor = build_processor(tokenizer, cfg)
     model = build_model(tokenizer, cfg)
+    if cfg.vision_steps:
+        pretrain_vision(model, processor, cfg, log_every)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -239,12 +304,14 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--batch-size", type=int, default=EmbeddedConfig.batch_size)
     t.add_argument("--lr", type=float, default=EmbeddedConfig.lr)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--vision-steps", type=int, default=EmbeddedConfig.vision_steps)
     t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = EmbeddedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    cfg = EmbeddedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         vision_steps=args.vision_steps)
     train(cfg, args.out, save_every=args.save_every)
     print(f"saved to {args.out}")
 

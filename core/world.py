@@ -213,25 +213,42 @@ def _shape_points(shape: str, x: float, y: float, r: float, angle: float) -> lis
     raise ValueError(f"unknown shape {shape!r}")
 
 
+def _draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject, angle: float, fill) -> None:
+    r = RADIUS[obj.size]
+    if obj.shape == "circle":
+        draw.ellipse([obj.x - r, obj.y - r, obj.x + r, obj.y + r], fill=fill)
+    else:
+        draw.polygon(_shape_points(obj.shape, obj.x, obj.y, r, angle), fill=fill)
+
+
+def _angles(scene: Scene) -> tuple[float, ...]:
+    return scene.rotation or (0.0,) * len(scene.objects)
+
+
 def render(scene: Scene, canvas: int = CANVAS) -> Image.Image:
     """Render a scene to an RGB image (deterministic)."""
     img = Image.new("RGB", (canvas, canvas), scene.background)
     draw = ImageDraw.Draw(img)
-    for obj, angle in zip(scene.objects, scene.rotation or (0.0,) * len(scene.objects)):
+    for obj, angle in zip(scene.objects, _angles(scene)):
         colour = COLORS[obj.color]
         if obj.low_contrast:  # blend towards the background: the model must sometimes guess
             colour = tuple(int(0.45 * c + 0.55 * b) for c, b in zip(colour, scene.background))
-        r = RADIUS[obj.size]
-        if obj.shape == "circle":
-            draw.ellipse([obj.x - r, obj.y - r, obj.x + r, obj.y + r], fill=colour)
-        else:
-            draw.polygon(_shape_points(obj.shape, obj.x, obj.y, r, angle), fill=colour)
+        _draw_object(draw, obj, angle, colour)
     if scene.noise > 0:
         noise_rng = np.random.default_rng(scene.seed)
         arr = np.asarray(img, dtype=np.float32)
         arr = arr + noise_rng.normal(0.0, scene.noise, arr.shape)
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     return img
+
+
+def object_mask(scene: Scene, canvas: int = CANVAS) -> np.ndarray:
+    """Per-pixel ground truth: 0 for background, i + 1 where object i is visible (later objects on top)."""
+    mask = Image.new("L", (canvas, canvas), 0)
+    draw = ImageDraw.Draw(mask)
+    for index, (obj, angle) in enumerate(zip(scene.objects, _angles(scene))):
+        _draw_object(draw, obj, angle, index + 1)
+    return np.asarray(mask)
 
 
 def sample(seed: int, n: int, out: Path) -> Path:
