@@ -6,7 +6,8 @@ import pytest
 
 from core.config import ModelSettings
 from core.dpo import DPOSettings, partial_dir
-from core.finetune import cancel_run, list_runs, run_training, start_run, stored_examples
+from core.finetune import (cancel_run, list_runs, planned_steps, record_exit, run_training, start_run,
+                           stored_examples)
 from core.store import Pair, Store
 from core.world import make_scene, render
 
@@ -93,3 +94,35 @@ def test_cancel_ignores_finished_runs(db_with_pairs):
     store.close()
     cancel_run(db_with_pairs, run_id)
     assert list_runs(db_with_pairs)[0]["status"] == "finished"
+
+
+def test_filters_choose_the_pairs_and_no_match_queues_nothing(db_with_pairs, tiny_settings, tmp_path):
+    store = Store(db_with_pairs)
+    since = store.get_pair(3).created_at
+    assert [e.chosen for e in stored_examples(store, since=since)] == ["A red circle 3.", "A red circle 4."]
+    assert [e.chosen for e in stored_examples(store, source="self", since=since)] == ["A red circle 3."]
+    assert stored_examples(store, model_id="other-model") == []
+    store.close()
+    with pytest.raises(ValueError, match="no stored pairs match these filters"):
+        start_run(db_with_pairs, "none", tmp_path / "none", DPOSettings(), tiny_settings, model_id="other-model")
+    assert list_runs(db_with_pairs) == []
+
+
+def test_planned_steps_counts_batches_per_epoch_within_max_pairs():
+    assert planned_steps(5, DPOSettings(batch_size=2, epochs=3)) == 9
+    assert planned_steps(5, DPOSettings(batch_size=2, epochs=1, max_pairs=2)) == 1
+    assert planned_steps(4, DPOSettings(batch_size=4)) == 1
+
+
+def test_record_exit_fails_a_run_its_process_left_running(db_with_pairs):
+    store = Store(db_with_pairs)
+    killed, crashed, done = (store.add_run(name, {}) for name in ("killed", "crashed", "done"))
+    store.update_run(killed, status="running")
+    store.update_run(done, status="finished", adapter_path="/x")
+    store.close()
+    assert record_exit(db_with_pairs, killed, -9)["error"] == (
+        "the training process was killed by signal 9 (Killed); SIGKILL usually means the system ran out of memory: "
+        "try a smaller batch size, gradient checkpointing or a 4-bit base")
+    assert record_exit(db_with_pairs, crashed, 1)["error"] == "the training process exited with code 1 before finishing"
+    assert [record_exit(db_with_pairs, i, 0)["status"] for i in (killed, crashed, done)] == ["failed", "failed",
+                                                                                             "finished"]
