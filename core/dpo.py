@@ -35,13 +35,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from core.chat import UnsupportedModelError, prepare_image, prompt_ids, render, text_ids, token_inputs
 from core.config import ModelSettings
+from core.embedded import conversation
 from core.loading import LoadedModel, load_model
 
 # LoRA goes on the language model's attention and MLP projections only; the vision tower's
-# q_proj/v_proj share these names, hence the anchor on "language_model".
-LANGUAGE_MODEL_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-PROJECTOR_MODULES = ["multi_modal_projector"]
+# q_proj/v_proj share these names, hence the anchor on the language model's name
+# (language_model in LLaVA and Qwen2-VL, text_model in Idefics3/SmolVLM).
+LANGUAGE_MODEL_TARGETS = (r".*(language_model|text_model)\..*\."
+                          r"(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+# The vision-to-language projector: LLaVA, Idefics3, Qwen2-VL.
+PROJECTOR_MODULES = ["multi_modal_projector", "connector", "merger"]
 SETTINGS_FILE = "dpo_settings.json"
 SUMMARY_FILE = "training_summary.json"
 
@@ -166,60 +171,65 @@ def step_metrics(logps: PairLogps, loss: torch.Tensor, beta: float) -> dict:
 
 # Batches -----------------------------------------------------------------------------------------
 
-def prompt_and_completion(processor, prompt: str, answer: str) -> tuple[str, str]:
-    """The chat-template generation prompt and the text the template appends for the answer (with EOS)."""
-    from core.embedded import conversation
+def completion_ids(processor, prompt: str, answer: str) -> list[int]:
+    """Ids of the answer as the chat template writes it after the generation prompt, end-of-turn included.
 
-    prompt_text = processor.apply_chat_template(conversation(prompt, True), add_generation_prompt=True)
-    full = processor.apply_chat_template(conversation(prompt, True) + [
-        {"role": "assistant", "content": [{"type": "text", "text": answer}]}])
+    The end of turn (EOS) is part of what DPO compares: it is how the model learns where to
+    stop. Tokenized in context where that keeps the prompt's own ids (sentencepiece spaces).
+    """
+    messages = conversation(prompt, with_image=False)
+    prompt_text = render(processor, messages)
+    full = render(processor, messages + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}],
+                  add_generation_prompt=False)
     if not full.startswith(prompt_text):
-        raise ValueError("this chat template does not render the answer after the generation prompt; "
-                         "DPO needs prompt + answer to extend the prompt the model generates from")
-    return prompt_text, full[len(prompt_text):]
+        raise UnsupportedModelError("this chat template does not write the answer after the generation prompt; "
+                                    "DPO needs prompt + answer to extend the prompt the model generates from")
+    prompt_tokens, joint = text_ids(processor, prompt_text), text_ids(processor, full)
+    if joint[:len(prompt_tokens)] == prompt_tokens:
+        return joint[len(prompt_tokens):]
+    return text_ids(processor, full[len(prompt_text):])
 
 
 def collate_preferences(examples: list[PreferenceExample], processor) -> dict[str, torch.Tensor]:
     """A DPO batch: rows 0..B-1 are prompt + chosen, rows B..2B-1 prompt + rejected (same order).
 
-    Rows are left-padded so that every completion ends in the last column; position_ids count
-    real tokens only, so a row's log-probs do not depend on its padding. `completion_mask`
-    marks the answer tokens whose log-probs DPO compares.
+    Prompts are built as the judge and generation build them (core.chat). Rows are
+    right-padded, so every real token keeps its position whatever the padding (which also
+    suits models that derive positions themselves, like Qwen2-VL's M-RoPE).
+    `completion_mask` marks the answer tokens whose log-probs DPO compares.
     """
     if not examples:
         raise ValueError("a preference batch needs at least one example")
-    tokenizer = processor.tokenizer
-    rows: list[tuple[list[int], int]] = []  # (token ids, completion length)
-    extras: dict[str, list[torch.Tensor]] = {}
-    for side in ("chosen", "rejected"):
-        for example in examples:
-            prompt_text, completion_text = prompt_and_completion(processor, example.prompt, getattr(example, side))
-            prompt_inputs = processor(images=[example.image], text=[prompt_text], return_tensors="pt",
-                                      add_special_tokens=False)
-            completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
-            rows.append((prompt_inputs["input_ids"][0].tolist() + completion_ids, len(completion_ids)))
-            for key, value in prompt_inputs.items():
-                if key not in ("input_ids", "attention_mask"):
-                    extras.setdefault(key, []).append(value)
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    images = [prepare_image(processor, example.image) for example in examples]
+    prompts = [prompt_ids(processor, example.prompt, image) for example, image in zip(examples, images)]
+    rows = [(prompt + completion, len(completion), image)
+            for side in ("chosen", "rejected")
+            for example, prompt, image in zip(examples, prompts, images)
+            for completion in [completion_ids(processor, example.prompt, getattr(example, side))]]
+    width = max(len(ids) for ids, _, _ in rows)
+    input_ids = torch.full((len(rows), width), processor.tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     completion_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (ids, completion_length) in enumerate(rows):
-        input_ids[i, width - len(ids):] = torch.tensor(ids)
-        attention_mask[i, width - len(ids):] = 1
-        completion_mask[i, width - completion_length:] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask,
-             "position_ids": (attention_mask.cumsum(dim=1) - 1).clamp(min=0)}
-    return batch | {key: torch.cat(values) for key, values in extras.items()}
+    for i, (ids, completion_length, _) in enumerate(rows):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        attention_mask[i, :len(ids)] = 1
+        completion_mask[i, len(ids) - completion_length:len(ids)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+    # Per-token extras (Qwen2-VL's mm_token_type_ids) row by row; per-image tensors (pixel_values) stacked.
+    for i, (_, _, image) in enumerate(rows):
+        for key, column in token_inputs(image, input_ids[i:i + 1]).items():
+            batch.setdefault(key, torch.zeros_like(input_ids))[i] = column[0] * attention_mask[i]
+    for key in images[0].tensors:
+        batch[key] = torch.cat([image.tensors[key] for _, _, image in rows])
+    return batch
 
 
 def sequence_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed log-probs of each row's completion tokens."""
     completion_mask = batch["completion_mask"]
     width = completion_mask.shape[1]
-    # Completions end in the last column, so only the last `keep` positions need logits
-    # (on a 32k vocabulary this is most of the activation memory).
+    # Only positions from the first completion token on need logits (prompts are long and
+    # alike: 576 image tokens for LLaVA-1.5), which on a 32k vocabulary saves most activation memory.
     keep = width - int(completion_mask.any(dim=0).nonzero()[0])
     inputs = {k: v for k, v in batch.items() if k != "completion_mask"}
     logits = model(**inputs, logits_to_keep=keep + 1, use_cache=False).logits[:, :-1].float()

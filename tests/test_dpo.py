@@ -67,7 +67,7 @@ def examples(n: int, chosen: str = "A red circle.", rejected: str = "A blue star
     return [PreferenceExample(render(make_scene(i)), PROMPT, chosen, rejected) for i in range(n)]
 
 
-def test_collator_puts_chosen_rows_first_left_padded_with_real_positions(tiny_llava):
+def test_collator_puts_chosen_rows_first_right_padded(tiny_llava):
     processor = tiny_llava.processor
     pair_a = PreferenceExample(render(make_scene(1)), PROMPT, "A red circle.", "A blue star is on the left.")
     pair_b = PreferenceExample(render(make_scene(2)), PROMPT, "No.", "Yes.")
@@ -82,18 +82,17 @@ def test_collator_puts_chosen_rows_first_left_padded_with_real_positions(tiny_ll
                    ids(" Yes.</s>")]
     width = len(prompt) + max(len(c) for c in completions)
     pad = tokenizer.pad_token_id
-    expected_ids = torch.tensor([[pad] * (width - len(prompt) - len(c)) + prompt + c for c in completions])
-    expected_mask = torch.tensor([[0] * (width - len(prompt) - len(c)) + [1] * (len(prompt) + len(c))
+    expected_ids = torch.tensor([prompt + c + [pad] * (width - len(prompt) - len(c)) for c in completions])
+    expected_mask = torch.tensor([[1] * (len(prompt) + len(c)) + [0] * (width - len(prompt) - len(c))
                                   for c in completions])
-    expected_completion = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in completions])
-    expected_positions = torch.tensor([[0] * (width - len(prompt) - len(c)) + list(range(len(prompt) + len(c)))
-                                       for c in completions])
+    expected_completion = torch.tensor([[0] * len(prompt) + [1] * len(c) + [0] * (width - len(prompt) - len(c))
+                                        for c in completions])
     pixels = processor.image_processor([pair_a.image, pair_b.image], return_tensors="pt")["pixel_values"]
-    assert sorted(batch) == ["attention_mask", "completion_mask", "input_ids", "pixel_values", "position_ids"]
+    assert sorted(batch) == ["attention_mask", "completion_mask", "input_ids", "pixel_values"]
+    assert [len(c) for c in completions] == [5, 3, 9, 3]
     assert torch.equal(batch["input_ids"], expected_ids)
     assert torch.equal(batch["attention_mask"], expected_mask)
     assert torch.equal(batch["completion_mask"], expected_completion)
-    assert torch.equal(batch["position_ids"], expected_positions)
     assert torch.equal(batch["pixel_values"], torch.cat([pixels, pixels]))
     assert tokenizer.decode(batch["input_ids"][2][batch["completion_mask"][2] == 1]) == \
         " A blue star is on the left.</s>"
@@ -241,3 +240,20 @@ def test_cli_help_lists_every_setting(capsys):
                  "--no-gradient-checkpointing", "--db", "--out", "--4bit"):
         assert flag in out
 
+
+
+@pytest.mark.parametrize("family", ["tiny_idefics3", "tiny_qwen2_vl"])
+def test_other_families_batch_exactly_and_train_with_the_projector(family, request, tmp_path):
+    loaded = request.getfixturevalue(family)
+    pairs = examples(2, rejected="Yes.")
+    with torch.no_grad():
+        together = sequence_logps(loaded.model, collate_preferences(pairs, loaded.processor))
+        alone = [sequence_logps(loaded.model, collate_preferences([p], loaded.processor)) for p in pairs]
+    expected = [float(alone[0][0]), float(alone[1][0]), float(alone[0][1]), float(alone[1][1])]
+    assert together.tolist() == pytest.approx(expected, abs=1e-4)
+    result = train_dpo(loaded, pairs, tmp_path / "adapter", DPOSettings(batch_size=2, lr=1e-2,
+                                                                         train_projector=True))
+    saved = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert result.status == "finished"
+    assert any("lora_A" in k for k in saved) and any("lora" not in k for k in saved)  # projector copy saved
+    assert all("vision_model" not in k and "visual.blocks" not in k for k in saved)
