@@ -73,6 +73,7 @@ class EmbeddedConfig:
     vision_steps: int = 600  # stage 1: dense patch labels teach the vision tower to see shapes
     vision_batch_size: int = 64
     vision_lr: float = 2e-3
+    vision_lr_scale: float = 0.2  # stage 2: learning-rate factor for the pre-trained vision tower
     train_seed_offset: int = 1_000_000  # training scenes start here; test scenes are 0..999_999
 
     def __post_init__(self) -> None:
@@ -238,6 +239,21 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
     return losses
 
 
+def per_example_loss(model: LlavaForConditionalGeneration, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token cross-entropy averaged within each example, then over examples.
+
+    With the usual mean over all tokens, a one-word yes/no answer weighs 1/40 of a description
+    and the model never learns to answer it from the image.
+    """
+    labels = batch["labels"]
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
+                                                   reduction="none")
+    counts = (targets != -100).sum(dim=1).clamp(min=1)
+    return (token_loss.sum(dim=1) / counts).mean()
+
+
 def lr_at(step: int, cfg: EmbeddedConfig) -> float:
     """Linear warmup, then cosine decay to 5% of the peak."""
     if step < cfg.warmup:
@@ -254,18 +270,22 @@ def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50, sav
     model = build_model(tokenizer, cfg)
     if cfg.vision_steps:
         pretrain_vision(model, processor, cfg, log_every)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    groups = []
+    for is_vision in (False, True):  # the pre-trained vision tower moves slower than the rest
+        named = [(n, p) for n, p in model.named_parameters() if ("vision_tower" in n) == is_vision]
+        scale = cfg.vision_lr_scale if is_vision else 1.0
+        groups.append({"params": [p for n, p in named if p.ndim >= 2], "weight_decay": cfg.weight_decay,
+                       "lr_scale": scale})
+        groups.append({"params": [p for n, p in named if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
     model.train()
     losses: list[float] = []
     start = time.time()
     for step in range(cfg.steps):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg) * group["lr_scale"]
         batch = training_batch(step, cfg, processor)
-        loss = model(**batch).loss
+        loss = per_example_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
