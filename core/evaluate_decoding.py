@@ -138,6 +138,10 @@ def print_tables(decoding: list[DecodingRow], aurocs: list[AurocRow], alphas: li
               + " | ".join(f"{r.debiased[str(a)]:.3f}" for a in alphas) + f" | {r.n_faithful} | {r.n_hallucinated} |")
 
 
+def _threshold(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: run every decoding configuration and the AUROC on the test split; print tables."""
     parser = argparse.ArgumentParser(prog="python -m core.evaluate_decoding", description=__doc__.split("\n\n")[0])
@@ -149,8 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep-decoding", action="store_true", help="also decode with every alpha of the sweep")
     parser.add_argument("--kind", default="logit", help="score kind used for decoding: logit | logprob | log-odds")
     parser.add_argument("--likelihood-weight", type=float, default=0.0, help="weight of the mean token log-prob")
-    parser.add_argument("--reject-below", type=float, default=0.0,
-                        help="debiased log-odds under which a proposal is rejected")
+    parser.add_argument("--reject-below", type=_threshold, default=0.0,
+                        help="debiased log-odds under which a proposal is rejected ('none': never)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--model", default=None, help="model id or folder (default SELFJUDGE_MODEL or the embedded model)")
     parser.add_argument("--4bit", dest="load_in_4bit", action="store_true", default=None, help="load in 4-bit NF4")
