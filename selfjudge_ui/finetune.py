@@ -140,7 +140,7 @@ def progress_html(run: dict) -> str:
 def curves_figure(run: dict | None) -> go.Figure:
     """Loss, chosen/rejected rewards, margin and accuracy per step of a run (hover for exact values)."""
     figure = make_subplots(rows=2, cols=2, subplot_titles=[title for title, _ in CURVES],
-                           horizontal_spacing=0.08, vertical_spacing=0.16)
+                           horizontal_spacing=0.08, vertical_spacing=0.2)
     metrics = run["metrics"] if run else []
     steps = [row["step"] for row in metrics]
     for index, (_, lines) in enumerate(CURVES):
@@ -442,7 +442,7 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
         trigger(handlers.count_pairs, filters, [pair_count, model], api_visibility="private")
     start_button.click(handlers.start_finetune, [name, *filters, *hyper, admin_token], [run_id, status, timer],
                        api_name="start_finetune").success(handlers.watch, [run_id], watch_outputs,
-                                                          api_visibility="private")
+                                                          api_visibility="private", show_progress="hidden")
     timer.tick(handlers.watch, [run_id], watch_outputs, api_name="finetune_run", show_progress="hidden")
     run_id.submit(handlers.watch, [run_id], watch_outputs, api_visibility="private")
     runs.select(handlers.pick_run, [runs], [run_id, *watch_outputs], api_visibility="private")
