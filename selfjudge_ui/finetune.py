@@ -93,11 +93,14 @@ def since_filter(text: str | None) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def settings_summary(dpo: dict) -> str:
-    """A run's DPO settings in one short line."""
-    projector = " +projector" if dpo.get("train_projector") else ""
-    return (f"{dpo.get('loss')} beta={dpo.get('beta')} lr={dpo.get('lr'):g} epochs={dpo.get('epochs')} "
-            f"batch={dpo.get('batch_size')} LoRA r={dpo.get('lora_r')}/alpha={dpo.get('lora_alpha')}{projector}")
+def settings_summary(params: dict) -> str:
+    """A run's DPO settings in one short line ('' for a row that recorded none)."""
+    if "dpo" not in params:
+        return ""
+    dpo = DPOSettings.from_json(params["dpo"])  # defaults for keys an older row lacks
+    projector = " +projector" if dpo.train_projector else ""
+    return (f"{dpo.loss} beta={dpo.beta:g} lr={dpo.lr:g} epochs={dpo.epochs} batch={dpo.batch_size} "
+            f"LoRA r={dpo.lora_r}/alpha={dpo.lora_alpha}{projector}")
 
 
 def _number(value: float | None) -> float | str:
@@ -108,7 +111,7 @@ def run_row(run: dict) -> list:
     """One line of the run history; the adapter is shown only for finished runs (a half-written one never)."""
     last = run["metrics"][-1] if run["metrics"] else {}
     return [run["id"], run["name"], run["status"], run["params"].get("pairs", ""),
-            settings_summary(run["params"].get("dpo", {})), len(run["metrics"]), _number(last.get("loss")),
+            settings_summary(run["params"]), len(run["metrics"]), _number(last.get("loss")),
             _number(last.get("margin")), _number(last.get("accuracy")),
             run["adapter_path"] if run["status"] == "finished" else "", run["error"],
             run["created_at"][:19].replace("T", " "), (run["finished_at"] or "")[:19].replace("T", " ")]

@@ -283,3 +283,19 @@ def test_every_action_has_an_api_name(store, tmp_path, tiny_llava_dir):
     names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
     assert names == {"start_finetune", "cancel_finetune", "list_runs", "finetune_run", "open_adapter_in_explore",
                      "self_curate"}
+
+
+def test_clicking_a_history_row_watches_that_run(tab, store):
+    import pandas as pd
+
+    first, second = store.add_run("first", {}), store.add_run("second", {})
+    store.update_run(first, status="finished")
+    rows = pd.DataFrame(tab.list_runs())
+    clicked = gr.SelectData(None, {"index": [1, 2], "value": "finished"})
+    picked = tab.pick_run(rows, clicked)
+    assert (picked[0], picked[1], picked[4].active) == (
+        first, '<progress value="0" max="1" style="width:100%"></progress><div>Run #1 <b>first</b>: finished after 0 '
+               "steps; adapter saved to <code></code> (Open in Explore compares it with the base model)</div>", False)
+    assert tab.pick_run(rows, gr.SelectData(None, {"index": [0, 0], "value": second}))[4].active
+    assert error_message(lambda: tab.pick_run(rows, gr.SelectData(None, {"index": [5, 0], "value": 0}))) == (
+        "That run is no longer listed; press Refresh.")
