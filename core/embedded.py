@@ -70,7 +70,7 @@ class EmbeddedConfig:
     warmup: int = 100
     weight_decay: float = 0.01
     text_only_rate: float = 0.15
-    vision_steps: int = 600  # stage 1: dense patch labels teach the vision tower to see shapes
+    vision_steps: int = 1500  # stage 1: dense patch labels teach the vision tower to see shapes
     vision_batch_size: int = 64
     vision_lr: float = 2e-3
     vision_lr_scale: float = 0.2  # stage 2: learning-rate factor for the pre-trained vision tower
@@ -234,8 +234,10 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
         optimizer.step()
         losses.append(loss.item())
         if log_every and (step % log_every == 0 or step == cfg.vision_steps - 1):
-            print(f"vision step {step:4d}  patch loss {sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}",
-                  flush=True)
+            on_object = shape_target > 0  # background patches are easy; report the object patches
+            shape_acc = (logits[..., :len(SHAPES) + 1].argmax(-1)[on_object] == shape_target[on_object]).float().mean()
+            print(f"vision step {step:4d}  patch loss {sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}"
+                  f"  shape accuracy on object patches {shape_acc:.3f}", flush=True)
     return losses
 
 

@@ -33,7 +33,7 @@ COLORS = {
 }
 SIZES = ("small", "large")
 POSITIONS = ("left", "right", "top", "bottom", "centre")
-RADIUS = {"small": 7, "large": 13}
+RADIUS = {"small": 9, "large": 15}
 
 
 @dataclass(frozen=True)
