@@ -5,6 +5,8 @@ Plain functions over plain data, no gradio and no model, so each is tested on it
 
 from __future__ import annotations
 
+import math
+
 from core.metrics import sentence_is_hallucinated
 from core.world import Scene
 from selfjudge_ui.plots import TOKEN_VIEWS
@@ -12,11 +14,22 @@ from selfjudge_ui.plots import TOKEN_VIEWS
 CANDIDATE_COLUMNS = ["#", "rank", "text", "raw", "blind", "debiased", "min debiased", "likelihood",
                      "hallucinated sentences"]
 SENTENCE_COLUMNS = ["#", "sentence", "raw", "blind", "debiased", "verdict"]
-DECODE_COLUMNS = ["step", "sentence (indented under its parent)", "score", "chosen"]
+DECODE_COLUMNS = ["step", "sentence (indented under its parent)", "score", "raw", "blind", "accepted", "chosen"]
 COMPARE_COLUMNS = ["model", "#", "rank", "text", "debiased", "min debiased", "hallucinated sentences"]
 SCORE_FIELDS = {"raw": "mean_raw", "blind": "mean_blind", "debiased": "mean_debiased",
                 "min_debiased": "min_debiased", "likelihood": "likelihood", "rank": "rank"}
 NO_TRUTH = "no ground truth"
+
+
+def finite(value):
+    """JSON data with NaN and infinities replaced by null (JSON has no NaN; core marks "undefined" with NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
 
 
 def _r(value: float | None) -> float | None:
@@ -125,7 +138,9 @@ def decode_rows(decoded: dict) -> list[list]:
 
     def visit(index: int, depth: int) -> None:
         node = nodes[index]
-        rows.append([node["step"], "    " * depth + ("└ " if depth else "") + node["text"], _r(node["score"]),
+        text = node["text"] or "(end of answer)"
+        rows.append([node["step"], "    " * depth + ("└ " if depth else "") + text, _r(node["score"]),
+                     _r(node.get("raw")), _r(node.get("blind")), "no" if node.get("accepted") is False else "yes",
                      "yes" if node["chosen"] else ""])
         for child in children.get(index, []):
             visit(child, depth + 1)

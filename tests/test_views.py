@@ -97,15 +97,22 @@ def test_pair_scores():
 
 
 DECODED = {"text": "A. B.", "strategy": "debiased-judged", "nodes": [
-    {"step": 0, "text": "A.", "score": 1.0, "chosen": True, "parent": None},
-    {"step": 0, "text": "C.", "score": -1.0, "chosen": False, "parent": None},
-    {"step": 1, "text": "B.", "score": 0.5, "chosen": True, "parent": 0},
-    {"step": 1, "text": "D.", "score": 0.25, "chosen": False, "parent": 0}]}
+    {"step": 0, "text": "A.", "score": 1.0, "chosen": True, "parent": None, "raw": 2.0, "blind": 1.0},
+    {"step": 0, "text": "C.", "score": -1.0, "chosen": False, "parent": None, "raw": 0.5, "blind": 1.0,
+     "accepted": False},
+    {"step": 1, "text": "B.", "score": 0.5, "chosen": True, "parent": 0, "raw": 1.0, "blind": 0.5},
+    {"step": 1, "text": "", "score": None, "chosen": False, "parent": 0, "raw": None, "blind": None}]}
 
 
 def test_decode_rows_are_depth_first_and_indented():
-    assert views.decode_rows(DECODED) == [[0, "A.", 1.0, "yes"], [1, "    └ B.", 0.5, "yes"],
-                                          [1, "    └ D.", 0.25, ""], [0, "C.", -1.0, ""]]
+    assert views.decode_rows(DECODED) == [
+        [0, "A.", 1.0, 2.0, 1.0, "yes", "yes"], [1, "    └ B.", 0.5, 1.0, 0.5, "yes", "yes"],
+        [1, "    └ (end of answer)", None, None, None, "yes", ""], [0, "C.", -1.0, 0.5, 1.0, "no", ""]]
+
+
+def test_finite_turns_nan_and_infinity_into_null():
+    assert views.finite({"a": [1.0, float("nan")], "b": {"c": float("-inf"), "d": "x", "e": 2}}) == {
+        "a": [1.0, None], "b": {"c": None, "d": "x", "e": 2}}
 
 
 def test_compare_rows_and_summary():

@@ -1,0 +1,68 @@
+"""The whole studio as one gr.Blocks: a header, the admin controls, and the tabs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+
+from core.store import Store
+from selfjudge_ui.access import admin_controls
+from selfjudge_ui.curate import build_curate_tab
+from selfjudge_ui.explore import EXAMPLES_DIR, build_explore_tab
+from selfjudge_ui.finetune import build_finetune_tab
+from selfjudge_ui.settings import StudioSettings
+
+QUEUE_SIZE = 64  # requests waiting beyond this are refused with "queue full" rather than piling up
+
+
+def store_opener(db_path: Path) -> Callable[[], Store]:
+    """A function returning the one Store of this app, opened on first use (Store is thread-safe)."""
+    opened: list[Store] = []
+    lock = threading.Lock()
+
+    def store() -> Store:
+        with lock:
+            if not opened:
+                opened.append(Store(db_path))
+            return opened[0]
+
+    return store
+
+
+def _header(settings: StudioSettings) -> str:
+    model = settings.model
+    extras = [f"adapter {model.adapter}" if model.adapter else "", "4-bit" if model.load_in_4bit else ""]
+    details = ", ".join(e for e in extras if e)
+    return ("# SelfJudge Studio\nFind, measure and train away hallucinations with the debiased self-judgment "
+            "score S = (1+alpha) Score(image) - alpha Score(no image) (Yang et al., arXiv 2508.20655).  \n"
+            f"Model: `{model.model}`{' (' + details + ')' if details else ''}; loaded on first use. "
+            f"Data: `{settings.data.data_dir}`.")
+
+
+def build_app(settings: StudioSettings | None = None) -> gr.Blocks:
+    """The studio's Blocks, queued (one run per action at a time; the rest wait their turn)."""
+    settings = settings or StudioSettings()
+    store_factory = store_opener(settings.data.db_path)
+    # Uploaded and generated files are removed from gradio's cache after a day.
+    with gr.Blocks(title="SelfJudge Studio", delete_cache=(3600, 86400)) as demo:
+        gr.Markdown(_header(settings))
+        admin_token = admin_controls(settings.access)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Explore", id="explore"):
+                explore = build_explore_tab(settings, store_factory)
+            with gr.Tab("Curate", id="curate"):
+                build_curate_tab(store_factory, admin_token=admin_token, access=settings.access,
+                                 limits=settings.limits)
+            with gr.Tab("Fine-tune", id="finetune"):
+                build_finetune_tab(settings, store_factory, admin_token=admin_token,
+                                   explore_adapter=explore.adapter_picker, tabs=tabs)
+    return demo.queue(max_size=QUEUE_SIZE)
+
+
+def launch_options(settings: StudioSettings) -> dict:
+    """Keyword arguments for Blocks.launch: where to serve, upload size cap, the example folder."""
+    return {"server_name": settings.host, "server_port": settings.port, "share": settings.share,
+            "max_file_size": settings.max_file_size, "allowed_paths": [str(EXAMPLES_DIR)]}

@@ -1,0 +1,88 @@
+"""Screenshots of every tab for the README, taken in a real browser (Playwright + Debian's chromium).
+
+Starts the studio in-process on a throw-away data folder, picks the first example scene,
+scores it, runs self-judged decoding, accepts the default pair and opens it in Curate.
+
+Run:  python -m selfjudge_ui.screenshots --out docs            # the embedded model
+      python -m selfjudge_ui.screenshots --model /path/to/model --out /tmp/shots
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from core.config import DataSettings, ModelSettings
+from selfjudge_ui.app import build_app, launch_options
+from selfjudge_ui.settings import StudioSettings
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def take_screenshots(model: str, out: Path, port: int = 7891, timeout_ms: int = 600_000) -> list[Path]:
+    """Drive the studio through its main flow and save one PNG per tab (and one of the decoding tree)."""
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="selfjudge-shots-") as data_dir:
+        settings = StudioSettings(model=ModelSettings(model=model), data=DataSettings(data_dir=Path(data_dir)))
+        demo = build_app(settings)
+        _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
+                                **{**launch_options(settings), "server_name": "127.0.0.1", "server_port": port})
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+                page.set_default_timeout(timeout_ms)
+                saved = _explore(page, url, out) + _curate(page, out)
+                browser.close()
+        finally:
+            demo.close()
+    return saved
+
+
+def _explore(page, url: str, out: Path) -> list[Path]:
+    page.goto(url)
+    page.locator("#explore-examples button.thumbnail-item").first.click()
+    page.locator("#explore-preview img").wait_for()
+    page.click("#explore-score")
+    page.locator("#explore-status", has_text="Scored").wait_for()
+    page.wait_for_timeout(1500)  # plots finish drawing
+    page.screenshot(path=out / "explore.png", full_page=True)
+    page.get_by_text("Self-judged decoding").click()
+    page.click("#explore-decode")
+    page.locator("#explore-decoded", has_text="debiased-judged").wait_for()
+    page.wait_for_timeout(1500)
+    page.locator("#explore-decode-section").screenshot(path=out / "decode.png")
+    page.click("#explore-accept")
+    page.locator("#explore-accepted", has_text="Saved pair").wait_for()
+    return [out / "explore.png", out / "decode.png"]
+
+
+def _curate(page, out: Path) -> list[Path]:
+    page.get_by_role("tab", name="Curate").click()
+    page.click("#curate-search-button")
+    page.locator("#curate-pair-id input").fill("1")
+    page.click("#curate-open")
+    page.locator("#curate-details", has_text="1").wait_for()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=out / "curate.png", full_page=True)
+    return [out / "curate.png"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(prog="python -m selfjudge_ui.screenshots", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=ModelSettings().model, help="model folder or hub id (default: embedded)")
+    parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for the PNGs (default docs/)")
+    parser.add_argument("--port", type=int, default=7891, help="local port for the temporary server")
+    args = parser.parse_args(argv)
+    for path in take_screenshots(args.model, args.out, args.port):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

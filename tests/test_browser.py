@@ -1,0 +1,60 @@
+"""A real browser (Debian's chromium, driven by Playwright) uploads an image, scores it, edits and accepts
+a pair, and finds that pair in the Curate tab. Skipped where /usr/bin/chromium is absent (CI installs it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.store import Store
+from core.world import make_scene, render
+from tests.running_studio import start_studio
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+CHOSEN = "A browser-chosen answer about a purple cross."
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install chromium")
+
+
+@pytest.fixture(scope="module")
+def page(tiny_llava_dir, tmp_path_factory):
+    """(page, url, settings): a chromium page next to a running studio on the tiny model."""
+    from playwright.sync_api import sync_playwright
+
+    demo, url, settings = start_studio(tiny_llava_dir, tmp_path_factory.mktemp("browser_data"))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(60_000)
+        yield page, url, settings
+        browser.close()
+    demo.close()
+
+
+def test_upload_score_accept_and_find_it_in_curate(page, tmp_path):
+    page, url, settings = page
+    image_path = tmp_path / "upload.png"
+    render(make_scene(22)).save(image_path)
+    page.goto(url)
+    page.locator("#explore-image-file input[type=file]").set_input_files(str(image_path))
+    page.locator("#explore-preview img").wait_for()
+    page.click("#explore-score")
+    page.locator("#explore-status", has_text="Scored 4 candidates").wait_for()
+    chosen_box = page.get_by_label("Chosen text (edit to correct it)")
+    page.wait_for_function("el => el.value.length > 0", arg=chosen_box.element_handle())
+    chosen_box.fill(CHOSEN)
+    page.get_by_label("Note (optional)").fill("from the browser test")
+    page.click("#explore-accept")
+    page.locator("#explore-accepted", has_text="Saved pair #1").wait_for()
+
+    page.get_by_role("tab", name="Curate").click()
+    page.locator("#curate-search input, #curate-search textarea").first.fill("browser-chosen")
+    page.click("#curate-search-button")
+    page.locator("#curate-table", has_text=CHOSEN).wait_for()
+
+    [pair] = Store(settings.data.db_path).list_pairs()
+    assert (pair.chosen, pair.note, pair.source, pair.chosen_scores["edited"]) == (
+        CHOSEN, "from the browser test", "human", True)
