@@ -470,7 +470,7 @@ def settings_parser() -> argparse.ArgumentParser:
     """Argparse flags for every DPOSettings field (shared with the UI's background runs)."""
     parser = argparse.ArgumentParser(prog="python -m core.dpo", description=__doc__.split("\n\n")[0])
     defaults = DPOSettings()
-    helps = {"beta": "DPO temperature: how far the policy may move from the reference (0.1)",
+    helps = {"beta": "DPO temperature: how far the policy may move from the reference",
              "loss": f"loss variant: {', '.join(LOSSES)}", "lr": "AdamW learning rate",
              "epochs": "passes over the pairs (a checkpoint after each)", "batch_size": "pairs per step",
              "max_pairs": "train on at most this many pairs (0: all)", "seed": "seed for LoRA init and pair order",
