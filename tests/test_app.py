@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from PIL import Image
 
 from core.store import Store
 from core.world import make_scene, render
@@ -222,3 +223,13 @@ def test_cli_flags_fill_the_settings(tmp_path):
     assert (settings.data.data_dir, settings.host, settings.port, settings.share) == (tmp_path, "0.0.0.0", 7001,
                                                                                       True)
     assert launch_options(settings)["max_file_size"] == "20mb"
+
+
+def test_shipped_examples_are_the_scenes_of_their_seeds():
+    # Regenerate with `python -m core.world sample --seed 20 --n 4 --out assets/examples` when the world changes.
+    from selfjudge_ui.explore import example_scenes
+
+    examples = example_scenes()
+    assert [seed for _, seed in examples] == [20, 21, 22, 23]
+    for path, seed in examples:
+        assert Image.open(path).convert("RGB").tobytes() == render(make_scene(seed)).tobytes(), path
