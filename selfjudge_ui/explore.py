@@ -83,7 +83,6 @@ class Explore:
         self.limits = settings.limits
         self.store_factory = store_factory
         self._key = secrets.token_bytes(32)  # results signed by an earlier process must be scored again
-        self.adapter_picker: gr.Dropdown | None = None  # set by build_explore_tab; the Fine-tune tab selects in it
 
     # Signing -------------------------------------------------------------------------------------
 
@@ -412,7 +411,6 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
     decode_fn = on_gpu(handlers.decode, _decode_seconds)
     decode_button.click(decode_fn, [image_file, question, decode_strategy, k, max_new_tokens, seed, *judge_inputs],
                         [decoded_text, tree, tree_rows], api_name="decode")
-    handlers.adapter_picker = adapter
     refresh.click(handlers.adapter_choices, None, [adapter], api_visibility="private")
     compare_fn = on_gpu(handlers.compare, lambda *a, **kw: 2 * _score_seconds(*a, **kw))
     compare_button.click(compare_fn, [image_file, scene_seed, question, n, strategy, seed, *judge_inputs, adapter],
