@@ -53,12 +53,16 @@ def check_text(name: str, text: str | None, max_chars: int, required: bool = Tru
     return text
 
 
+def _shown(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
 def check_number(name: str, value: float | int | None, low: float, high: float) -> float:
     """A finite number within [low, high]."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise gr.Error(f"{name} must be a number between {low:g} and {high:g}, not {value!r}.")
+        raise gr.Error(f"{name} must be a number between {_shown(low)} and {_shown(high)}, not {value!r}.")
     if not low <= value <= high:
-        raise gr.Error(f"{name} must be between {low:g} and {high:g}, not {value:g}.")
+        raise gr.Error(f"{name} must be between {_shown(low)} and {_shown(high)}, not {_shown(value)}.")
     return float(value)
 
 
