@@ -352,10 +352,9 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
     tokens = gr.HighlightedText(label="Per-token score of the selected candidate", combine_adjacent=False,
                                 show_legend=False)
     heatmap = gr.Plot(label="Candidates x tokens (hover for exact values)")
-    with gr.Row():
-        scatter = gr.Plot(label="Sentences: raw vs blind")
-        sentences = gr.Dataframe(headers=views.SENTENCE_COLUMNS, label="Sentences and ground truth",
-                                 interactive=False, wrap=True)
+    scatter = gr.Plot(label="Sentences: raw vs blind")
+    sentences = gr.Dataframe(headers=views.SENTENCE_COLUMNS, label="Sentences and ground truth", interactive=False,
+                             wrap=True)
     with gr.Accordion("Accept a preference pair", open=True):
         with gr.Row():
             chosen = gr.Dropdown(label="Chosen (default: rank 1, highest debiased)", choices=[], allow_custom_value=True)
