@@ -389,6 +389,7 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
 
     scene_outputs = [image_file, scene_seed, preview, truth]
     image_file.upload(handlers.show_upload, [image_file], [preview, scene_seed, truth], api_visibility="private")
+    image_file.clear(lambda: (None, None, ""), None, [preview, scene_seed, truth], api_visibility="private")
     random_button.click(handlers.random_scene, None, scene_outputs, api_name="random_scene")
     scene_seed.submit(handlers.draw_scene, [scene_seed], scene_outputs, api_name="draw_scene")
     if examples:
