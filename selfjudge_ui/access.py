@@ -33,8 +33,16 @@ class AccessSettings:
 
     public: bool = field(default_factory=_public_from_env)
     on_space: bool = field(default_factory=lambda: bool(os.environ.get("SPACE_ID")))
+    # A Space with `hf_oauth: true` in its README sets OAUTH_CLIENT_ID.
+    oauth: bool = field(default_factory=lambda: bool(os.environ.get("OAUTH_CLIENT_ID")))
     admins: tuple[str, ...] = field(default_factory=_admins_from_env)
     admin_token: str = field(default_factory=lambda: os.environ.get("SELFJUDGE_ADMIN_TOKEN", ""), repr=False)
+
+    @property
+    def sign_in(self) -> bool:
+        """Whether to offer "Sign in with Hugging Face": only on a Space with OAuth enabled, where
+        gradio's OAuth routes can start (elsewhere they refuse, or mock a login from a local token)."""
+        return self.on_space and self.oauth
 
     def __post_init__(self) -> None:
         if self.admin_token and len(self.admin_token) < 16:
@@ -63,8 +71,8 @@ def require_admin(profile: gr.OAuthProfile | None, token: str = "", settings: Ac
 def admin_controls(settings: AccessSettings) -> gr.Textbox:
     """The sign-in button (on a Space) and the admin-token box; returns the box for handlers' inputs."""
     with gr.Row(visible=settings.public):
-        if settings.on_space:
-            gr.LoginButton()  # needs `hf_oauth: true` in the Space's README front matter
+        if settings.sign_in:
+            gr.LoginButton()
         token = gr.Textbox(label="Admin token", type="password", placeholder="needed for delete, export, fine-tune",
                            max_lines=1, scale=3)
     return token

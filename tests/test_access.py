@@ -15,7 +15,7 @@ def _profile(username: str) -> gr.OAuthProfile:
                             "profile": f"https://huggingface.co/{username}", "picture": ""})
 
 
-PUBLIC = AccessSettings(public=True, on_space=True, admins=("alice",), admin_token=TOKEN)
+PUBLIC = AccessSettings(public=True, on_space=True, oauth=True, admins=("alice",), admin_token=TOKEN)
 
 
 def test_everything_is_allowed_locally():
@@ -43,23 +43,37 @@ def test_everyone_else_is_refused(profile, token, message):
 
 
 def test_no_token_configured_means_no_token_accepted():
-    settings = AccessSettings(public=True, on_space=False, admins=(), admin_token="")
+    settings = AccessSettings(public=True, on_space=False, oauth=False, admins=(), admin_token="")
     with pytest.raises(gr.Error):
         require_admin(None, "", settings)
 
 
 def test_settings_come_from_the_environment(monkeypatch):
-    monkeypatch.delenv("SPACE_ID", raising=False)
+    for name in ("SPACE_ID", "OAUTH_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SELFJUDGE_PUBLIC", "0")
     monkeypatch.setenv("SELFJUDGE_ADMINS", " alice, bob ,,")
     monkeypatch.setenv("SELFJUDGE_ADMIN_TOKEN", TOKEN)
-    assert AccessSettings() == AccessSettings(public=False, on_space=False, admins=("alice", "bob"),
+    assert AccessSettings() == AccessSettings(public=False, on_space=False, oauth=False, admins=("alice", "bob"),
                                               admin_token=TOKEN)
     monkeypatch.setenv("SPACE_ID", "someone/selfjudge")
-    assert (AccessSettings().public, AccessSettings().on_space) == (True, True)
+    assert (AccessSettings().public, AccessSettings().sign_in) == (True, False)  # Space without hf_oauth
+    monkeypatch.setenv("OAUTH_CLIENT_ID", "client-id")
+    assert AccessSettings().sign_in is True
     monkeypatch.setenv("SELFJUDGE_PUBLIC", "maybe")
     with pytest.raises(ValueError, match="SELFJUDGE_PUBLIC must be 1/0/true/false"):
         AccessSettings()
+
+
+def test_public_app_without_sign_in_offers_the_token_box_only():
+    import gradio as gr
+
+    from selfjudge_ui.access import admin_controls
+
+    with gr.Blocks() as demo:
+        box = admin_controls(AccessSettings(public=True, on_space=True, oauth=False, admins=(), admin_token=TOKEN))
+    assert box.label == "Admin token" and box.type == "password"
+    assert not any(isinstance(block, gr.LoginButton) for block in demo.blocks.values())
 
 
 def test_short_admin_tokens_are_refused():
