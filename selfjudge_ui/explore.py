@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import hmac
 import json
 import os
 import random
-import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +31,7 @@ from core.world import Scene, make_scene, render
 from selfjudge_ui import inputs, plots, views
 from selfjudge_ui.gpu import on_gpu
 from selfjudge_ui.settings import StudioSettings
+from selfjudge_ui.signing import ResultSigner
 
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
 NO_RESULT = "Score an image first (Generate and score)."
@@ -64,17 +62,6 @@ def _core_errors():
         raise gr.Error(str(exc)) from exc
 
 
-def _canonical(value):
-    """JSON data as a browser sends it back: JavaScript has one number type, so 2.0 returns as 2."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _canonical(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_canonical(v) for v in value]
-    return value
-
-
 class Explore:
     """The tab's handlers, bound to the studio settings, a store and a signing key."""
 
@@ -82,22 +69,12 @@ class Explore:
         self.settings = settings
         self.limits = settings.limits
         self.store_factory = store_factory
-        self._key = secrets.token_bytes(32)  # results signed by an earlier process must be scored again
-
-    # Signing -------------------------------------------------------------------------------------
-
-    def _signature(self, payload: dict) -> str:
-        body = json.dumps(_canonical({k: v for k, v in payload.items() if k != "signature"}), sort_keys=True)
-        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
-
-    def _sign(self, payload: dict) -> dict:
-        return {**payload, "signature": self._signature(payload)}
+        self.signer = ResultSigner()
 
     def _verified(self, payload: dict | None) -> dict:
         if not payload or not isinstance(payload, dict) or "result" not in payload:
             raise gr.Error(NO_RESULT)
-        signature = payload.get("signature")
-        if not isinstance(signature, str) or not hmac.compare_digest(signature, self._signature(payload)):
+        if not self.signer.is_signed(payload):
             raise gr.Error("This result was not scored by this server (or the server restarted since); "
                            "press Generate and score again.")
         return payload
@@ -166,7 +143,7 @@ class Explore:
         progress(0.2, desc=f"Generating {gen.n} candidates and judging every sentence with and without the image")
         with _core_errors():
             result = judge(loaded, image, question, gen, judge_settings).to_json()
-        payload = self._sign({"result": result, "truth": truth, "image_sha256": image_sha256(image)})
+        payload = self.signer.sign({"result": result, "truth": truth, "image_sha256": image_sha256(image)})
         progress(0.95, desc="Drawing")
         return self._show(payload, truth_note)
 
