@@ -25,7 +25,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                           LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
 
-from core.texts import Example, corpus, training_example
+from core.texts import TASK_WEIGHTS, Example, corpus, training_example
 from core.world import CANVAS, COLORS, SHAPES, make_scene, object_mask, render
 
 IMAGE_TOKEN = "<image>"
@@ -73,7 +73,12 @@ class EmbeddedConfig:
     vision_steps: int = 1500  # stage 1: dense patch labels teach the vision tower to see shapes
     vision_batch_size: int = 64
     vision_lr: float = 2e-3
-    vision_lr_scale: float = 0.2  # stage 2: learning-rate factor for the pre-trained vision tower
+    vision_lr_scale: float = 0.2  # stages 2-3: learning-rate factor for the pre-trained vision tower
+    task_weights: tuple[int, ...] = TASK_WEIGHTS  # describe, pope, count, colour, judge
+    # Stage 3: yes/no answers (POPE, self-judgment) are learned last, so they get more weight.
+    answer_steps: int = 1500
+    answer_lr: float = 1e-3
+    answer_task_weights: tuple[int, ...] = (25, 35, 5, 5, 30)
     train_seed_offset: int = 1_000_000  # training scenes start here; test scenes are 0..999_999
 
     def __post_init__(self) -> None:
@@ -171,11 +176,31 @@ def image_seq_length(processor: LlavaProcessor) -> int:
     return (size // processor.patch_size) ** 2 + processor.num_additional_image_tokens - 1
 
 
-def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor) -> dict[str, torch.Tensor]:
-    """The batch for a training step: fresh scenes, deterministic in (seed, step)."""
-    rng = random.Random(cfg.seed * 1_000_003 + step)
+@dataclass
+class Stage:
+    """One language-training stage: its length, peak learning rate and task mixture."""
+
+    name: str
+    steps: int
+    lr: float
+    warmup: int
+    task_weights: tuple[int, ...]
+    seed_tag: int  # keeps each stage's batches distinct
+
+
+def language_stages(cfg: EmbeddedConfig) -> list[Stage]:
+    """Stage 2 (all tasks) and stage 3 (answer-focused), as the config sets them."""
+    return [Stage("language", cfg.steps, cfg.lr, cfg.warmup, tuple(cfg.task_weights), 1),
+            Stage("answers", cfg.answer_steps, cfg.answer_lr, 50, tuple(cfg.answer_task_weights), 2)]
+
+
+def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
+                   stage: Stage | None = None) -> dict[str, torch.Tensor]:
+    """The batch for a training step: fresh scenes, deterministic in (seed, stage, step)."""
+    stage = stage or language_stages(cfg)[0]
+    rng = random.Random(cfg.seed * 1_000_003 + step + (stage.seed_tag - 1) * 7_919_000)
     scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000)) for _ in range(cfg.batch_size)]
-    examples = [training_example(s, rng, cfg.text_only_rate) for s in scenes]
+    examples = [training_example(s, rng, cfg.text_only_rate, stage.task_weights) for s in scenes]
     return collate(examples, scenes, processor)
 
 
@@ -256,22 +281,17 @@ def per_example_loss(model: LlavaForConditionalGeneration, batch: dict[str, torc
     return (token_loss.sum(dim=1) / counts).mean()
 
 
-def lr_at(step: int, cfg: EmbeddedConfig) -> float:
+def lr_at(step: int, stage: Stage) -> float:
     """Linear warmup, then cosine decay to 5% of the peak."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    if step < stage.warmup:
+        return stage.lr * (step + 1) / stage.warmup
+    progress = (step - stage.warmup) / max(1, stage.steps - stage.warmup)
+    return stage.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50, save_every: int = 0) -> tuple[object, object, list[float]]:
-    """Train the embedded model from scratch; save it (with its config) to `out` if given."""
-    torch.manual_seed(cfg.seed)
-    tokenizer = build_tokenizer(cfg.vocab_size, cfg.seed)
-    processor = build_processor(tokenizer, cfg)
-    model = build_model(tokenizer, cfg)
-    if cfg.vision_steps:
-        pretrain_vision(model, processor, cfg, log_every)
+def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_every: int = 50,
+                   snapshot: Path | None = None, save_every: int = 0) -> list[float]:
+    """Train the whole model on the task mixture of one stage (fresh optimizer)."""
     groups = []
     for is_vision in (False, True):  # the pre-trained vision tower moves slower than the rest
         named = [(n, p) for n, p in model.named_parameters() if ("vision_tower" in n) == is_vision]
@@ -279,31 +299,56 @@ def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50, sav
         groups.append({"params": [p for n, p in named if p.ndim >= 2], "weight_decay": cfg.weight_decay,
                        "lr_scale": scale})
         groups.append({"params": [p for n, p in named if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(groups, lr=stage.lr, betas=(0.9, 0.98))
     model.train()
     losses: list[float] = []
     start = time.time()
-    for step in range(cfg.steps):
+    for step in range(stage.steps):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg) * group["lr_scale"]
-        batch = training_batch(step, cfg, processor)
-        loss = per_example_loss(model, batch)
+            group["lr"] = lr_at(step, stage) * group["lr_scale"]
+        loss = per_example_loss(model, training_batch(step, cfg, processor, stage))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
-        if out is not None and save_every and step and step % save_every == 0:
+        if snapshot is not None and save_every and step and step % save_every == 0:
             model.eval()  # a snapshot to evaluate while training goes on
-            save(model, processor, cfg, out.with_name(out.name + "-snapshot"), {"step": step})
+            save(model, processor, cfg, snapshot, {"stage": stage.name, "step": step})
             model.train()
-        if log_every and (step % log_every == 0 or step == cfg.steps - 1):
+        if log_every and (step % log_every == 0 or step == stage.steps - 1):
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
-            print(f"step {step:5d}  loss {recent:.4f}  lr {lr_at(step, cfg):.2e}  {time.time() - start:6.0f}s",
-                  flush=True)
+            print(f"{stage.name} step {step:5d}  loss {recent:.4f}  lr {lr_at(step, stage):.2e}  "
+                  f"{time.time() - start:6.0f}s", flush=True)
     model.eval()
+    return losses
+
+
+def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50, save_every: int = 0,
+          init: Path | None = None) -> tuple[object, object, list[float]]:
+    """Train the embedded model from scratch (or stage 3 only, from a saved stage-2 model); save it to `out`."""
+    torch.manual_seed(cfg.seed)
+    start = time.time()
+    if init is None:
+        tokenizer = build_tokenizer(cfg.vocab_size, cfg.seed)
+        processor = build_processor(tokenizer, cfg)
+        model = build_model(tokenizer, cfg)
+        if cfg.vision_steps:
+            pretrain_vision(model, processor, cfg, log_every)
+        stages = language_stages(cfg)
+    else:  # stage 2 saved in float32: continuing from it equals one uninterrupted run
+        processor = LlavaProcessor.from_pretrained(init)
+        model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
+        stages = language_stages(cfg)[1:]
+    snapshot = out.with_name(out.name + "-snapshot") if out is not None else None
+    losses: list[float] = []
+    for stage in stages:
+        if stage.steps:
+            losses = train_language(model, processor, cfg, stage, log_every, snapshot, save_every)
+            if out is not None and stage.name == "language":
+                save(model, processor, cfg, out.with_name(out.name + "-stage2"), {"stage": stage.name})
     if out is not None:
-        save(model, processor, cfg, out, {"final_loss": sum(losses[-50:]) / len(losses[-50:]),
+        save(model, processor, cfg, out, {"final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
                                           "train_seconds": round(time.time() - start)})
     return model, processor, losses
 
@@ -327,14 +372,17 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--lr", type=float, default=EmbeddedConfig.lr)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--vision-steps", type=int, default=EmbeddedConfig.vision_steps)
+    t.add_argument("--answer-steps", type=int, default=EmbeddedConfig.answer_steps)
+    t.add_argument("--init", type=Path, default=None,
+                   help="run only stage 3, from a saved stage-2 model (OUT-stage2); same result as one run")
     t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = EmbeddedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         vision_steps=args.vision_steps)
-    train(cfg, args.out, save_every=args.save_every)
+                         vision_steps=args.vision_steps, answer_steps=args.answer_steps)
+    train(cfg, args.out, save_every=args.save_every, init=args.init)
     print(f"saved to {args.out}")
 
 

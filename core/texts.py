@@ -171,9 +171,14 @@ def judge_example(scene: Scene, rng: random.Random, with_context: bool | None = 
     return Example(question, "Yes." if truthful else "No.", "judge"), truthful
 
 
-def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0.15) -> Example:
+TASKS = ("describe", "pope", "count", "colour", "judge")
+TASK_WEIGHTS = (45, 20, 7, 8, 20)
+
+
+def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0.15,
+                     task_weights: tuple[int, ...] = TASK_WEIGHTS) -> Example:
     """One training example from the task mixture, sometimes without the image (the text prior)."""
-    task = rng.choices(["describe", "pope", "count", "colour", "judge"], weights=[45, 20, 7, 8, 20])[0]
+    task = rng.choices(TASKS, weights=task_weights)[0]
     if task == "describe":
         example = Example(DESCRIBE_QUESTION, describe(scene, rng), "describe")
     elif task == "pope":

@@ -52,7 +52,7 @@ def test_collate_masks_prompt_and_keeps_answer():
 
 
 def test_micro_training_lowers_the_loss_and_is_seeded():
-    cfg = EmbeddedConfig(**TINY, steps=12, batch_size=8, warmup=2, lr=3e-3)
+    cfg = EmbeddedConfig(**TINY, steps=12, batch_size=8, warmup=2, lr=3e-3, vision_steps=0, answer_steps=0)
     _, _, losses = train(cfg, log_every=0)
     assert sum(losses[-3:]) / 3 < losses[0] - 0.5
     _, _, again = train(cfg, log_every=0)
@@ -64,3 +64,35 @@ def test_saved_model_loads_through_auto_classes(tiny_llava):
 
     assert isinstance(tiny_llava.model, LlavaForConditionalGeneration)
     assert torch.isfinite(next(tiny_llava.model.parameters())).all()
+
+
+def test_vision_pretraining_lowers_the_patch_loss():
+    from core.embedded import build_model, pretrain_vision
+
+    cfg = EmbeddedConfig(**TINY, vision_steps=10, vision_batch_size=8)
+    tokenizer = build_tokenizer()
+    losses = pretrain_vision(build_model(tokenizer, cfg), build_processor(tokenizer, cfg), cfg, log_every=0)
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.5
+
+
+def test_patch_labels_mark_the_object_patches():
+    from core.embedded import patch_labels
+    from core.world import COLORS, SHAPES
+
+    scene = make_scene(7, n_objects=1)
+    shapes, colours = patch_labels(scene, 96, 12)
+    obj = scene.objects[0]
+    centre = (obj.y // 12) * 8 + obj.x // 12
+    assert shapes[centre] == SHAPES.index(obj.shape) + 1 and colours[centre] == list(COLORS).index(obj.color) + 1
+    assert shapes[0] == 0 or obj.position in ("left", "top")  # a far corner is background
+    assert sum(s > 0 for s in shapes) <= 12
+
+
+def test_stage_three_from_saved_stage_two_equals_one_run(tmp_path):
+    cfg = EmbeddedConfig(**TINY, steps=3, answer_steps=3, batch_size=4, warmup=1, vision_steps=0)
+    one_run, _, _ = train(cfg, tmp_path / "one", log_every=0)
+    train(EmbeddedConfig(**TINY, steps=3, answer_steps=0, batch_size=4, warmup=1, vision_steps=0),
+          tmp_path / "two", log_every=0)
+    resumed, _, _ = train(cfg, tmp_path / "resumed", log_every=0, init=tmp_path / "two")
+    for (name, a), (_, b) in zip(one_run.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
