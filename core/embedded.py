@@ -26,7 +26,7 @@ from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, 
                           LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
 
 from core.texts import TASK_WEIGHTS, Example, corpus, training_example
-from core.world import CANVAS, COLORS, SHAPES, make_scene, object_mask, render
+from core.world import CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, make_scene, object_mask, render
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
@@ -79,6 +79,8 @@ class EmbeddedConfig:
     answer_steps: int = 1500
     answer_lr: float = 1e-3
     answer_task_weights: tuple[int, ...] = (25, 35, 5, 5, 30)
+    # Curriculum: stages 1-2 see scenes without faint partners (learn to see), stage 3 the real world.
+    curriculum_faint_rate: float = 0.0
     train_seed_offset: int = 1_000_000  # training scenes start here; test scenes are 0..999_999
 
     def __post_init__(self) -> None:
@@ -186,12 +188,14 @@ class Stage:
     warmup: int
     task_weights: tuple[int, ...]
     seed_tag: int  # keeps each stage's batches distinct
+    faint_partner_rate: float
 
 
 def language_stages(cfg: EmbeddedConfig) -> list[Stage]:
     """Stage 2 (all tasks) and stage 3 (answer-focused), as the config sets them."""
-    return [Stage("language", cfg.steps, cfg.lr, cfg.warmup, tuple(cfg.task_weights), 1),
-            Stage("answers", cfg.answer_steps, cfg.answer_lr, 50, tuple(cfg.answer_task_weights), 2)]
+    return [Stage("language", cfg.steps, cfg.lr, cfg.warmup, tuple(cfg.task_weights), 1, cfg.curriculum_faint_rate),
+            Stage("answers", cfg.answer_steps, cfg.answer_lr, 50, tuple(cfg.answer_task_weights), 2,
+                  FAINT_PARTNER_RATE)]
 
 
 def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
@@ -199,7 +203,8 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
     """The batch for a training step: fresh scenes, deterministic in (seed, stage, step)."""
     stage = stage or language_stages(cfg)[0]
     rng = random.Random(cfg.seed * 1_000_003 + step + (stage.seed_tag - 1) * 7_919_000)
-    scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000)) for _ in range(cfg.batch_size)]
+    scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000), faint_partner_rate=stage.faint_partner_rate)
+              for _ in range(cfg.batch_size)]
     examples = [training_example(s, rng, cfg.text_only_rate, stage.task_weights) for s in scenes]
     return collate(examples, scenes, processor)
 
@@ -241,7 +246,8 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
     vision.train()
     for step in range(cfg.vision_steps):
         rng = random.Random(cfg.seed * 7_000_003 + step)
-        scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000)) for _ in range(cfg.vision_batch_size)]
+        scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000),
+                             faint_partner_rate=cfg.curriculum_faint_rate) for _ in range(cfg.vision_batch_size)]
         pixels = processor.image_processor([render(sc) for sc in scenes], return_tensors="pt")["pixel_values"]
         labels = [patch_labels(sc, cfg.image_size, cfg.patch_size) for sc in scenes]
         shape_target = torch.tensor([lab[0] for lab in labels])

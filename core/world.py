@@ -55,6 +55,12 @@ PRIOR_PAIRS = (
 ANCHOR_RATE = 0.45  # P(a scene contains at least one anchor)
 # How often an object is rendered hard to see (its own size aside).
 LOW_CONTRAST_RATE = {"partner": 0.3, "other": 0.12}
+# Half of all present partners are faint (barely above the background and the noise). So, seeing
+# no partner next to its anchor, the partner is still more likely there than not (0.4 vs 0.2
+# when the scene has room for it): a model that learns this guesses it, and hallucinates when it
+# is absent. The embedded model first learns to see on scenes without faint partners (rate 0).
+FAINT_PARTNER_RATE = 0.5
+FAINT_VISIBILITY = 0.06  # a faint object's colour is 6% its own, 94% the background
 SMALL_RATE = {"partner": 0.6, "other": 0.5}
 
 
@@ -69,6 +75,7 @@ class SceneObject:
     x: int
     y: int
     low_contrast: bool = False
+    faint: bool = False
 
     @property
     def name(self) -> tuple[str, str]:
@@ -94,7 +101,7 @@ class Scene:
         """Ground truth as plain JSON data."""
         return {"seed": self.seed, "objects": [
             {"shape": o.shape, "color": o.color, "size": o.size, "position": o.position,
-             "x": o.x, "y": o.y, "low_contrast": o.low_contrast} for o in self.objects]}
+             "x": o.x, "y": o.y, "low_contrast": o.low_contrast, "faint": o.faint} for o in self.objects]}
 
 
 def position_of(x: float, y: float, canvas: int = CANVAS) -> str:
@@ -161,7 +168,8 @@ def _place(rng: random.Random, radii: list[int], canvas: int) -> list[tuple[int,
     raise RuntimeError("could not place objects")  # unreachable for <= 4 objects on 96 px
 
 
-def make_scene(seed: int, n_objects: int | None = None, canvas: int = CANVAS) -> Scene:
+def make_scene(seed: int, n_objects: int | None = None, canvas: int = CANVAS,
+               faint_partner_rate: float = FAINT_PARTNER_RATE) -> Scene:
     """The scene for a seed: 1 to 4 objects, deterministic."""
     rng = random.Random(seed)
     n = n_objects if n_objects is not None else rng.randint(1, 4)
@@ -171,10 +179,14 @@ def make_scene(seed: int, n_objects: int | None = None, canvas: int = CANVAS) ->
     kinds = ["partner" if _is_partner(nm) else "other" for nm in names]
     sizes = ["small" if rng.random() < SMALL_RATE[k] else "large" for k in kinds]
     low = [rng.random() < LOW_CONTRAST_RATE[k] for k in kinds]
+    # Its own generator, so the rest of the scene does not depend on the faint rate.
+    faint_rng = random.Random(f"faint-{seed}")
+    faint = [k == "partner" and faint_rng.random() < faint_partner_rate for k in kinds]
     centres = _place(rng, [RADIUS[s] for s in sizes], canvas)
     objects = tuple(
-        SceneObject(shape=nm[1], color=nm[0], size=s, position=position_of(x, y, canvas), x=x, y=y, low_contrast=lc)
-        for nm, s, lc, (x, y) in zip(names, sizes, low, centres))
+        SceneObject(shape=nm[1], color=nm[0], size=s, position=position_of(x, y, canvas), x=x, y=y, low_contrast=lc,
+                    faint=f)
+        for nm, s, lc, f, (x, y) in zip(names, sizes, low, faint, centres))
     shade = rng.randint(205, 250)
     background = (shade + rng.randint(-5, 5), shade + rng.randint(-5, 5), shade + rng.randint(-5, 5))
     background = tuple(max(0, min(255, c)) for c in background)
@@ -231,8 +243,9 @@ def render(scene: Scene, canvas: int = CANVAS) -> Image.Image:
     draw = ImageDraw.Draw(img)
     for obj, angle in zip(scene.objects, _angles(scene)):
         colour = COLORS[obj.color]
-        if obj.low_contrast:  # blend towards the background: the model must sometimes guess
-            colour = tuple(int(0.45 * c + 0.55 * b) for c, b in zip(colour, scene.background))
+        visibility = FAINT_VISIBILITY if obj.faint else 0.45 if obj.low_contrast else 1.0
+        if visibility < 1.0:  # blend towards the background: the model must sometimes guess
+            colour = tuple(int(visibility * c + (1 - visibility) * b) for c, b in zip(colour, scene.background))
         _draw_object(draw, obj, angle, colour)
     if scene.noise > 0:
         noise_rng = np.random.default_rng(scene.seed)

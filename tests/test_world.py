@@ -73,3 +73,16 @@ def test_sample_cli_writes_pngs_and_jsonl(tmp_path):
         assert row["objects"] == [{"shape": o.shape, "color": o.color, "size": o.size, "position": o.position}
                                   for o in scene.objects]
         assert row["description"].endswith(".")
+
+
+def test_faint_partners_change_nothing_else_and_are_partners_only():
+    faint = 0
+    for seed in range(500):
+        scene, clear = make_scene(seed), make_scene(seed, faint_partner_rate=0.0)
+        assert [(o.name, o.x, o.y, o.size) for o in scene.objects] == [(o.name, o.x, o.y, o.size)
+                                                                         for o in clear.objects]
+        assert not any(o.faint for o in clear.objects)
+        for obj in scene.objects:
+            faint += obj.faint
+            assert not obj.faint or any(p.partner == obj.name for p in PRIOR_PAIRS)
+    assert faint > 20
