@@ -321,7 +321,8 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
             score_button = gr.Button("Generate and score", variant="primary", elem_id="explore-score")
     status = gr.Markdown(elem_id="explore-status")
     candidates = gr.Dataframe(headers=views.CANDIDATE_COLUMNS, label="Candidates", interactive=False, wrap=True,
-                              elem_id="explore-candidates")
+                              elem_id="explore-candidates",
+                              column_widths=["4%", "5%", "43%", "8%", "8%", "8%", "8%", "8%", "8%"])
     with gr.Row():
         token_candidate = gr.Dropdown(label="Candidate", choices=[], allow_custom_value=True, scale=3)
         token_view = gr.Radio(list(plots.TOKEN_VIEWS), value="debiased", label="Token view", scale=2)
@@ -331,7 +332,7 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
     heatmap = gr.Plot(label="Candidates x tokens (hover for exact values)")
     scatter = gr.Plot(label="Sentences: raw vs blind")
     sentences = gr.Dataframe(headers=views.SENTENCE_COLUMNS, label="Sentences and ground truth", interactive=False,
-                             wrap=True)
+                             wrap=True, column_widths=["5%", "53%", "10%", "10%", "10%", "12%"])
     with gr.Accordion("Accept a preference pair", open=True):
         with gr.Row():
             chosen = gr.Dropdown(label="Chosen (default: rank 1, highest debiased)", choices=[], allow_custom_value=True)
@@ -350,7 +351,7 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
         decoded_text = gr.Markdown(elem_id="explore-decoded")
         tree = gr.Plot(label="Search tree")
         tree_rows = gr.Dataframe(headers=views.DECODE_COLUMNS, label="Search tree (indented)", interactive=False,
-                                 wrap=True)
+                                 wrap=True, column_widths=["6%", "52%", "9%", "9%", "9%", "8%", "7%"])
     with gr.Accordion("Base model vs fine-tuned adapter", open=False):
         with gr.Row():
             adapter_names = list(adapter_folders(settings.data.adapters_dir))

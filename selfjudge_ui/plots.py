@@ -14,6 +14,8 @@ TOKEN_VIEWS = {
     "debiased": ("debiased", "(1+alpha) log p(image) - alpha log p(blind)"),
     "visual gain": ("visual_gain", "log p(image) - log p(blind)"),
 }
+# The colours of gr.HighlightedText's score mode (purple below, red above), so both views read alike.
+TOKEN_COLOURS = [[0.0, "rgb(128, 90, 213)"], [0.5, "rgb(255, 255, 255)"], [1.0, "rgb(239, 68, 60)"]]
 VERDICT_COLOURS = {"correct": "#2a9d8f", "hallucinated": "#d62828", "no object claimed": "#8d99ae",
                    "no ground truth": "#457b9d"}
 
@@ -39,8 +41,8 @@ def token_heatmap(result: dict, view: str) -> go.Figure:
     symmetric = view in ("debiased", "visual gain")
     figure = go.Figure(go.Heatmap(
         z=z, x=list(range(width)), y=labels, text=text, texttemplate="%{text}", textfont={"size": 9},
-        hovertext=hover, hoverinfo="text", colorscale="RdBu" if symmetric else "Viridis",
-        zmid=0 if symmetric else None, colorbar={"title": view}))
+        hovertext=hover, hoverinfo="text", colorscale=TOKEN_COLOURS, zmid=0 if symmetric else None,
+        colorbar={"title": view}))
     figure.update_layout(title=f"Per-token {view}: {meaning}", xaxis_title="token position",
                          yaxis={"autorange": "reversed"}, height=140 + 40 * len(candidates),
                          margin={"l": 10, "r": 10, "t": 40, "b": 30})
@@ -92,17 +94,24 @@ def decode_tree(decoded: dict) -> go.Figure:
             x=[positions[parent][0], positions[index][0]], y=[positions[parent][1], positions[index][1]],
             mode="lines", line={"color": "#2a9d8f" if both_chosen else "#ccc", "width": 3 if both_chosen else 1},
             hoverinfo="skip", showlegend=False))
-    for chosen in (False, True):
-        picked = [i for i, n in enumerate(nodes) if n["chosen"] == chosen]
+    kinds = {  # name: (which nodes, marker size, colour, symbol)
+        "proposed": (lambda n: not n["chosen"] and n.get("accepted", True) is not False, 9, "#adb5bd", "circle"),
+        "rejected by the judge": (lambda n: not n["chosen"] and n.get("accepted") is False, 9, "#d62828", "x"),
+        "chosen": (lambda n: n["chosen"], 14, "#2a9d8f", "circle"),
+    }
+    for name, (belongs, size, colour, symbol) in kinds.items():
+        picked = [i for i, n in enumerate(nodes) if belongs(n)]
+        if not picked:
+            continue
         figure.add_trace(go.Scatter(
             x=[positions[i][0] for i in picked], y=[positions[i][1] for i in picked], mode="markers+text",
-            name="chosen" if chosen else "proposed", text=[_fmt(nodes[i]["score"], 2) for i in picked],
-            textposition="top center",
-            hovertext=[f"step {nodes[i]['step']}: {nodes[i]['text']}<br>score {_fmt(nodes[i]['score'])}"
-                       for i in picked], hoverinfo="text",
-            marker={"size": 14 if chosen else 9, "color": "#2a9d8f" if chosen else "#adb5bd"}))
+            name=name, text=[_fmt(nodes[i]["score"], 2) for i in picked], textposition="top center",
+            hovertext=[f"step {nodes[i]['step']}: {nodes[i]['text'] or '(end of answer)'}<br>"
+                       f"score {_fmt(nodes[i]['score'])}" for i in picked], hoverinfo="text",
+            marker={"size": size, "color": colour, "symbol": symbol}))
+    deepest = max(rows_at_step.values(), default=1)
     figure.update_layout(title=f"Search tree ({decoded['strategy']}): hover a node for its sentence",
-                         xaxis_title="step (sentence)", yaxis={"visible": False},
-                         height=200 + 30 * max(rows_at_step.values(), default=1),
-                         margin={"l": 10, "r": 10, "t": 40, "b": 30})
+                         xaxis={"title": "step (sentence)", "dtick": 1},
+                         yaxis={"visible": False, "range": [-deepest + 0.5, 0.6]},  # room for the top labels
+                         height=200 + 30 * deepest, margin={"l": 10, "r": 10, "t": 40, "b": 30})
     return figure

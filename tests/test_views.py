@@ -146,5 +146,8 @@ def test_decode_tree_places_steps_in_columns_and_marks_the_chosen_path():
     edges = [t for t in figure.data if t.mode == "lines"]
     assert [(list(e.x), list(e.y)) for e in edges] == [([0, 1], [0, 0]), ([0, 1], [0, -1])]
     assert [e.line.color for e in edges] == ["#2a9d8f", "#ccc"]
-    chosen = next(t for t in figure.data if t.name == "chosen")
-    assert (list(chosen.x), list(chosen.y)) == ([0, 1], [0, 0])
+    by_name = {t.name: t for t in figure.data if t.mode == "markers+text"}
+    assert (list(by_name["chosen"].x), list(by_name["chosen"].y)) == ([0, 1], [0, 0])
+    assert (list(by_name["rejected by the judge"].x), list(by_name["rejected by the judge"].y)) == ([0], [-1])
+    assert list(by_name["proposed"].text) == ["n/a"]  # the end proposal has no score
+    assert by_name["proposed"].hovertext[0] == "step 1: (end of answer)<br>score n/a"
