@@ -1,7 +1,8 @@
 """Screenshots of every tab for the README, taken in a real browser (Playwright + Debian's chromium).
 
 Starts the studio in-process on a throw-away data folder, picks the first example scene,
-scores it, runs self-judged decoding, accepts the default pair and opens it in Curate.
+scores it, runs self-judged decoding, accepts the default pair, opens it in Curate and
+shows the Fine-tune tab.
 
 Run:  python -m selfjudge_ui.screenshots --out docs            # the embedded model
       python -m selfjudge_ui.screenshots --model /path/to/model --out /tmp/shots
@@ -37,7 +38,7 @@ def take_screenshots(model: str, out: Path, port: int = 7891, timeout_ms: int = 
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
                 page.set_default_timeout(timeout_ms)
-                saved = _explore(page, url, out) + _curate(page, out)
+                saved = _explore(page, url, out) + _curate(page, out) + _finetune(page, out)
                 browser.close()
         finally:
             demo.close()
@@ -71,6 +72,13 @@ def _curate(page, out: Path) -> list[Path]:
     page.wait_for_timeout(1000)
     page.screenshot(path=out / "curate.png", full_page=True)
     return [out / "curate.png"]
+
+
+def _finetune(page, out: Path) -> list[Path]:
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=out / "finetune.png", full_page=True)
+    return [out / "finetune.png"]
 
 
 def main(argv: list[str] | None = None) -> None:
