@@ -11,7 +11,7 @@ import torch
 from core.config import EMBEDDED_MODEL, ModelSettings
 from core.evaluate import describe_batch
 from core.loading import get_model, load_model
-from core.metrics import parse_objects
+from core.metrics import chair, parse_objects
 from core.texts import describe
 from core.world import make_scene, render
 
@@ -62,12 +62,14 @@ def test_settings_validate_with_helpful_messages():
 
 
 @pytest.mark.parametrize("four_bit", [False, True])
-def test_shipped_model_loads_offline_and_describes_a_scene(four_bit):
+def test_shipped_model_loads_offline_and_describes_scenes(four_bit):
     assert (EMBEDDED_MODEL / "model.safetensors").exists(), "the embedded model must ship in assets/"
     loaded = load_model(_settings(EMBEDDED_MODEL, load_in_4bit=four_bit))
-    scene = make_scene(4242, n_objects=2)
-    caption = describe_batch(loaded, [render(scene)])[0]
-    claims = set(parse_objects(caption))
-    # it names the scene's objects (4-bit may drop one, never invents more than one)
-    assert len(claims & scene.names()) >= (2 if not four_bit else 1), (caption, describe(scene, random.Random(0)))
-    assert len(claims - scene.names()) <= 1, caption
+    scenes = [make_scene(seed) for seed in range(4200, 4220)]  # fixed held-out scenes
+    captions = describe_batch(loaded, [render(s) for s in scenes])
+    result = chair(captions, [s.names() for s in scenes])
+    # it names the scenes' objects (0.82 recall on 500 scenes) and rarely invents one
+    assert result.recall >= 0.7, captions
+    assert result.chair_i <= 0.15, captions
+    first = set(parse_objects(captions[0]))
+    assert first & scenes[0].names(), (captions[0], describe(scenes[0], random.Random(0)))
