@@ -301,7 +301,7 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
             with gr.Row():
                 random_button = gr.Button("Random shapes scene", elem_id="explore-random")
                 scene_seed = gr.Number(label="Scene seed (Enter to draw it)", precision=0, value=None,
-                                       minimum=0, maximum=inputs.MAX_SEED)
+                                       minimum=0, maximum=inputs.MAX_SEED, elem_id="explore-scene-seed")
             truth = gr.Markdown()
         with gr.Column(scale=1):
             question = gr.Textbox(label="Question", value=DESCRIBE_QUESTION, max_lines=3,

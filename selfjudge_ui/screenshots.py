@@ -1,6 +1,6 @@
 """Screenshots of every tab for the README, taken in a real browser (Playwright + Debian's chromium).
 
-Starts the studio in-process on a throw-away data folder, picks the first example scene,
+Starts the studio in-process on a throw-away data folder, draws a shapes scene by its seed,
 scores it, runs self-judged decoding, accepts the default pair, opens it in Curate and
 shows the Fine-tune tab.
 
@@ -23,7 +23,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 
 
-def take_screenshots(model: str, out: Path, port: int = 7891, timeout_ms: int = 600_000) -> list[Path]:
+def take_screenshots(model: str, out: Path, seed: int = 67, port: int = 7891, timeout_ms: int = 600_000) -> list[Path]:
     """Drive the studio through its main flow and save one PNG per tab (and one of the decoding tree)."""
     from playwright.sync_api import sync_playwright
 
@@ -38,16 +38,17 @@ def take_screenshots(model: str, out: Path, port: int = 7891, timeout_ms: int = 
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
                 page.set_default_timeout(timeout_ms)
-                saved = _explore(page, url, out) + _curate(page, out) + _finetune(page, out)
+                saved = _explore(page, url, out, seed) + _curate(page, out) + _finetune(page, out)
                 browser.close()
         finally:
             demo.close()
     return saved
 
 
-def _explore(page, url: str, out: Path) -> list[Path]:
+def _explore(page, url: str, out: Path, seed: int) -> list[Path]:
     page.goto(url)
-    page.locator("#explore-examples button.thumbnail-item").first.click()
+    page.locator("#explore-scene-seed input").fill(str(seed))
+    page.locator("#explore-scene-seed input").press("Enter")
     page.locator("#explore-preview img").wait_for()
     page.click("#explore-score")
     page.locator("#explore-status", has_text="Scored").wait_for()
@@ -86,9 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m selfjudge_ui.screenshots", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=ModelSettings().model, help="model folder or hub id (default: embedded)")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for the PNGs (default docs/)")
+    parser.add_argument("--seed", type=int, default=67, help="shapes scene to explore (default 67: the model "
+                        "sometimes adds the prior's partner, a green triangle)")
     parser.add_argument("--port", type=int, default=7891, help="local port for the temporary server")
     args = parser.parse_args(argv)
-    for path in take_screenshots(args.model, args.out, args.port):
+    for path in take_screenshots(args.model, args.out, args.seed, args.port):
         print(path)
 
 
