@@ -171,7 +171,7 @@ def test_self_curation_takes_no_typed_folder(tab):
     assert error_message(lambda: tab.self_curate("server folder", 1, 2_000_000, "debiased", 2, 8, 1.0, 0)) == (
         "images must be one of fresh shapes scenes, not 'server folder'.")
     assert error_message(lambda: tab.self_curate(SCENES, 1, 5, "debiased", 2, 8, 1.0, 0)) == (
-        "first scene seed must be between 2e+06 and 2.14748e+09, not 5.")
+        "first scene seed must be between 2000000 and 2147483646, not 5.")
 
 
 # Background runs (spawned processes) --------------------------------------------------------------
