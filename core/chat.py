@@ -46,7 +46,9 @@ def check_supported(model: torch.nn.Module, processor: object) -> None:
         missing.append("an image processor in the processor (this is not an image-text-to-text model)")
     if getattr(processor, "chat_template", None) is None:
         missing.append("a chat template in the processor config (the judge builds every prompt with it)")
-    parameters = inspect.signature(model.forward).parameters
+    # A peft model forwards **kwargs to the model it wraps: that model's signature is what counts.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parameters = inspect.signature(base.forward).parameters
     for name, why in (("cache", "reusing the image prefix's KV cache"),
                       ("logits_to_keep", "computing logits only at the scored positions")):
         if name not in parameters:

@@ -194,9 +194,6 @@ def test_decode_shows_what_core_decoding_returns(studio):
     assert tree["type"] == "plotly"
 
 
-@pytest.mark.xfail(strict=True, raises=AppError,
-                   reason="core.chat.check_supported refuses PeftModel (its forward takes **kwargs), so a model "
-                          "loaded with an adapter (core.loading.attach_adapter) cannot be judged yet")
 def test_compare_runs_base_and_adapter(studio, tiny_llava_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
