@@ -10,7 +10,9 @@ scores each (core.judge: one batched, prefix-cached run) and the best is kept:
 A proposal whose debiased log-odds (1 + alpha) * lo(image) - alpha * lo(blind), with
 lo = log P(yes) - log P(no), is below `reject_below` is rejected: the judge, debiased,
 answers "no". Decoding stops when no proposal is left (all rejected, or the model only
-proposed to end), when the chosen sentence ended the answer, or at the token budget.
+proposed to end), when the model's own probability of ending right now (read at the first
+generated position) reaches `stop_probability` (0.5: ending is more likely than going on), when the
+chosen sentence ended the answer, or at the token budget.
 "raw-judged" is the same with alpha = 0; "greedy" and "beam" are plain generate calls
 whose sentences are judged afterwards for display. Every proposal is a node of the
 returned search tree.
@@ -37,13 +39,20 @@ class DecodeOptions:
 
     temperature: float = 1.0  # sampling of the k proposals
     top_p: float = 0.95
-    likelihood_weight: float = 0.0  # weight of the sentence's mean token log-prob in the score
+    # Weight of the sentence's mean token log-prob in the score. Without it the best-judged of k
+    # samples is often a confident mistake; 2 keeps the model's own preference in the choice.
+    likelihood_weight: float = 2.0
     reject_below: float | None = 0.0  # debiased log-odds threshold; None never rejects
+    stop_probability: float = 0.5  # end when the model's own p(end right now) reaches this
+    greedy_proposal: bool = True  # the first of the k proposals is the greedy sentence
 
     def __post_init__(self) -> None:
         GenerationSettings(temperature=self.temperature, top_p=self.top_p)  # same checks and messages
         if self.likelihood_weight < 0:
             raise ValueError(f"likelihood_weight must be >= 0, not {self.likelihood_weight}")
+        if not 0 < self.stop_probability <= 1:
+            raise ValueError(f"stop_probability must be in (0, 1] (1: end only at the token budget or when "
+                             f"nothing is accepted), not {self.stop_probability}")
 
 
 @dataclass
@@ -106,7 +115,7 @@ def _judged_step(loaded: LoadedModel, images: list[ImageInputs], states: list[_S
     gen = GenerationSettings(n=k, temperature=options.temperature, top_p=options.top_p,
                              max_new_tokens=max(budget.values()), seed=seed + step)
     proposals = generate_batch(loaded, images, [states[i].prompt + states[i].answer for i in active], active, k,
-                               gen, mode="sample", stop_at_sentence=True)
+                               gen, mode="sample", stop_at_sentence=True, greedy_first=options.greedy_proposal)
     tokenizer = loaded.processor.tokenizer
     texts: dict[tuple[int, int], str] = {}
     for i, continuations in zip(active, proposals):
@@ -124,13 +133,15 @@ def _judged_step(loaded: LoadedModel, images: list[ImageInputs], states: list[_S
             likelihood = sum(c.logprobs) / len(c.logprobs) if c.logprobs else math.nan
             state.nodes.append(_node(step, state.parent, texts[(i, j)], verdicts.get((i, j)), settings,
                                      likelihood, options, c.finished, len(c.token_ids)))
-        _choose(state, first, continuations, budget[i])
+        _choose(state, first, continuations, budget[i], options.stop_probability)
 
 
-def _choose(state: _State, first: int, continuations: list[Continuation], budget: int) -> None:
+def _choose(state: _State, first: int, continuations: list[Continuation], budget: int,
+            stop_probability: float = 1.0) -> None:
     """Keep the best accepted proposal (ties: the first proposed), or stop."""
     accepted = [n for n in range(first, len(state.nodes)) if state.nodes[n].accepted and state.nodes[n].text]
-    if not accepted:
+    wants_to_end = math.exp(continuations[0].end_logprob) >= stop_probability  # NaN (unknown) compares False
+    if not accepted or wants_to_end:
         state.done = True
         return
     best = max(accepted, key=lambda n: (state.nodes[n].score, -n))
@@ -143,14 +154,14 @@ def _choose(state: _State, first: int, continuations: list[Continuation], budget
 
 
 def _judge_plain(loaded: LoadedModel, images: list[ImageInputs], answers: list[Continuation], strategy: str,
-                 settings: JudgeSettings) -> list[DecodeResult]:
-    """Results of greedy/beam decoding: one chosen node per sentence, judged for display."""
+                 settings: JudgeSettings, options: DecodeOptions) -> list[DecodeResult]:
+    """Results of greedy/beam decoding: one chosen node per sentence, its score the debiased judge score."""
     tokenizer = loaded.processor.tokenizer
     spans = [sentence_spans(tokenizer, a.token_ids) for a in answers]
     items = [JudgeItem(image=i, sentence=s.text, context=" ".join(p.text for p in sentences[:j]))
              for i, (_, sentences) in enumerate(spans) for j, s in enumerate(sentences)]
     verdicts = iter(judge_sentences(loaded, images, items, settings) if items else [])
-    options = DecodeOptions()
+    options = replace(options, likelihood_weight=0.0)
     results = []
     for answer, (text, sentences) in zip(answers, spans):
         nodes = []
@@ -182,7 +193,7 @@ def decode_many(loaded: LoadedModel, images: list[Image.Image], question: str, s
         gen = GenerationSettings(n=1, strategy="greedy", max_new_tokens=max_new_tokens, seed=seed)
         answers = generate_batch(loaded, prepared, prompts, list(range(len(images))), 1 if strategy == "greedy" else k,
                                  gen, mode=strategy)
-        return _judge_plain(loaded, prepared, [a[0] for a in answers], strategy, settings)
+        return _judge_plain(loaded, prepared, [a[0] for a in answers], strategy, settings, options)
     if strategy == "raw-judged":
         settings = replace(settings, alpha=0.0)
     states = [_State(prompt=p, answer=[], sentences=[], nodes=[]) for p in prompts]

@@ -152,8 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alphas", default="0,0.5,1,2,4", help="alpha sweep (comma separated)")
     parser.add_argument("--sweep-decoding", action="store_true", help="also decode with every alpha of the sweep")
     parser.add_argument("--kind", default="logit", help="score kind used for decoding: logit | logprob | log-odds")
-    parser.add_argument("--likelihood-weight", type=float, default=0.0, help="weight of the mean token log-prob")
-    parser.add_argument("--reject-below", type=_threshold, default=0.0,
+    parser.add_argument("--likelihood-weight", type=float, default=DecodeOptions.likelihood_weight,
+                        help="weight of the mean token log-prob in the decoding score")
+    parser.add_argument("--reject-below", type=_threshold, default=DecodeOptions.reject_below,
                         help="debiased log-odds under which a proposal is rejected ('none': never)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--model", default=None, help="model id or folder (default SELFJUDGE_MODEL or the embedded model)")

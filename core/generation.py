@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from core.chat import ImageInputs, check_supported, prepare_image, prompt_ids, token_inputs
 from core.forward import image_tensors, select_cache, stateful_rope_module
@@ -77,6 +77,7 @@ class Continuation:
     token_ids: list[int]
     logprobs: list[float]
     finished: bool
+    end_logprob: float = float("nan")  # log p(ending right away | prompt), from the first generated position
 
 
 def end_ids(loaded: LoadedModel) -> set[int]:
@@ -115,6 +116,19 @@ class SentenceEnd(StoppingCriteria):
         return torch.tensor([ends_sentence(t) for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
+class GreedyFirst(LogitsProcessor):
+    """Makes the first of every n sampled rows greedy: only its argmax token keeps a finite score."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        first = scores[::self.n]
+        best = first.argmax(dim=-1, keepdim=True)
+        scores[::self.n] = torch.full_like(first, float("-inf")).scatter(1, best, first.gather(1, best))
+        return scores
+
+
 def batch_inputs(loaded: LoadedModel, images: list[ImageInputs], prompts: list[list[int]],
                  image_of: list[int | None]) -> dict[str, torch.Tensor]:
     """A left-padded generation batch; all prompts with an image or all without."""
@@ -136,27 +150,31 @@ def batch_inputs(loaded: LoadedModel, images: list[ImageInputs], prompts: list[l
 
 
 def _continuations(loaded: LoadedModel, new_tokens: torch.Tensor, logprobs: torch.Tensor,
-                   stop_at_sentence: bool) -> list[Continuation]:
+                   stop_at_sentence: bool, end_logprobs: list[float]) -> list[Continuation]:
     """Cut each generated row at its first end token (or pad) and keep its log-probs."""
     ends = end_ids(loaded) | {pad_id(loaded)}
     eos = end_ids(loaded)
     tokenizer = loaded.processor.tokenizer
     result = []
-    for row, row_logprobs in zip(new_tokens.tolist(), logprobs.tolist()):
+    for row, row_logprobs, end_logprob in zip(new_tokens.tolist(), logprobs.tolist(), end_logprobs):
         cut = next((i for i, t in enumerate(row) if t in ends), len(row))
         content = row[:cut]
         # With pad == EOS, a row stopped at a sentence end is followed by "EOS" padding; it did not end.
         finished = cut < len(row) and row[cut] in eos and not (
             stop_at_sentence and ends_sentence(tokenizer.decode(content, skip_special_tokens=True)))
-        result.append(Continuation(token_ids=content, logprobs=row_logprobs[:cut], finished=finished))
+        result.append(Continuation(token_ids=content, logprobs=row_logprobs[:cut], finished=finished,
+                                   end_logprob=end_logprob))
     return result
 
 
 @torch.no_grad()
 def generate_batch(loaded: LoadedModel, images: list[ImageInputs], prompts: list[list[int]],
                    image_of: list[int | None], n: int, settings: GenerationSettings, mode: str = "sample",
-                   stop_at_sentence: bool = False) -> list[list[Continuation]]:
-    """n continuations of every prompt from ONE generate call (mode: sample, greedy or beam)."""
+                   stop_at_sentence: bool = False, greedy_first: bool = False) -> list[list[Continuation]]:
+    """n continuations of every prompt from ONE generate call (mode: sample, greedy or beam).
+
+    greedy_first (sampling): the first continuation of each prompt is the greedy one.
+    """
     inputs = batch_inputs(loaded, images, prompts, image_of)
     # Sampling knobs only when sampling (transformers warns about them otherwise); top_k=0 turns
     # off the library's default top-k of 50 so that top_p alone truncates.
@@ -171,14 +189,18 @@ def generate_batch(loaded: LoadedModel, images: list[ImageInputs], prompts: list
     devices = [loaded.device] if loaded.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(settings.seed)
-        out = loaded.model.generate(**inputs, generation_config=config, stopping_criteria=stopping)
+        processors = LogitsProcessorList([GreedyFirst(n)] if greedy_first and mode == "sample" else [])
+        out = loaded.model.generate(**inputs, generation_config=config, stopping_criteria=stopping,
+                                    logits_processor=processors)
     new_tokens = out.sequences[:, inputs["input_ids"].shape[1]:].cpu()
     if mode == "beam":
         logprobs = torch.zeros(new_tokens.shape)  # beam paths are rescored teacher-forced where needed
+        end_logprobs = [float("nan")] * len(new_tokens)
     else:
         steps = torch.stack([torch.log_softmax(step.float(), dim=-1) for step in out.logits], dim=1).cpu()
         logprobs = steps.gather(2, new_tokens[:, :steps.shape[1], None])[..., 0]
-    rows = _continuations(loaded, new_tokens, logprobs, stop_at_sentence)
+        end_logprobs = torch.logsumexp(steps[:, 0, sorted(end_ids(loaded))], dim=-1).tolist()
+    rows = _continuations(loaded, new_tokens, logprobs, stop_at_sentence, end_logprobs)
     per_prompt = 1 if mode == "beam" else n
     return [rows[i * per_prompt:(i + 1) * per_prompt] for i in range(len(prompts))]
 

@@ -14,7 +14,8 @@ from core.judge import JudgeItem, JudgeSettings, judge_sentences, score_candidat
 from core.world import make_scene, render
 
 QUESTION = "Describe the image."
-ALL_ACCEPTED = DecodeOptions(reject_below=None)
+# Sampled proposals only, none rejected: with random weights the greedy sentence is a run of "."
+ALL_ACCEPTED = DecodeOptions(reject_below=None, greedy_proposal=False, likelihood_weight=0.0)
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ def test_judged_scores_are_the_judges(sentence_ending_llava):
     image = render(make_scene(4))
     settings = JudgeSettings(kind="log-odds", context="response")
     result = decode(loaded, image, QUESTION, "debiased-judged", settings, k=2, max_new_tokens=24, seed=2,
-                    options=DecodeOptions(reject_below=None, likelihood_weight=0.5))
+                    options=DecodeOptions(reject_below=None, likelihood_weight=0.5, greedy_proposal=False))
     chosen = [n for n in result.nodes if n.chosen]
     second_step = [n for n in result.nodes if n.step == 1 and n.text]
     assert len(chosen) >= 2 and second_step
@@ -112,6 +113,15 @@ def test_judged_scores_are_the_judges(sentence_ending_llava):
     assert second_step[0].raw == pytest.approx(verdict.raw["log-odds"], abs=1e-4)
     assert second_step[0].score == pytest.approx(verdict.debiased("log-odds", 1.0)
                                                  + 0.5 * second_step[0].likelihood, abs=1e-4)
+
+
+def test_the_greedy_sentence_is_the_first_proposal(tiny_llava):
+    image = render(make_scene(5))
+    judged = decode(tiny_llava, image, QUESTION, "debiased-judged", JudgeSettings(), k=3, max_new_tokens=6,
+                    options=DecodeOptions(reject_below=None))
+    greedy = decode(tiny_llava, image, QUESTION, "greedy", JudgeSettings(), max_new_tokens=6)
+    assert judged.nodes[0].text == greedy.text
+    assert judged.nodes[1].text != greedy.text
 
 
 def test_same_seed_same_tree_and_budget(sentence_ending_llava):
@@ -146,6 +156,13 @@ def test_choose_keeps_the_best_accepted_or_stops():
     ending = _State(prompt=[1], answer=[], sentences=[], nodes=[node(1.0)])
     _choose(ending, 0, [Continuation([7], [-0.5], finished=True)], budget=10)
     assert ending.done and ending.answer == [7]
+    likely_end = [Continuation([7], [-0.5], finished=False, end_logprob=math.log(0.6))]
+    wants_to_end = _State(prompt=[1], answer=[], sentences=[], nodes=[node(1.0)])
+    _choose(wants_to_end, 0, likely_end, budget=10, stop_probability=0.5)
+    assert wants_to_end.done and wants_to_end.answer == [] and not wants_to_end.nodes[0].chosen
+    goes_on = _State(prompt=[1], answer=[], sentences=[], nodes=[node(1.0)])
+    _choose(goes_on, 0, likely_end, budget=10, stop_probability=0.7)
+    assert not goes_on.done and goes_on.answer == [7]
 
 
 def test_decode_many_greedy_matches_one_by_one(tiny_llava):

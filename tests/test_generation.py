@@ -61,6 +61,16 @@ def test_logprobs_equal_teacher_forcing(tiny_llava, strategy, n):
             candidate.token_ids, skip_special_tokens=True).strip()
 
 
+def test_end_logprob_is_the_first_position_probability_of_ending(tiny_llava):
+    image = prepare_image(tiny_llava.processor, render(make_scene(1)))
+    prompt = prompt_ids(tiny_llava.processor, QUESTION, image)
+    rows = generate_batch(tiny_llava, [image], [prompt], [0], 3, GenerationSettings(n=3, max_new_tokens=4))[0]
+    next_logits = run_rows(tiny_llava.model, [image], [Row(tuple(prompt), 0, 0)], "naive")[0].next_logits
+    eos = tiny_llava.processor.tokenizer.eos_token_id
+    expected = torch.log_softmax(next_logits, dim=-1)[eos].item()
+    assert [r.end_logprob for r in rows] == pytest.approx([expected] * 3, abs=1e-4)
+
+
 def test_one_group_one_beam_is_greedy(tiny_qwen2_vl):
     image = render(make_scene(2))
     greedy = generate_candidates(tiny_qwen2_vl, image, QUESTION,
