@@ -102,7 +102,8 @@ def auroc_rows(loaded: LoadedModel, scenes: list, pool: list[tuple[int, str, str
                batch: int) -> list[AurocRow]:
     """Judge every pooled sentence in both contexts; AUROC per context and kind."""
     labelled = [(i, c, s, sentence_is_hallucinated(s, scenes[i].names())) for i, c, s in pool]
-    labelled = [item for item in labelled if item[3] is not None]
+    # Sorted by scene: verdicts come back chunk by chunk of scenes, and must line up with the labels.
+    labelled = sorted((item for item in labelled if item[3] is not None), key=lambda item: item[0])
     faithful = [not item[3] for item in labelled]
     rows = []
     for context in ("sentence", "response"):
