@@ -155,16 +155,17 @@ class JudgeResult:
 
     def to_json(self) -> dict:
         """Plain JSON data (non-finite numbers become null)."""
-        return _finite(asdict(self))
+        return json_safe(asdict(self))
 
 
-def _finite(value):
+def json_safe(value):
+    """JSON data with NaN and infinities replaced by null (JSON has no NaN; core marks "undefined" with NaN)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 

@@ -5,8 +5,8 @@ Plain functions over plain data, no gradio and no model, so each is tested on it
 
 from __future__ import annotations
 
-import math
 
+from core.judge import json_safe
 from core.metrics import sentence_is_hallucinated
 from core.world import Scene
 from selfjudge_ui.plots import TOKEN_VIEWS
@@ -21,15 +21,7 @@ SCORE_FIELDS = {"raw": "mean_raw", "blind": "mean_blind", "debiased": "mean_debi
 NO_TRUTH = "no ground truth"
 
 
-def finite(value):
-    """JSON data with NaN and infinities replaced by null (JSON has no NaN; core marks "undefined" with NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    return value
+finite = json_safe  # one implementation, in core
 
 
 def _r(value: float | None) -> float | None:
