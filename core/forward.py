@@ -26,6 +26,7 @@ from transformers import DynamicCache
 from core.chat import ImageInputs, token_inputs
 
 PAD_ID = 0  # any valid id: right padding is never attended to and its logits are never read
+PADDING = 0.25  # a new pass starts rather than pad a batch by more than this share of its real tokens
 
 
 @dataclass(frozen=True)
@@ -103,17 +104,20 @@ def _run_naive(model, images: list[ImageInputs], rows: list[Row], max_tokens: in
     return results
 
 
-def _chunks(lengths: list[int], extra: int, max_tokens: int) -> list[list[int]]:
-    """Row positions grouped so that rows x (extra + longest) stays under max_tokens."""
+def _chunks(lengths: list[int], extra: int, max_tokens: int, max_padding: float = PADDING) -> list[list[int]]:
+    """Row positions grouped, shortest first, so that rows x (extra + longest) stays under max_tokens
+    and padding stays under max_padding of the real tokens (each pass costs its padded size)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    chunks, current, longest = [], [], 0
+    chunks, current, real = [], [], 0
     for i in order:
-        longest_if_added = max(longest, lengths[i])
-        if current and (len(current) + 1) * (extra + longest_if_added) > max_tokens:
+        padded = (len(current) + 1) * (extra + lengths[i])  # sorted: row i is the longest so far
+        too_big = padded > max_tokens
+        too_padded = padded > (1 + max_padding) * (real + lengths[i] + (len(current) + 1) * extra)
+        if current and (too_big or too_padded):
             chunks.append(current)
-            current, longest_if_added = [], lengths[i]
+            current, real = [], 0
         current.append(i)
-        longest = longest_if_added
+        real += lengths[i]
     if current:
         chunks.append(current)
     return chunks
@@ -219,12 +223,17 @@ RUNNERS = {"naive": _run_naive, "batched": _run_batched, "cached": _run_cached}
 
 def run_rows(model: torch.nn.Module, images: list[ImageInputs], rows: list[Row], mode: str = "cached",
              max_tokens: int = 16384) -> list[RowOutput]:
-    """Teacher-forced log-probs and next-token logits for every row; identical rows are computed once."""
+    """Teacher-forced log-probs and next-token logits for every row.
+
+    batched and cached compute identical rows once; naive computes every row (the honest baseline).
+    """
     if mode not in RUNNERS:
         raise ValueError(f"mode must be one of {', '.join(RUNNERS)}, not {mode!r}")
     _check_rows(rows, len(images))
     if not rows:
         return []
+    if mode == "naive":
+        return RUNNERS[mode](model, images, rows, max_tokens)
     unique = list(dict.fromkeys(rows))
     computed = dict(zip(unique, RUNNERS[mode](model, images, unique, max_tokens)))
     return [computed[row] for row in rows]

@@ -84,15 +84,16 @@ def test_cached_encodes_each_image_once_in_four_passes(tiny_llava):
     assert [shape[0] for shape in forward_calls] == [2, 12, 1, 6]  # blind rows are the same for both images
 
 
-def test_identical_rows_are_computed_once(tiny_llava):
+def test_identical_rows_are_computed_once_except_in_naive_mode(tiny_llava):
     images, rows = scoring_rows(tiny_llava, seeds=(0,))
     calls = []
     hook = tiny_llava.model.register_forward_hook(lambda *a: calls.append(1))
     try:
-        outputs = run_rows(tiny_llava.model, images, [rows[0], rows[0], rows[0]], "naive")
+        outputs = run_rows(tiny_llava.model, images, [rows[0], rows[0], rows[0]], "batched")
+        run_rows(tiny_llava.model, images, [rows[0], rows[0], rows[0]], "naive")
     finally:
         hook.remove()
-    assert len(calls) == 1
+    assert len(calls) == 1 + 3
     assert torch.equal(outputs[0].token_logprobs, outputs[2].token_logprobs)
 
 
@@ -110,3 +111,5 @@ def test_chunks_respect_the_token_budget():
     # rows x (prefix 2 + longest) <= 20, shortest rows first
     assert _chunks([5, 3, 8, 1], extra=2, max_tokens=20) == [[3, 1], [0, 2]]
     assert _chunks([4, 4], extra=0, max_tokens=1) == [[0], [1]]  # a row alone always fits
+    assert _chunks([1, 10], extra=0, max_tokens=1000) == [[0], [1]]  # 20 padded for 11 real: over 25 %
+    assert _chunks([9, 10], extra=0, max_tokens=1000) == [[0, 1]]
