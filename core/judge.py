@@ -3,7 +3,7 @@
 For each sentence s of a candidate the model judges itself: raw = score of "yes" to the
 judge prompt about s given the image, blind = the same without the image, debiased =
 (1 + alpha) * raw - alpha * blind. Each token t gets log p(t | image, question, prefix)
-and log p(t | question, prefix), teacher-forced. Definitions: docs/readme/judge.md.
+and log p(t | question, prefix), teacher-forced. Definitions: README.md, "Self-judgment".
 
 All candidates, with and without the image, are scored in one batched, prefix-cached
 pass (core.forward): the image is encoded once per call.
