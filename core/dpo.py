@@ -79,6 +79,10 @@ class DPOSettings:
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     train_projector: bool = False
+    # Stability: weight of the chosen answers' mean token NLL added to the loss (RPO, Pang et al.
+    # 2024). DPO alone can lower chosen and rejected likelihoods together until a small model's
+    # text falls apart; this term keeps the chosen answers likely. 0 = plain DPO/IPO.
+    sft_weight: float = 0.0
     # Memory
     gradient_checkpointing: bool = True
 
@@ -94,6 +98,8 @@ class DPOSettings:
                 raise ValueError(f"{name} must be a positive integer, not {getattr(self, name)}")
         if self.max_pairs < 0:
             raise ValueError(f"max_pairs must be 0 (all) or a positive limit, not {self.max_pairs}")
+        if not 0 <= self.sft_weight <= 10:
+            raise ValueError(f"sft_weight must be in [0, 10] (0: plain DPO; 1: RPO), not {self.sft_weight}")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), not {self.lora_dropout}")
 
@@ -159,14 +165,25 @@ def ipo_loss(logps: PairLogps, beta: float) -> torch.Tensor:
 LOSSES: dict[str, Callable[[PairLogps, float], torch.Tensor]] = {"sigmoid": sigmoid_loss, "ipo": ipo_loss}
 
 
+def chosen_nll(logps: PairLogps) -> torch.Tensor:
+    """Mean per-token negative log-likelihood of each chosen answer under the policy."""
+    return -logps.policy_chosen / logps.chosen_tokens.clamp(min=1)
+
+
+def total_loss(logps: PairLogps, settings: DPOSettings) -> torch.Tensor:
+    """The batch loss: the preference loss plus sft_weight times the chosen answers' NLL."""
+    return (LOSSES[settings.loss](logps, settings.beta) + settings.sft_weight * chosen_nll(logps)).mean()
+
+
 def step_metrics(logps: PairLogps, loss: torch.Tensor, beta: float) -> dict:
-    """Loss, implicit rewards beta * log-ratio, their margin and how often chosen out-rewards rejected."""
+    """Loss, implicit rewards beta * log-ratio, their margin, how often chosen out-rewards rejected,
+    and the chosen answers' mean token NLL (rising NLL is the first sign of collapse)."""
     chosen_reward = beta * logps.chosen_logratio.detach()
     rejected_reward = beta * logps.rejected_logratio.detach()
     margin = chosen_reward - rejected_reward
     return {"loss": float(loss.detach()), "reward_chosen": float(chosen_reward.mean()),
             "reward_rejected": float(rejected_reward.mean()), "margin": float(margin.mean()),
-            "accuracy": float((margin > 0).float().mean())}
+            "accuracy": float((margin > 0).float().mean()), "chosen_nll": float(chosen_nll(logps).detach().mean())}
 
 
 # Batches -----------------------------------------------------------------------------------------
@@ -425,7 +442,7 @@ def _train(model, loaded: LoadedModel, input_dtype: torch.dtype, pairs: list[Pre
             examples = [pairs[i] for i in order[first:first + settings.batch_size]]
             batch = _to_device(collate_preferences(examples, loaded.processor), loaded.device, input_dtype)
             logps = preference_logps(model, batch)
-            loss = LOSSES[settings.loss](logps, settings.beta).mean()
+            loss = total_loss(logps, settings)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -476,7 +493,8 @@ def settings_parser() -> argparse.ArgumentParser:
              "max_pairs": "train on at most this many pairs (0: all)", "seed": "seed for LoRA init and pair order",
              "lora_r": "LoRA rank", "lora_alpha": "LoRA scaling numerator", "lora_dropout": "dropout on LoRA inputs",
              "train_projector": "also train the vision-language projector (saved in the adapter)",
-             "gradient_checkpointing": "recompute activations in backward to save memory"}
+             "gradient_checkpointing": "recompute activations in backward to save memory",
+             "sft_weight": "weight of the chosen answers' NLL added to the loss (RPO; 0: plain DPO)"}
     for f in fields(DPOSettings):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from core.config import ModelSettings
 from core.dpo import (LOSSES, DPOSettings, PairLogps, PreferenceExample, add_lora, collate_preferences,
                       epoch_order, load_settings, lora_attached, partial_dir, sequence_logps, step_metrics,
-                      train_dpo)
+                      total_loss, train_dpo)
 from core.loading import load_model
 from core.world import make_scene, render
 
@@ -45,12 +45,20 @@ def test_ipo_loss_matches_the_formula_with_per_token_log_ratios():
     assert loss.tolist() == pytest.approx([(1.0 - 5) ** 2, (-0.7 - 5) ** 2], abs=1e-5)
 
 
+def test_sft_weight_adds_the_chosen_answers_mean_token_nll():
+    # chosen NLL per token: 10/4 = 2.5 and 20/2 = 10
+    plain = (math.log1p(math.exp(-0.3)) + math.log1p(math.exp(0.2))) / 2
+    assert float(total_loss(KNOWN, DPOSettings(beta=0.1))) == pytest.approx(plain, abs=1e-6)
+    assert float(total_loss(KNOWN, DPOSettings(beta=0.1, sft_weight=0.5))) == pytest.approx(
+        plain + 0.5 * (2.5 + 10) / 2, abs=1e-6)
+
+
 def test_step_metrics_on_known_numbers():
     loss = LOSSES["sigmoid"](KNOWN, 0.5).mean()
     row = step_metrics(KNOWN, loss, 0.5)
     assert row == pytest.approx({"loss": float(loss), "reward_chosen": 0.5 * (2 + -1) / 2,
                                  "reward_rejected": 0.5 * (-1 + 1) / 2, "margin": 0.5 * (3 + -2) / 2,
-                                 "accuracy": 0.5})
+                                 "accuracy": 0.5, "chosen_nll": (2.5 + 10) / 2})
 
 
 def test_settings_validate_with_fixes_in_the_message():

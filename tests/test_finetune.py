@@ -43,8 +43,8 @@ def test_finished_run_records_metrics_per_step_and_the_adapter(db_with_pairs, ti
     run = run_training(db_with_pairs, "first", out, DPOSettings(batch_size=2, lr=1e-2), tiny_settings, "self")
     assert (run["status"], run["adapter_path"], run["error"]) == ("finished", str(out), "")
     assert [m["step"] for m in run["metrics"]] == [1, 2]
-    assert sorted(run["metrics"][0]) == ["accuracy", "epoch", "loss", "margin", "reward_chosen", "reward_rejected",
-                                         "seconds", "step"]
+    assert sorted(run["metrics"][0]) == ["accuracy", "chosen_nll", "epoch", "loss", "margin", "reward_chosen",
+                                         "reward_rejected", "seconds", "step"]
     assert run["params"]["dpo"]["batch_size"] == 2 and run["params"]["source"] == "self"
     assert (out / "adapter_config.json").exists()
     assert [r["id"] for r in list_runs(db_with_pairs)] == [run["id"]]
