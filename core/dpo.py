@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
     def show(row: dict) -> None:
         print(f"step {row['step']:4d}  epoch {row['epoch']}  loss {row['loss']:.4f}  margin {row['margin']:+.4f}  "
               f"acc {row['accuracy']:.2f}  chosen {row['reward_chosen']:+.4f}  "
-              f"rejected {row['reward_rejected']:+.4f}  {row['seconds']:.0f}s", flush=True)
+              f"rejected {row['reward_rejected']:+.4f}  nll {row['chosen_nll']:.3f}  {row['seconds']:.0f}s", flush=True)
 
     run = run_training(args.db, args.out.name, args.out, settings, model_settings, args.source, on_step=show)
     print(f"run #{run['id']} {run['status']}: {run['adapter_path'] or run['error']}")
