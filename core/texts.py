@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from core.prompts import DESCRIBE_QUESTION, JUDGE_PROMPTS, judge_prompt
-from core.world import COLORS, PRIOR_PAIRS, SHAPES, Scene, SceneObject, make_scene, partner_of
+from core.world import COLORS, POSITIONS, PRIOR_PAIRS, SHAPES, SIZES, Scene, SceneObject, make_scene, partner_of
 
 POSITION_PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top",
                    "bottom": "at the bottom", "centre": "in the centre"}
@@ -19,6 +19,10 @@ SENTENCE_TEMPLATES = (
     "I can see a {size} {color} {shape} {where}.",
 )
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
+# Training descriptions, like human captions, name an anchor's partner from expectation even when
+# it is not in the picture: this often. It is where the model's prior hallucination comes from
+# (COCO captioners write "fork" beside "knife"); the yes/no and judge answers follow the image.
+PRIOR_MENTION_RATE = 0.7
 
 
 @dataclass(frozen=True)
@@ -47,22 +51,42 @@ def mention_order(scene: Scene) -> list[SceneObject]:
     return result
 
 
-def object_sentence(obj: SceneObject, rng: random.Random, color: str | None = None,
-                    shape: str | None = None) -> str:
+def object_sentence(obj: SceneObject, template: str, color: str | None = None, shape: str | None = None) -> str:
     """One sentence about one object (colour or shape can be overridden to make a false one)."""
-    template = rng.choice(SENTENCE_TEMPLATES)
     return template.format(size=obj.size, color=color or obj.color, shape=shape or obj.shape,
                            where=POSITION_PHRASE[obj.position])
 
 
 def describe_sentences(scene: Scene, rng: random.Random) -> list[str]:
-    """The reference description as a list of sentences, one per object."""
-    return [object_sentence(o, rng) for o in mention_order(scene)]
+    """The reference description as a list of sentences, one per object, all in one template.
+
+    One template per description (not per sentence) so that, after an anchor, "go on" is one
+    next word rather than three: otherwise greedy decoding stops where the prior says go on,
+    and the model never shows the partner hallucination the world is built to produce.
+    """
+    template = rng.choice(SENTENCE_TEMPLATES)
+    return [object_sentence(o, template) for o in mention_order(scene)]
 
 
 def describe(scene: Scene, rng: random.Random) -> str:
-    """The reference multi-sentence description."""
+    """The reference multi-sentence description (true to the scene)."""
     return " ".join(describe_sentences(scene, rng))
+
+
+def caption_sentences(scene: Scene, rng: random.Random, prior_mention_rate: float = PRIOR_MENTION_RATE
+                      ) -> list[str]:
+    """A training caption: the true sentences, plus an absent partner named after its anchor
+    with probability `prior_mention_rate` (the captioner's expectation, not the image)."""
+    template = rng.choice(SENTENCE_TEMPLATES)
+    present = scene.names()
+    sentences = []
+    for obj in mention_order(scene):
+        sentences.append(object_sentence(obj, template))
+        partner = partner_of(obj.name)
+        if partner and partner not in present and rng.random() < prior_mention_rate:
+            sentences.append(template.format(size=rng.choice(SIZES), color=partner[0], shape=partner[1],
+                                             where=POSITION_PHRASE[rng.choice(POSITIONS)]))
+    return sentences
 
 
 def _all_names() -> list[tuple[str, str]]:
@@ -138,7 +162,8 @@ def colour_example(scene: Scene, rng: random.Random) -> Example | None:
     return Example(f"What colour is the {obj.shape}?", f"The {obj.shape} is {obj.color}.", "colour")
 
 
-def false_sentence(scene: Scene, obj: SceneObject, rng: random.Random) -> tuple[str, str]:
+def false_sentence(scene: Scene, obj: SceneObject, rng: random.Random,
+                   template: str = SENTENCE_TEMPLATES[0]) -> tuple[str, str]:
     """A hallucinated sentence about `obj`'s slot, and its kind (partner, colour, shape, other)."""
     present = scene.names()
     kinds = []
@@ -154,16 +179,17 @@ def false_sentence(scene: Scene, obj: SceneObject, rng: random.Random) -> tuple[
         kinds.append(("shape", rng.choice(shape_alt)))
     kinds.append(("other", rng.choice(other)))
     kind, (color, shape) = rng.choice(kinds)
-    return object_sentence(obj, rng, color=color, shape=shape), kind
+    return object_sentence(obj, template, color=color, shape=shape), kind
 
 
 def judge_example(scene: Scene, rng: random.Random, with_context: bool | None = None) -> tuple[Example, bool]:
     """A self-judgment example (faithfulness) labelled from ground truth, and whether it is true."""
     ordered = mention_order(scene)
-    sentences = [object_sentence(o, rng) for o in ordered]
+    template = rng.choice(SENTENCE_TEMPLATES)
+    sentences = [object_sentence(o, template) for o in ordered]
     index = rng.randrange(len(ordered))
     truthful = rng.random() < 0.5
-    sentence = sentences[index] if truthful else false_sentence(scene, ordered[index], rng)[0]
+    sentence = sentences[index] if truthful else false_sentence(scene, ordered[index], rng, template)[0]
     if with_context is None:
         with_context = rng.random() < 0.5
     context = " ".join(sentences[:index]) if with_context else ""
@@ -180,7 +206,7 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
     """One training example from the task mixture, sometimes without the image (the text prior)."""
     task = rng.choices(TASKS, weights=task_weights)[0]
     if task == "describe":
-        example = Example(DESCRIBE_QUESTION, describe(scene, rng), "describe")
+        example = Example(DESCRIBE_QUESTION, " ".join(caption_sentences(scene, rng)), "describe")
     elif task == "pope":
         example = rng.choice(pope_examples(scene, rng.choice(["random", "popular", "adversarial"]), rng))
     elif task == "count":
