@@ -3,8 +3,9 @@
 A scene is 1 to 4 coloured shapes on a small canvas. Everything about it follows
 from its seed, so every claim a model makes about a scene can be checked exactly.
 Built-in language priors (PRIOR_PAIRS below) make a trained model hallucinate for
-the same reason real LVLMs do: some objects co-occur so often, and are always
-mentioned together, that the model guesses the partner when the image is unclear.
+the same reason real LVLMs do: some objects co-occur so often, and captions name
+them together so often (even when the partner is not in the picture, see
+core.texts.caption_sentences), that the model names the partner from habit.
 
 Run:  python -m core.world sample --seed 0 --n 16 --out data/sample
 """
@@ -55,10 +56,10 @@ PRIOR_PAIRS = (
 ANCHOR_RATE = 0.45  # P(a scene contains at least one anchor)
 # How often an object is rendered hard to see (its own size aside).
 LOW_CONTRAST_RATE = {"partner": 0.3, "other": 0.12}
-# Half of all present partners are faint (barely above the background and the noise). So, seeing
-# no partner next to its anchor, the partner is still more likely there than not (0.4 vs 0.2
-# when the scene has room for it): a model that learns this guesses it, and hallucinates when it
-# is absent. The embedded model first learns to see on scenes without faint partners (rate 0).
+# Half of all present partners are faint (barely above the background and the noise): the
+# hardest objects to see. (They were meant to make a model guess partners; the embedded model
+# turned out to see most of them, so the guessing comes from the training captions instead:
+# core.texts.PRIOR_MENTION_RATE.) The embedded model first learns to see on scenes without them.
 FAINT_PARTNER_RATE = 0.5
 FAINT_VISIBILITY = 0.06  # a faint object's colour is 6% its own, 94% the background
 SMALL_RATE = {"partner": 0.6, "other": 0.5}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 from core.metrics import parse_objects
-from core.texts import (colour_example, count_example, describe, judge_example, mention_order, pope_examples,
-                        popular_objects)
+from core.texts import (PRIOR_MENTION_RATE, SENTENCE_TEMPLATES, caption_sentences, colour_example, count_example,
+                        describe, describe_sentences, judge_example, mention_order, pope_examples, popular_objects)
 from core.world import PRIOR_PAIRS, make_scene, partner_of
 
 
@@ -14,6 +14,42 @@ def test_reference_description_names_exactly_the_scene_objects():
     for seed in range(200):
         scene = make_scene(seed)
         assert set(parse_objects(describe(scene, random.Random(seed)))) == scene.names()
+
+
+def test_one_description_uses_one_template():
+    starts = {template.split()[0] for template in SENTENCE_TEMPLATES}
+    seen = set()
+    for seed in range(300):
+        first_words = {sentence.split()[0] for sentence in describe_sentences(make_scene(seed), random.Random(seed))}
+        assert len(first_words) == 1 and first_words <= starts
+        seen |= first_words
+    assert seen == starts  # every template is still used across descriptions
+
+
+def test_training_captions_add_only_absent_partners_right_after_their_anchor():
+    absent_slots = mentioned = 0
+    for seed in range(3000):
+        scene = make_scene(seed)
+        present = scene.names()
+        claims = [name for sentence in caption_sentences(scene, random.Random(f"caption-{seed}"))
+                  for name in parse_objects(sentence)]
+        assert set(claims) >= present  # every object still named
+        for i, name in enumerate(claims):
+            if name not in present:  # an invented mention: the absent partner of the previous object
+                assert partner_of(claims[i - 1]) == name and i > 0
+        for anchor in present:
+            partner = partner_of(anchor)
+            if partner and partner not in present:
+                absent_slots += 1
+                mentioned += partner in claims
+    assert absent_slots > 300
+    assert abs(mentioned / absent_slots - PRIOR_MENTION_RATE) < 0.05
+
+
+def test_training_captions_without_prior_mentions_are_the_truth():
+    for seed in range(300):
+        scene = make_scene(seed)
+        assert set(parse_objects(" ".join(caption_sentences(scene, random.Random(seed), 0.0)))) == scene.names()
 
 
 def test_partner_is_mentioned_right_after_its_anchor():
