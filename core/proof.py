@@ -47,6 +47,8 @@ class ProofSettings:
     temperature: float = 1.0
     max_new_tokens: int = 64
     alpha: float = 1.0
+    judge_kind: str = "logit"  # core.judge.SCORE_KINDS
+    judge_context: str = "sentence"  # sentence | response (previous sentences as context)
     batch_size: int = 50  # evaluation batch
     seed: int = 0
     # Chosen on validation scenes (seeds 4,000,000+, not the test split): plain DPO at lr 1e-3 wrecked
@@ -61,6 +63,7 @@ class ProofSettings:
                              "each scene gives at most one pair")
         if self.eval_scenes < 2:
             raise ValueError("eval_scenes must be at least 2")
+        JudgeSettings(alpha=self.alpha, kind=self.judge_kind, context=self.judge_context)  # same checks
 
 
 @dataclass
@@ -112,7 +115,7 @@ def curated_pairs(loaded: LoadedModel, settings: ProofSettings, log) -> dict[str
     """Judge fresh scenes once; pick each scene's pair under every ranking (first `pairs` per ranking)."""
     gen = GenerationSettings(n=settings.candidates, strategy="sample", temperature=settings.temperature,
                              max_new_tokens=settings.max_new_tokens, seed=settings.seed)
-    judge_settings = JudgeSettings(alpha=settings.alpha)
+    judge_settings = JudgeSettings(alpha=settings.alpha, kind=settings.judge_kind, context=settings.judge_context)
     picked: dict[str, list[PreferenceExample]] = {rank: [] for rank in RANKERS}
     started = time.time()
     curation = CurationSettings(n=settings.curate_scenes, seed_offset=FRESH_SEED_OFFSET)
@@ -212,6 +215,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="most fresh scenes to self-curate from")
     parser.add_argument("--pairs", type=int, default=defaults.pairs, help="training pairs per ranking")
     parser.add_argument("--candidates", type=int, default=defaults.candidates, help="candidates per scene")
+    parser.add_argument("--temperature", type=float, default=defaults.temperature,
+                        help="sampling temperature of the candidates")
+    parser.add_argument("--alpha", type=float, default=defaults.alpha, help="debiasing strength alpha")
+    parser.add_argument("--judge-kind", default=defaults.judge_kind, help="judge score kind: logit | logprob | log-odds")
+    parser.add_argument("--judge-context", default=defaults.judge_context,
+                        help="judge each sentence alone (sentence) or after the previous ones (response)")
     parser.add_argument("--epochs", type=int, default=defaults.dpo.epochs, help="DPO epochs")
     parser.add_argument("--lr", type=float, default=defaults.dpo.lr, help="DPO learning rate")
     parser.add_argument("--beta", type=float, default=defaults.dpo.beta, help="DPO beta")
@@ -224,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     dpo = DPOSettings(**{**asdict(defaults.dpo), "epochs": args.epochs, "lr": args.lr, "beta": args.beta,
                          "sft_weight": args.sft_weight})
     settings = ProofSettings(eval_scenes=args.eval_scenes, curate_scenes=args.curate_scenes, pairs=args.pairs,
-                             candidates=args.candidates, dpo=dpo)
+                             candidates=args.candidates, temperature=args.temperature, alpha=args.alpha,
+                             judge_kind=args.judge_kind, judge_context=args.judge_context, dpo=dpo)
     started = time.time()
     result = run_proof(settings, args.out)
     print(format_table(result))
