@@ -79,6 +79,9 @@ class EmbeddedConfig:
     answer_steps: int = 1500
     answer_lr: float = 1e-3
     answer_task_weights: tuple[int, ...] = (25, 35, 5, 5, 30)
+    # Stage 3: judgments without the image follow the captions (the text prior an LLM brings), not
+    # the unseen truth: so the blind judge holds the prior the debiased score subtracts.
+    answer_blind_judge_from_captions: bool = True
     # Curriculum: stages 1-2 see scenes without faint partners (learn to see), stage 3 the real world.
     curriculum_faint_rate: float = 0.0
     train_seed_offset: int = 1_000_000  # training scenes start here; test scenes are 0..999_999
@@ -189,13 +192,14 @@ class Stage:
     task_weights: tuple[int, ...]
     seed_tag: int  # keeps each stage's batches distinct
     faint_partner_rate: float
+    blind_judge_from_captions: bool = False
 
 
 def language_stages(cfg: EmbeddedConfig) -> list[Stage]:
     """Stage 2 (all tasks) and stage 3 (answer-focused), as the config sets them."""
     return [Stage("language", cfg.steps, cfg.lr, cfg.warmup, tuple(cfg.task_weights), 1, cfg.curriculum_faint_rate),
             Stage("answers", cfg.answer_steps, cfg.answer_lr, 50, tuple(cfg.answer_task_weights), 2,
-                  FAINT_PARTNER_RATE)]
+                  FAINT_PARTNER_RATE, cfg.answer_blind_judge_from_captions)]
 
 
 def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
@@ -205,7 +209,8 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
     rng = random.Random(cfg.seed * 1_000_003 + step + (stage.seed_tag - 1) * 7_919_000)
     scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000), faint_partner_rate=stage.faint_partner_rate)
               for _ in range(cfg.batch_size)]
-    examples = [training_example(s, rng, cfg.text_only_rate, stage.task_weights) for s in scenes]
+    examples = [training_example(s, rng, cfg.text_only_rate, stage.task_weights, stage.blind_judge_from_captions)
+                for s in scenes]
     return collate(examples, scenes, processor)
 
 

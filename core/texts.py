@@ -77,15 +77,21 @@ def caption_sentences(scene: Scene, rng: random.Random, prior_mention_rate: floa
                       ) -> list[str]:
     """A training caption: the true sentences, plus an absent partner named after its anchor
     with probability `prior_mention_rate` (the captioner's expectation, not the image)."""
+    return [sentence for sentence, _name, _slot in _caption(scene, rng, prior_mention_rate)]
+
+
+def _caption(scene: Scene, rng: random.Random, prior_mention_rate: float
+             ) -> list[tuple[str, tuple[str, str], SceneObject]]:
+    """Caption sentences with the object each names and the scene object whose slot it takes."""
     template = rng.choice(SENTENCE_TEMPLATES)
     present = scene.names()
     sentences = []
     for obj in mention_order(scene):
-        sentences.append(object_sentence(obj, template))
+        sentences.append((object_sentence(obj, template), obj.name, obj))
         partner = partner_of(obj.name)
         if partner and partner not in present and rng.random() < prior_mention_rate:
-            sentences.append(template.format(size=rng.choice(SIZES), color=partner[0], shape=partner[1],
-                                             where=POSITION_PHRASE[rng.choice(POSITIONS)]))
+            sentences.append((template.format(size=rng.choice(SIZES), color=partner[0], shape=partner[1],
+                                              where=POSITION_PHRASE[rng.choice(POSITIONS)]), partner, obj))
     return sentences
 
 
@@ -197,13 +203,39 @@ def judge_example(scene: Scene, rng: random.Random, with_context: bool | None = 
     return Example(question, "Yes." if truthful else "No.", "judge"), truthful
 
 
+def caption_judge_example(scene: Scene, rng: random.Random, with_context: bool | None = None) -> Example:
+    """A judgment without the image, as a language model learns it from captions alone: a sentence
+    of a training caption (prior mentions included) is "accurate", one naming an object the caption
+    does not name is not. This is the text prior that the blind score measures."""
+    caption = _caption(scene, rng, PRIOR_MENTION_RATE)
+    index = rng.randrange(len(caption))
+    truthful = rng.random() < 0.5
+    sentence, _name, slot = caption[index]
+    if not truthful:
+        named = {name for _sentence, name, _slot in caption}
+        template = next(t for t in SENTENCE_TEMPLATES if t.split()[0] == sentence.split()[0])
+        unnamed = [nm for nm in _all_names() if nm not in named and (nm[0] == slot.color or nm[1] == slot.shape)]
+        color, shape = rng.choice(unnamed or [nm for nm in _all_names() if nm not in named])
+        sentence = object_sentence(slot, template, color=color, shape=shape)
+    if with_context is None:
+        with_context = rng.random() < 0.5
+    context = " ".join(s for s, _name, _slot in caption[:index]) if with_context else ""
+    question = judge_prompt(sentence, JUDGE_PROMPTS["faithfulness"], context)
+    return Example(question, "Yes." if truthful else "No.", "judge", use_image=False)
+
+
 TASKS = ("describe", "pope", "count", "colour", "judge")
 TASK_WEIGHTS = (45, 20, 7, 8, 20)
 
 
 def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0.15,
-                     task_weights: tuple[int, ...] = TASK_WEIGHTS) -> Example:
-    """One training example from the task mixture, sometimes without the image (the text prior)."""
+                     task_weights: tuple[int, ...] = TASK_WEIGHTS, blind_judge_from_captions: bool = False
+                     ) -> Example:
+    """One training example from the task mixture, sometimes without the image (the text prior).
+
+    With `blind_judge_from_captions`, judgments without the image follow the captions
+    (caption_judge_example) instead of the unseen ground truth.
+    """
     task = rng.choices(TASKS, weights=task_weights)[0]
     if task == "describe":
         example = Example(DESCRIBE_QUESTION, " ".join(caption_sentences(scene, rng)), "describe")
@@ -217,7 +249,10 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
         example = judge_example(scene, rng)[0]
     # The text-only prior: descriptions and judgments without the image, like LLM pretraining.
     if example.task in ("describe", "judge") and rng.random() < text_only_rate:
-        example = Example(example.question, example.answer, example.task, use_image=False)
+        if example.task == "judge" and blind_judge_from_captions:
+            example = caption_judge_example(scene, rng)
+        else:
+            example = Example(example.question, example.answer, example.task, use_image=False)
     return example
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from core.metrics import parse_objects
-from core.texts import (PRIOR_MENTION_RATE, SENTENCE_TEMPLATES, caption_sentences, colour_example, count_example,
+from core.texts import (PRIOR_MENTION_RATE, SENTENCE_TEMPLATES, caption_judge_example, caption_sentences, colour_example, count_example,
                         describe, describe_sentences, judge_example, mention_order, pope_examples, popular_objects)
 from core.world import PRIOR_PAIRS, make_scene, partner_of
 
@@ -100,3 +100,19 @@ def test_count_colour_and_judge_examples():
         claims = parse_objects(sentence)
         assert (claims[0] in scene.names()) == truthful
         assert example.answer == ("Yes." if truthful else "No.")
+
+
+def test_blind_judge_examples_follow_the_captions_prior_not_the_unseen_truth():
+    absent_partner_yes = 0
+    for seed in range(2000):
+        scene = make_scene(seed)
+        example = caption_judge_example(scene, random.Random(f"judge-{seed}"), with_context=True)
+        assert not example.use_image and example.answer in ("Yes.", "No.")
+        described = parse_objects(example.question.split("Description:")[1])
+        context = parse_objects(example.question.split("Description:")[0])
+        if example.answer == "No.":  # an object the caption does not name
+            assert not set(described) & (scene.names() | set(context))
+        elif described[0] not in scene.names():  # "Yes" to an absent object: only the prior partner
+            assert partner_of(context[-1]) == described[0]
+            absent_partner_yes += 1
+    assert absent_partner_yes > 50
