@@ -20,10 +20,10 @@ from PIL import Image
 
 from core.config import ModelSettings
 from core.loading import LoadedModel, load_model
-from core.metrics import ChairResult, auroc, chair
+from core.metrics import ChairResult, auroc, chair, parse_objects
 from core.prompts import DESCRIBE_QUESTION
 from core.texts import judge_example, pope_examples
-from core.world import make_scene, render
+from core.world import make_scene, partner_of, render
 
 
 def chat_prompt(processor, question: str, with_image: bool) -> str:
@@ -79,6 +79,8 @@ class BaseEvaluation:
     judge_auroc_image: float
     judge_auroc_blind: float
     examples: list[dict]
+    faint_named: float = float("nan")  # share of faint objects the descriptions name
+    absent_partner_named: float = float("nan")  # share of (anchor present, partner absent) scenes naming it
 
 
 def _batches(items: list, size: int):
@@ -93,6 +95,7 @@ def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed
     for chunk in _batches(scenes, batch_size):
         captions += describe_batch(loaded, [render(s) for s in chunk])
     describe = chair(captions, [s.names() for s in scenes])
+    faint_named, absent_partner_named = prior_rates(scenes, captions)
 
     pope: dict[str, float] = {}
     for split in ("random", "popular", "adversarial"):
@@ -117,7 +120,23 @@ def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed
                 for s, c in zip(scenes[:5], captions[:5])]
     return BaseEvaluation(n_scenes=n, describe=describe, pope_accuracy=pope,
                           judge_auroc_image=auroc(with_image, labels), judge_auroc_blind=auroc(blind, labels),
-                          examples=examples)
+                          examples=examples, faint_named=faint_named, absent_partner_named=absent_partner_named)
+
+
+def prior_rates(scenes: list, captions: list[str]) -> tuple[float, float]:
+    """How often captions name a faint object, and an anchor's partner that is not in the scene."""
+    faint = faint_hits = absent = absent_hits = 0
+    for scene, caption in zip(scenes, captions):
+        claims = set(parse_objects(caption))
+        for obj in scene.objects:
+            if obj.faint:
+                faint += 1
+                faint_hits += obj.name in claims
+            partner = partner_of(obj.name)
+            if partner and partner not in scene.names():
+                absent += 1
+                absent_hits += partner in claims
+    return faint_hits / max(faint, 1), absent_hits / max(absent, 1)
 
 
 def format_report(result: BaseEvaluation) -> str:
@@ -130,6 +149,8 @@ def format_report(result: BaseEvaluation) -> str:
         f"| greedy CHAIR_S | {d.chair_s:.1%} |",
         f"| greedy CHAIR_I | {d.chair_i:.1%} |",
         f"| hallucinated objects by kind | {kinds} |",
+        f"| faint objects named | {result.faint_named:.1%} |",
+        f"| absent partner of a present anchor named | {result.absent_partner_named:.1%} |",
         f"| mean sentences per description | {d.mean_sentences:.2f} |",
     ] + [f"| yes/no accuracy, {k} | {v:.1%} |" for k, v in result.pope_accuracy.items()] + [
         f"| self-judgment AUROC of P(yes), with image | {result.judge_auroc_image:.3f} |",
