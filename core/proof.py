@@ -29,7 +29,7 @@ from core.dpo import DPOSettings, PreferenceExample, train_dpo
 from core.evaluate import describe_batch, p_yes
 from core.judge import GenerationSettings, JudgeSettings, judge
 from core.loading import LoadedModel, attach_adapter, load_model
-from core.metrics import chair
+from core.metrics import chair, parse_objects
 from core.prompts import DESCRIBE_QUESTION
 from core.selfcurate import FRESH_SEED_OFFSET, RANKERS, CurationSettings, pick_pair, sources
 from core.texts import pope_examples
@@ -90,6 +90,9 @@ class ProofResult:
     settings: dict
     rows: list[ModelScores]
     pairs_found: dict[str, int]
+    # Per ranking, how the chosen answer compares with the rejected one in hallucinated objects
+    # (ground truth): fewer, as many, more. The pairs' quality, before any training.
+    pair_quality: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: dict[str, float]
     examples: list[dict]
 
@@ -113,7 +116,14 @@ def held_out_scores(loaded: LoadedModel, name: str, n: int, batch_size: int, fir
     return ModelScores(name, result.chair_s, result.chair_i, result.recall, correct / total), captions
 
 
-def curated_pairs(loaded: LoadedModel, settings: ProofSettings, log) -> dict[str, list[PreferenceExample]]:
+def pair_verdict(chosen: str, rejected: str, truth: set[tuple[str, str]]) -> str:
+    """Whether the chosen answer names fewer, as many or more hallucinated objects than the rejected one."""
+    chosen_bad, rejected_bad = (sum(c not in truth for c in parse_objects(text)) for text in (chosen, rejected))
+    return "fewer" if chosen_bad < rejected_bad else "more" if chosen_bad > rejected_bad else "same"
+
+
+def curated_pairs(loaded: LoadedModel, settings: ProofSettings, log,
+                  quality: dict[str, dict[str, int]] | None = None) -> dict[str, list[PreferenceExample]]:
     """Judge fresh scenes once; pick each scene's pair under every ranking (first `pairs` per ranking)."""
     gen = GenerationSettings(n=settings.candidates, strategy="sample", temperature=settings.temperature,
                              max_new_tokens=settings.max_new_tokens, seed=settings.seed)
@@ -129,6 +139,10 @@ def curated_pairs(loaded: LoadedModel, settings: ProofSettings, log) -> dict[str
         for rank, found in picked.items():
             pair = pick_pair(result, rank, source.truth)
             if pair is not None and len(found) < settings.pairs:
+                if quality is not None:
+                    verdict = pair_verdict(pair[0].text, pair[1].text, source.truth)
+                    counts = quality.setdefault(rank, {"fewer": 0, "same": 0, "more": 0})
+                    counts[verdict] += 1
                 found.append(PreferenceExample(source.image, DESCRIBE_QUESTION, pair[0].text.strip(),
                                                pair[1].text.strip()))
         if done % 50 == 0:
@@ -163,7 +177,8 @@ def run_proof(settings: ProofSettings, out: Path, model_settings: ModelSettings 
     seconds["evaluate base"] = time.time() - tic
     log(f"base: {format_row(base)}")
     tic = time.time()
-    picked = curated_pairs(loaded, settings, log)
+    quality: dict[str, dict[str, int]] = {}
+    picked = curated_pairs(loaded, settings, log, quality)
     seconds["self-curate"] = time.time() - tic
     rows, captions = [base], {"base": base_captions}
     for rank, pairs in picked.items():
@@ -185,6 +200,7 @@ def run_proof(settings: ProofSettings, out: Path, model_settings: ModelSettings 
     examples = [{"seed": first + i, "truth": sorted(" ".join(nm) for nm in make_scene(first + i).names())}
                 | {name: texts[i] for name, texts in captions.items()} for i in range(3)]
     result = ProofResult(settings=asdict(settings), rows=rows, pairs_found={k: len(v) for k, v in picked.items()},
+                         pair_quality=quality,
                          seconds={k: round(v, 1) for k, v in seconds.items()}, examples=examples)
     (out / "proof.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     (out / "proof.md").write_text(format_table(result) + "\n")
@@ -206,6 +222,12 @@ def format_table(result: ProofResult) -> str:
         change = "" if row is base else f"{(row.chair_s - base.chair_s) / max(base.chair_s, 1e-9):+.0%}"
         lines.append(f"| {row.name} | {row.pairs or ''} | {row.chair_s:.1%} | {change} | {row.chair_i:.1%} | "
                      f"{row.recall:.3f} | {row.pope_random:.1%} | {row.train_seconds or ''} |")
+    if result.pair_quality:
+        lines += ["", "| pairs ranked by | chosen has fewer hallucinated objects | as many | more |", "|---|---|---|---|"]
+        for rank, counts in result.pair_quality.items():
+            total = max(sum(counts.values()), 1)
+            lines.append(f"| {rank} | {counts['fewer'] / total:.0%} | {counts['same'] / total:.0%} | "
+                         f"{counts['more'] / total:.0%} |")
     return "\n".join(lines)
 
 
@@ -245,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     result = run_proof(settings, args.out)
     print(format_table(result))
-    print(f"pairs found: {result.pairs_found}; seconds: {result.seconds}; total {time.time() - started:.0f}s")
+    print(f"pairs found: {result.pairs_found}; chosen vs rejected hallucinated objects: {result.pair_quality}; "
+          f"seconds: {result.seconds}; total {time.time() - started:.0f}s")
 
 
 if __name__ == "__main__":

@@ -99,8 +99,9 @@ def settings_summary(params: dict) -> str:
         return ""
     dpo = DPOSettings.from_json(params["dpo"])  # defaults for keys an older row lacks
     projector = " +projector" if dpo.train_projector else ""
+    sft = f" sft={dpo.sft_weight:g}" if dpo.sft_weight else ""
     return (f"{dpo.loss} beta={dpo.beta:g} lr={dpo.lr:g} epochs={dpo.epochs} batch={dpo.batch_size} "
-            f"LoRA r={dpo.lora_r}/alpha={dpo.lora_alpha}{projector}")
+            f"LoRA r={dpo.lora_r}/alpha={dpo.lora_alpha}{projector}{sft}")
 
 
 def _number(value: float | None) -> float | str:
@@ -213,7 +214,8 @@ class Finetune:
 
     # Training ------------------------------------------------------------------------------------
 
-    def dpo_settings(self, beta, loss, lr, epochs, batch_size, lora_r, lora_alpha, train_projector) -> DPOSettings:
+    def dpo_settings(self, beta, loss, lr, epochs, batch_size, lora_r, lora_alpha, train_projector,
+                     sft_weight=0.0) -> DPOSettings:
         """DPOSettings from the hyperparameter controls, each checked against its range."""
         limits = self.limits
         values = {"beta": inputs.check_number("beta", beta, 0.001, 10.0),
@@ -222,7 +224,8 @@ class Finetune:
                   "epochs": inputs.check_integer("epochs", epochs, 1, limits.max_epochs),
                   "batch_size": inputs.check_integer("batch size", batch_size, 1, limits.max_batch_size),
                   "lora_r": inputs.check_integer("LoRA r", lora_r, 1, limits.max_lora_r),
-                  "lora_alpha": inputs.check_integer("LoRA alpha", lora_alpha, 1, limits.max_lora_alpha)}
+                  "lora_alpha": inputs.check_integer("LoRA alpha", lora_alpha, 1, limits.max_lora_alpha),
+                  "sft_weight": inputs.check_number("chosen NLL weight", sft_weight, 0.0, 10.0)}
         if not isinstance(train_projector, bool):
             raise gr.Error(f"train projector must be true or false, not {train_projector!r}.")
         try:
@@ -231,10 +234,11 @@ class Finetune:
             raise gr.Error(str(error)) from error
 
     def start_finetune(self, name, source, model_id, since, beta, loss, lr, epochs, batch_size, lora_r, lora_alpha,
-                       train_projector, token: str = "", profile: gr.OAuthProfile | None = None) -> tuple:
+                       train_projector, sft_weight=0.0, token: str = "", profile: gr.OAuthProfile | None = None
+                       ) -> tuple:
         """Check everything, then train in a background process; returns the run id, a status line, the timer."""
         who = require_admin(profile, token, self.settings.access)
-        dpo = self.dpo_settings(beta, loss, lr, epochs, batch_size, lora_r, lora_alpha, train_projector)
+        dpo = self.dpo_settings(beta, loss, lr, epochs, batch_size, lora_r, lora_alpha, train_projector, sft_weight)
         filters = self._filters(source, model_id, since)
         count = self.store_factory().count_pairs(**filters)
         if count == 0:
@@ -403,6 +407,8 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
         lora_alpha = gr.Number(defaults.lora_alpha, label="LoRA alpha", precision=0, minimum=1,
                                maximum=handlers.limits.max_lora_alpha)
         train_projector = gr.Checkbox(defaults.train_projector, label="Also train the projector")
+        sft_weight = gr.Number(defaults.sft_weight, label="Chosen NLL weight (RPO; 0: plain DPO, the proof used 2)",
+                               minimum=0, maximum=10)
         name = gr.Textbox(label="Adapter name (letters, digits, - and _; empty: dated)", max_lines=1, max_length=80)
     with gr.Row():
         start_button = gr.Button("Start fine-tuning", variant="primary", elem_id="finetune-start")
@@ -439,7 +445,7 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
 
     filters = [source, model, since]
     watch_outputs = [progress, curves, runs, timer]
-    hyper = [beta, loss, lr, epochs, batch_size, lora_r, lora_alpha, train_projector]
+    hyper = [beta, loss, lr, epochs, batch_size, lora_r, lora_alpha, train_projector, sft_weight]
     gr.on(None, handlers.first_view, None, [run_id, *watch_outputs, pair_count, model], api_visibility="private")
     for trigger in (source.change, model.change, since.submit):
         trigger(handlers.count_pairs, filters, [pair_count, model], api_visibility="private")

@@ -29,7 +29,7 @@ from selfjudge_ui.settings import StudioSettings
 LOCAL = AccessSettings(public=False, on_space=False, admins=(), admin_token="")
 PUBLIC = AccessSettings(public=True, on_space=False, admins=(), admin_token="an-admin-token-of-24-chars")
 # name, source, model, since, beta, loss, lr, epochs, batch size, LoRA r, LoRA alpha, train projector
-GOOD = ["", ALL, ALL, "", 0.1, "sigmoid", 1e-3, 1, 2, 4, 8, False]
+GOOD = ["", ALL, ALL, "", 0.1, "sigmoid", 1e-3, 1, 2, 4, 8, False, 0.0]
 
 
 def counting_clock():
@@ -149,6 +149,7 @@ def test_no_pairs_selected_raises_and_starts_nothing(tab, store, tmp_path):
     (9, 1000, "LoRA r must be between 1 and 256, not 1000."),
     (10, None, "LoRA alpha must be a number between 1 and 512, not None."),
     (11, "yes", "train projector must be true or false, not 'yes'."),
+    (12, -1.0, "chosen NLL weight must be between 0 and 10, not -1."),
     (1, "robot", "Source must be all, human or self, not 'robot'."),
 ])
 def test_out_of_range_hyperparameters_raise_and_start_nothing(tab, store, index, value, message):
@@ -177,7 +178,7 @@ def test_self_curation_takes_no_typed_folder(tab):
 # Background runs (spawned processes) --------------------------------------------------------------
 
 def test_a_run_trains_in_the_background_and_its_adapter_loads(tab, store, tmp_path, tiny_llava_dir):
-    run_id, status, timer = tab.start_finetune("Tiny run!", *GOOD[1:])
+    run_id, status, timer = tab.start_finetune("Tiny run!", *GOOD[1:-1], 0.5)
     assert status == ("Started run #1 **tiny-run** as local: 2 pairs, 1 steps. It trains in the background; "
                       "you can keep using the studio.")
     assert timer.active
@@ -188,6 +189,7 @@ def test_a_run_trains_in_the_background_and_its_adapter_loads(tab, store, tmp_pa
     assert (run["status"], run["error"], run["adapter_path"], run["params"]["pairs"]) == (
         "finished", "", str(adapter), 2)
     assert [m["step"] for m in run["metrics"]] == [1]
+    assert run["params"]["dpo"]["sft_weight"] == 0.5  # the chosen-NLL control reaches the trainer
     assert progress == ('<progress value="1" max="1" style="width:100%"></progress><div>Run #1 <b>tiny-run</b>: '
                         f"finished after 1 steps; adapter saved to <code>{adapter}</code> (Open in Explore "
                         "compares it with the base model)</div>")

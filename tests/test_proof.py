@@ -8,7 +8,7 @@ import pytest
 
 from core.config import ModelSettings
 from core.dpo import DPOSettings
-from core.proof import ProofSettings, format_table, run_proof
+from core.proof import ProofSettings, format_table, pair_verdict, run_proof
 
 
 def test_proof_runs_end_to_end_at_toy_size(tiny_llava_dir, tmp_path):
@@ -22,6 +22,8 @@ def test_proof_runs_end_to_end_at_toy_size(tiny_llava_dir, tmp_path):
     assert all(row.pairs == result.pairs_found[row.name.split(", ")[1].split()[0]] for row in result.rows[1:])
     saved = json.loads((tmp_path / "proof" / "proof.json").read_text())
     assert saved["pairs_found"] == result.pairs_found
+    assert {rank: sum(counts.values()) for rank, counts in result.pair_quality.items()} == {
+        rank: n for rank, n in result.pairs_found.items() if n}
     assert (tmp_path / "proof" / "proof.md").read_text() == format_table(result) + "\n"
     with pytest.raises(FileExistsError, match="not empty"):
         run_proof(settings, tmp_path / "proof", model)
@@ -30,3 +32,11 @@ def test_proof_runs_end_to_end_at_toy_size(tiny_llava_dir, tmp_path):
 def test_settings_refuse_more_pairs_than_scenes():
     with pytest.raises(ValueError, match="cannot exceed curate_scenes"):
         ProofSettings(curate_scenes=10, pairs=20)
+
+
+def test_pair_verdict_counts_hallucinated_objects_against_the_truth():
+    truth = {("red", "square")}
+    partner = "A red square is on the left. A green triangle is on the right."
+    assert pair_verdict("A red square is on the left.", partner, truth) == "fewer"
+    assert pair_verdict(partner, "A red square is on the left.", truth) == "more"
+    assert pair_verdict("A blue star is here.", partner, truth) == "same"
