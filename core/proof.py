@@ -90,11 +90,11 @@ class ProofResult:
     settings: dict
     rows: list[ModelScores]
     pairs_found: dict[str, int]
+    seconds: dict[str, float]
+    examples: list[dict]
     # Per ranking, how the chosen answer compares with the rejected one in hallucinated objects
     # (ground truth): fewer, as many, more. The pairs' quality, before any training.
     pair_quality: dict[str, dict[str, int]] = field(default_factory=dict)
-    seconds: dict[str, float]
-    examples: list[dict]
 
 
 def held_out_scores(loaded: LoadedModel, name: str, n: int, batch_size: int, first_seed: int = 0
