@@ -360,7 +360,7 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
                                   scale=3)
             refresh = gr.Button("Refresh", scale=1)
             compare_button = gr.Button("Compare", scale=1, elem_id="explore-compare")
-        comparison = gr.Markdown()
+        comparison = gr.Markdown(elem_id="explore-comparison")
         comparison_rows = gr.Dataframe(headers=views.COMPARE_COLUMNS, interactive=False, wrap=True)
     with gr.Accordion("Scored result (JSON)", open=False):
         scored = gr.JSON(label="Result")

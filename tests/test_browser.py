@@ -58,3 +58,32 @@ def test_upload_score_accept_and_find_it_in_curate(page, tmp_path):
     [pair] = Store(settings.data.db_path).list_pairs()
     assert (pair.chosen, pair.note, pair.source, pair.chosen_scores["edited"]) == (
         CHOSEN, "from the browser test", "human", True)
+
+
+def test_self_curate_fine_tune_and_open_the_adapter_in_explore(page):
+    page, url, settings = page
+    page.goto(url)
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.get_by_text("Self-curation: the model makes its own pairs").click()
+    page.get_by_label("Images (N)").fill("3")
+    page.click("#finetune-self-curate")
+    page.locator("#finetune-curate-status", has_text="Self-curated 3 scenes").wait_for()
+    page.get_by_label("Adapter name (letters, digits, - and _; empty: dated)").fill("browser run")
+    page.click("#finetune-start")
+    page.locator("#finetune-status", has_text="Started run #1 **browser-run**").or_(
+        page.locator("#finetune-status", has_text="Started run #1 browser-run")).wait_for()
+    page.locator("#finetune-progress", has_text="finished after").wait_for(timeout=240_000)
+    page.click("#finetune-explore")
+    page.locator("#explore-score").wait_for(state="visible")  # the Explore tab is open again
+    seed_box = page.get_by_label("Scene seed (Enter to draw it)")
+    seed_box.fill("22")
+    seed_box.press("Enter")
+    page.locator("#explore-preview img").wait_for()
+    page.get_by_role("button", name="Base model vs fine-tuned adapter").click()
+    page.click("#explore-compare")  # the adapter the run made is already picked
+    page.locator("#explore-comparison", has_text="browser-run").wait_for()
+
+    run = Store(settings.data.db_path).get_run(1)
+    assert (run["status"], run["error"], Path(run["adapter_path"]).name) == ("finished", "", "browser-run")
+    assert (Path(run["adapter_path"]) / "adapter_model.safetensors").is_file()
+    assert Store(settings.data.db_path).count_pairs(source="self") >= 1
