@@ -28,7 +28,7 @@ def page(tiny_llava_dir, tmp_path_factory):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(60_000)
+        page.set_default_timeout(180_000)  # generous: CI machines may be busy
         yield page, url, settings
         browser.close()
     demo.close()
