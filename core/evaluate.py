@@ -127,13 +127,13 @@ def prior_rates(scenes: list, captions: list[str]) -> tuple[float, float]:
     """How often captions name a faint object, and an anchor's partner that is not in the scene."""
     faint = faint_hits = absent = absent_hits = 0
     for scene, caption in zip(scenes, captions):
-        claims = set(parse_objects(caption))
+        claims, present = set(parse_objects(caption)), scene.names()
         for obj in scene.objects:
             if obj.faint:
                 faint += 1
                 faint_hits += obj.name in claims
             partner = partner_of(obj.name)
-            if partner and partner not in scene.names():
+            if partner and partner not in present:
                 absent += 1
                 absent_hits += partner in claims
     return faint_hits / max(faint, 1), absent_hits / max(absent, 1)

@@ -31,7 +31,8 @@ from core.judge import GenerationSettings, JudgeSettings, judge
 from core.loading import LoadedModel, attach_adapter, load_model
 from core.metrics import chair, parse_objects
 from core.prompts import DESCRIBE_QUESTION
-from core.selfcurate import FRESH_SEED_OFFSET, RANKERS, CurationSettings, pick_pair, sources
+from core.selfcurate import (FRESH_SEED_OFFSET, RANKERS, CurationSettings, hallucinated_objects, pick_pair,
+                             sources)
 from core.texts import pope_examples
 from core.world import make_scene, render
 
@@ -118,7 +119,7 @@ def held_out_scores(loaded: LoadedModel, name: str, n: int, batch_size: int, fir
 
 def pair_verdict(chosen: str, rejected: str, truth: set[tuple[str, str]]) -> str:
     """Whether the chosen answer names fewer, as many or more hallucinated objects than the rejected one."""
-    chosen_bad, rejected_bad = (sum(c not in truth for c in parse_objects(text)) for text in (chosen, rejected))
+    chosen_bad, rejected_bad = (hallucinated_objects(parse_objects(text), truth) for text in (chosen, rejected))
     return "fewer" if chosen_bad < rejected_bad else "more" if chosen_bad > rejected_bad else "same"
 
 

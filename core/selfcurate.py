@@ -43,8 +43,12 @@ def oracle_key(candidate: ScoredCandidate, truth: Truth | None, higher_is_better
     if truth is None:
         raise ValueError("oracle ranking needs ground truth; it works on shapes scenes, not a folder of images")
     claims = parse_objects(candidate.text)
-    hallucinated = sum(1 for c in claims if c not in truth)
-    return (-hallucinated, len(truth & set(claims)) / max(len(truth), 1))
+    return (-hallucinated_objects(claims, truth), len(truth & set(claims)) / max(len(truth), 1))
+
+
+def hallucinated_objects(claims: list[tuple[str, str]], truth: Truth) -> int:
+    """How many of the claimed objects (core.metrics.parse_objects) are not in the scene."""
+    return sum(1 for claim in claims if claim not in truth)
 
 
 def _signed(score: float, higher_is_better: bool) -> float:

@@ -64,8 +64,7 @@ def describe_sentences(scene: Scene, rng: random.Random) -> list[str]:
     next word rather than three: otherwise greedy decoding stops where the prior says go on,
     and the model never shows the partner hallucination the world is built to produce.
     """
-    template = rng.choice(SENTENCE_TEMPLATES)
-    return [object_sentence(o, template) for o in mention_order(scene)]
+    return caption_sentences(scene, rng, prior_mention_rate=0.0)
 
 
 def describe(scene: Scene, rng: random.Random) -> str:
@@ -77,22 +76,23 @@ def caption_sentences(scene: Scene, rng: random.Random, prior_mention_rate: floa
                       ) -> list[str]:
     """A training caption: the true sentences, plus an absent partner named after its anchor
     with probability `prior_mention_rate` (the captioner's expectation, not the image)."""
-    return [sentence for sentence, _name, _slot in _caption(scene, rng, prior_mention_rate)]
+    return [sentence for sentence, _name, _slot in _caption(scene, rng, prior_mention_rate)[1]]
 
 
 def _caption(scene: Scene, rng: random.Random, prior_mention_rate: float
-             ) -> list[tuple[str, tuple[str, str], SceneObject]]:
-    """Caption sentences with the object each names and the scene object whose slot it takes."""
+             ) -> tuple[str, list[tuple[str, tuple[str, str], SceneObject]]]:
+    """The caption's template, and its sentences with the object each names and the scene object
+    whose slot it takes. At rate 0 no random number is drawn for prior mentions."""
     template = rng.choice(SENTENCE_TEMPLATES)
     present = scene.names()
     sentences = []
     for obj in mention_order(scene):
         sentences.append((object_sentence(obj, template), obj.name, obj))
         partner = partner_of(obj.name)
-        if partner and partner not in present and rng.random() < prior_mention_rate:
+        if partner and partner not in present and prior_mention_rate > 0 and rng.random() < prior_mention_rate:
             sentences.append((template.format(size=rng.choice(SIZES), color=partner[0], shape=partner[1],
                                               where=POSITION_PHRASE[rng.choice(POSITIONS)]), partner, obj))
-    return sentences
+    return template, sentences
 
 
 def _all_names() -> list[tuple[str, str]]:
@@ -207,13 +207,12 @@ def caption_judge_example(scene: Scene, rng: random.Random, with_context: bool |
     """A judgment without the image, as a language model learns it from captions alone: a sentence
     of a training caption (prior mentions included) is "accurate", one naming an object the caption
     does not name is not. This is the text prior that the blind score measures."""
-    caption = _caption(scene, rng, PRIOR_MENTION_RATE)
+    template, caption = _caption(scene, rng, PRIOR_MENTION_RATE)
     index = rng.randrange(len(caption))
     truthful = rng.random() < 0.5
     sentence, _name, slot = caption[index]
     if not truthful:
         named = {name for _sentence, name, _slot in caption}
-        template = next(t for t in SENTENCE_TEMPLATES if t.split()[0] == sentence.split()[0])
         unnamed = [nm for nm in _all_names() if nm not in named and (nm[0] == slot.color or nm[1] == slot.shape)]
         color, shape = rng.choice(unnamed or [nm for nm in _all_names() if nm not in named])
         sentence = object_sentence(slot, template, color=color, shape=shape)
