@@ -14,8 +14,27 @@ from selfjudge_ui.curate import build_curate_tab
 from selfjudge_ui.explore import EXAMPLES_DIR, build_explore_tab
 from selfjudge_ui.finetune import build_finetune_tab
 from selfjudge_ui.settings import StudioSettings
+from selfjudge_ui.views import display_model_id
 
 QUEUE_SIZE = 64  # requests waiting beyond this are refused with "queue full" rather than piling up
+# Layout touches gradio's defaults do not give: table headers that never wrap letter by letter,
+# token chips, small help text, stale results faded, and a compact page on a phone.
+STUDIO_CSS = """
+.table th, .table th span { white-space: nowrap; }
+.sj-help { font-size: 0.85em; opacity: 0.85; }
+.sj-tokens { display: flex; flex-wrap: wrap; gap: 3px; margin-top: 6px; }
+.sj-token { padding: 1px 4px; border-radius: 4px; border: 1px solid #ddd; font-family: monospace; }
+.sj-legend { font-size: 0.9em; }
+#explore-stale:not(:empty), #explore-domain:not(:empty), #explore-chosen-warning:not(:empty) {
+  background: #fff4e5; border-left: 4px solid #f0a020; padding: 4px 10px; border-radius: 4px; }
+#explore-results:has(#explore-stale .prose:not(:empty)) #explore-candidates,
+#explore-results:has(#explore-stale .prose:not(:empty)) #explore-sentences { opacity: 0.45; }
+@media (max-width: 640px) {
+  .gradio-container { padding: 4px !important; }
+  #explore-image { max-height: 200px; }
+  h1 { font-size: 1.3em; }
+}
+"""
 
 
 def store_opener(db_path: Path) -> Callable[[], Store]:
@@ -34,12 +53,14 @@ def store_opener(db_path: Path) -> Callable[[], Store]:
 
 def _header(settings: StudioSettings) -> str:
     model = settings.model
-    extras = [f"adapter {model.adapter}" if model.adapter else "", "4-bit" if model.load_in_4bit else ""]
+    extras = [f"adapter {display_model_id(model.adapter)}" if model.adapter else "",
+              "4-bit" if model.load_in_4bit else ""]
     details = ", ".join(e for e in extras if e)
+    # Names only: the page never shows where things live on the server.
     return ("# SelfJudge Studio\nFind, measure and train away hallucinations with the debiased self-judgment "
             "score S = (1+alpha) Score(image) - alpha Score(no image) (Yang et al., arXiv 2508.20655).  \n"
-            f"Model: `{model.model}`{' (' + details + ')' if details else ''}; loaded on first use. "
-            f"Data: `{settings.data.data_dir}`.")
+            f"Model: `{display_model_id(model.model)}`{' (' + details + ')' if details else ''}; loaded on first "
+            f"use. Data folder: `{settings.data.data_dir.name}`.")
 
 
 def build_app(settings: StudioSettings | None = None) -> gr.Blocks:
@@ -53,16 +74,22 @@ def build_app(settings: StudioSettings | None = None) -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Explore", id="explore"):
                 explore = build_explore_tab(settings, store_factory)
-            with gr.Tab("Curate", id="curate"):
-                build_curate_tab(store_factory, admin_token=admin_token, access=settings.access,
-                                 limits=settings.limits)
-            with gr.Tab("Fine-tune", id="finetune"):
-                build_finetune_tab(settings, store_factory, admin_token=admin_token,
-                                   explore_adapter=explore.adapter_picker, tabs=tabs)
+            with gr.Tab("Curate", id="curate") as curate_tab:
+                curate = build_curate_tab(store_factory, admin_token=admin_token, access=settings.access,
+                                          limits=settings.limits)
+            with gr.Tab("Fine-tune", id="finetune") as finetune_tab:
+                finetune = build_finetune_tab(settings, store_factory, admin_token=admin_token,
+                                              explore_adapter=explore.adapter_picker, tabs=tabs,
+                                              explore_compare=explore.compare_section)
+        # Each tab shows the store as it is now: when it is opened, and after a pair is accepted.
+        for listener in (curate_tab.select, explore.accepted.success):
+            curate.refresh_on(listener)
+        for listener in (finetune_tab.select, explore.accepted.success):
+            finetune.refresh_on(listener)
     return demo.queue(max_size=QUEUE_SIZE)
 
 
 def launch_options(settings: StudioSettings) -> dict:
     """Keyword arguments for Blocks.launch: where to serve, upload size cap, the example folder."""
     return {"server_name": settings.host, "server_port": settings.port, "share": settings.share,
-            "max_file_size": settings.max_file_size, "allowed_paths": [str(EXAMPLES_DIR)]}
+            "max_file_size": settings.max_file_size, "allowed_paths": [str(EXAMPLES_DIR)], "css": STUDIO_CSS}

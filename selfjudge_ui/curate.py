@@ -12,6 +12,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -21,12 +22,18 @@ from core.exchange import FORMATS, archive_export, export_pairs, import_pairs
 from core.store import SOURCES, DuplicatePairError, NotFoundError, Pair, Store
 from selfjudge_ui.access import AccessSettings, require_admin
 from selfjudge_ui.settings import InputLimits
+from selfjudge_ui.views import display_model_id
 
 PAGE_SIZE = 48
 ALL = "all"
 PAIR_COLUMNS = ["id", "source", "model", "prompt", "chosen", "rejected", "margin", "created", "deleted"]
 SCORE_COLUMNS = ["score", "chosen", "rejected", "chosen - rejected"]
 SCORE_ORDER = ("raw", "blind", "debiased", "min_debiased", "likelihood")  # then any others, by name
+# Saved with the scores but not scores: shown in the pair's details line, not in the score table.
+METADATA = ("alpha", "kind", "rank", "edited")
+IMPORTS = (".zip", ".parquet")
+SCROLL_TO_PAIR = ("() => { setTimeout(() => document.getElementById('curate-details')"
+                  "?.scrollIntoView({behavior: 'smooth', block: 'start'}), 200); }")
 NO_PAIR = "Pick a pair first: click a thumbnail or a table row, or type its id."
 THUMBNAIL = (160, 160)
 
@@ -45,7 +52,7 @@ def _cell(value: object) -> float | str:
 
 def score_rows(pair: Pair) -> list[list]:
     """Chosen vs rejected, one row per score name (raw, blind, debiased, ...), with the difference."""
-    names = sorted({*pair.chosen_scores, *pair.rejected_scores},
+    names = sorted({*pair.chosen_scores, *pair.rejected_scores} - set(METADATA),
                    key=lambda name: (SCORE_ORDER.index(name) if name in SCORE_ORDER else len(SCORE_ORDER), name))
     rows = []
     for name in names:
@@ -55,9 +62,23 @@ def score_rows(pair: Pair) -> list[list]:
     return rows
 
 
+def metadata_line(pair: Pair) -> str:
+    """The judge settings and each side's rank and edit flag, in words ('' when the pair saved none)."""
+    chosen, rejected = pair.chosen_scores, pair.rejected_scores
+    parts = []
+    if "alpha" in chosen or "kind" in chosen:
+        parts.append(f"judged with alpha {chosen.get('alpha', '?')}, score kind {chosen.get('kind', '?')}")
+    for side, scores in (("chosen", chosen), ("rejected", rejected)):
+        facts = [f"rank {scores['rank']}" if "rank" in scores else "",
+                 "edited by hand" if scores.get("edited") else ""]
+        if any(facts):
+            parts.append(f"{side}: {', '.join(f for f in facts if f)}")
+    return "; ".join(parts)
+
+
 def pair_row(pair: Pair) -> list:
     """One line of the pairs table."""
-    return [pair.id, pair.source, pair.model_id, _short(pair.prompt), _short(pair.chosen), _short(pair.rejected),
+    return [pair.id, pair.source, display_model_id(pair.model_id), _short(pair.prompt), _short(pair.chosen), _short(pair.rejected),
             _number(pair.margin), pair.created_at[:19].replace("T", " "), "yes" if pair.deleted_at else ""]
 
 
@@ -112,8 +133,8 @@ class Curate:
             thumbnails.append((image, f"#{pair.id} {pair.source}{margin}{' (deleted)' if pair.deleted_at else ''}"))
         first = (page - 1) * PAGE_SIZE + 1 if pairs else 0
         summary = f"Showing {first}-{first + len(pairs) - 1 if pairs else 0} of {total} pairs (page {page}/{pages})."
-        models = [ALL, *(model for model in store.stats()["by_model"] if model)]  # "" would mean "all"
-        model_choice = gr.update(choices=models, value=filters["model_id"] or ALL)
+        models = [ALL, *((display_model_id(model), model) for model in store.stats()["by_model"] if model)]
+        model_choice = gr.update(choices=models, value=filters["model_id"] or ALL)  # "" would mean "all"
         return thumbnails, [pair_row(pair) for pair in pairs], [pair.id for pair in pairs], summary, model_choice
 
     def _pair_id(self, pair_id: float | str | None) -> int:
@@ -136,9 +157,11 @@ class Curate:
             image = store.load_image(pair.image_sha256)
         except NotFoundError as error:
             raise gr.Error(f"{error}.") from error
-        details = (f"Pair #{pair.id}: source **{pair.source}**, model `{pair.model_id or '-'}`"
-                   f"{', adapter `' + pair.adapter + '`' if pair.adapter else ''}, saved {pair.created_at}"
-                   f"{'; **deleted** ' + pair.deleted_at + ' (Restore undoes it)' if pair.deleted_at else ''}.")
+        metadata = metadata_line(pair)
+        details = (f"Pair #{pair.id}: source **{pair.source}**, model `{display_model_id(pair.model_id) or '-'}`"
+                   f"{', adapter `' + display_model_id(pair.adapter) + '`' if pair.adapter else ''}, saved "
+                   f"{pair.created_at}{'; **deleted** ' + pair.deleted_at + ' (Restore undoes it)' if pair.deleted_at else ''}."
+                   f"{'  ' + chr(10) + metadata[0].upper() + metadata[1:] + '.' if metadata else ''}")
         return (number, image, pair.prompt, pair.chosen, pair.rejected, score_rows(pair), pair.note, details)
 
     def pick(self, ids: list[int] | None, evt: gr.SelectData) -> tuple:
@@ -157,6 +180,11 @@ class Curate:
     def first_view(self) -> tuple:
         """What the tab shows when the page loads: the newest pairs and the statistics."""
         return (*self.list_pairs("", ALL, ALL, False, 1), *self.pair_stats())
+
+    def refresh(self, search: str | None, source: str | None, model_id: str | None, include_deleted: bool,
+                page: float | None) -> tuple:
+        """The list under the current filters and the statistics, as they are in the store now."""
+        return (*self.list_pairs(search, source, model_id, include_deleted, page), *self.pair_stats())
 
     # Writing (admin on a public deployment) -------------------------------------------------
 
@@ -223,8 +251,16 @@ class Curate:
             shutil.copyfile(result.path / "data.parquet", download)
         else:
             download = archive_export(result.path, downloads)
-        return str(download), (f"Exported {result.pairs} pairs ({result.images} images) to `{result.path}`; "
-                               "the download holds the same data.")
+        return str(download), (f"Exported {result.pairs} pairs ({result.images} images) to "
+                               f"`exports/{result.path.name}` in the data folder; the download holds the same data.")
+
+    def import_problem(self, file: str | None) -> str:
+        """Why an uploaded file cannot be imported ('' when it may be), said as soon as it is uploaded."""
+        suffix = Path(file).suffix.lower() if file else ""
+        if not file or suffix in IMPORTS:
+            return ""
+        return (f"Upload a .zip of an export folder or a .parquet file, not a {suffix or 'file without extension'} "
+                "(a bare data.jsonl has no images; zip it with its images/ folder).")
 
     def import_pairs(self, file: str | None, token: str = "", profile: gr.OAuthProfile | None = None) -> str:
         """Add the pairs of an uploaded export (.zip of a folder, or .parquet), skipping stored ones."""
@@ -232,9 +268,9 @@ class Curate:
         if not file:
             raise gr.Error("Upload an export first: a .zip of an export folder or a .parquet file.")
         path = Path(file)
-        if path.suffix not in (".zip", ".parquet"):
-            raise gr.Error(f"Upload a .zip of an export folder or a .parquet file, not a {path.suffix or 'file'} "
-                           "(a bare data.jsonl has no images; zip it with its images/ folder).")
+        problem = self.import_problem(str(path))
+        if problem:
+            raise gr.Error(problem)
         try:
             result = import_pairs(self.store_factory(), path)
         except (ValueError, OSError) as error:
@@ -242,8 +278,22 @@ class Curate:
         return f"Imported {result.added} pairs; skipped {result.duplicates} already stored."
 
 
+@dataclass
+class CurateTab:
+    """The tab's handlers, and how other events make it show the store as it is now."""
+
+    handlers: Curate
+    list_inputs: list
+    refresh_outputs: list
+
+    def refresh_on(self, listener: Callable) -> None:
+        """Refresh the list and statistics on an event listener, e.g. a tab's .select or an event's .success."""
+        listener(self.handlers.refresh, self.list_inputs, self.refresh_outputs, api_visibility="private",
+                 show_progress="hidden")
+
+
 def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox | None = None,
-                     access: AccessSettings | None = None, limits: InputLimits | None = None) -> Curate:
+                     access: AccessSettings | None = None, limits: InputLimits | None = None) -> CurateTab:
     """Lay out the Curate tab inside the current gr.Tab and wire its events (api names as below)."""
     handlers = Curate(store_factory, access, limits)
     limits = handlers.limits
@@ -253,13 +303,13 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
                                  visible=handlers.access.public,
                                  placeholder="needed for edit, delete, restore, export and import")
     with gr.Row():
-        search = gr.Textbox(label="Search prompt, answers and note", max_lines=1, scale=3,
+        search = gr.Textbox(label="Search prompt, answers and note (Enter)", max_lines=1, scale=3, min_width=200,
                             max_length=limits.max_question_chars, elem_id="curate-search")
-        source = gr.Dropdown([ALL, *SOURCES], value=ALL, label="Source", scale=1)
-        model = gr.Dropdown([ALL], value=ALL, label="Model", allow_custom_value=True, scale=2)
-        include_deleted = gr.Checkbox(label="Show deleted", value=False, scale=1)
-        page = gr.Number(label="Page", value=1, precision=0, minimum=1, scale=1)
-        search_button = gr.Button("Search", variant="primary", scale=1, elem_id="curate-search-button")
+        source = gr.Dropdown([ALL, *SOURCES], value=ALL, label="Source", scale=1, min_width=110)
+        model = gr.Dropdown([ALL], value=ALL, label="Model", allow_custom_value=True, scale=2, min_width=140)
+        include_deleted = gr.Checkbox(label="Show deleted", value=False, scale=1, min_width=110)
+        page = gr.Number(label="Page", value=1, precision=0, scale=1, min_width=80)
+        search_button = gr.Button("Search", variant="primary", scale=1, min_width=90, elem_id="curate-search-button")
     summary = gr.Markdown(elem_id="curate-summary")
     gallery = gr.Gallery(label="Pairs (click one to open it)", columns=8, height=260, allow_preview=False,
                          format="png", elem_id="curate-gallery")
@@ -267,7 +317,8 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
                          column_widths=["5%", "7%", "11%", "17%", "20%", "20%", "7%", "9%", "4%"])
     shown_ids = gr.State([])
     with gr.Row():
-        pair_id = gr.Number(label="Pair id", precision=0, minimum=1, scale=1, elem_id="curate-pair-id")
+        pair_id = gr.Number(label="Pair id", precision=0, value=None, placeholder="e.g. 1", scale=1,
+                            elem_id="curate-pair-id")
         open_button = gr.Button("Open", scale=1, elem_id="curate-open")
     details = gr.Markdown(elem_id="curate-details")
     with gr.Row():
@@ -280,7 +331,8 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
                 rejected = gr.Textbox(label="Rejected", lines=4, max_length=limits.max_answer_chars,
                                       elem_id="curate-rejected")
             note = gr.Textbox(label="Note", max_length=limits.max_note_chars, elem_id="curate-note")
-    scores = gr.Dataframe(headers=SCORE_COLUMNS, label="Scores: chosen vs rejected", interactive=False)
+    scores = gr.Dataframe(headers=SCORE_COLUMNS, label="Scores: chosen vs rejected (judge settings and ranks are in "
+                          "the details line above)", interactive=False, elem_id="curate-scores")
     with gr.Row():
         save_button = gr.Button("Save edits", variant="primary", elem_id="curate-save")
         delete_button = gr.Button("Delete", variant="stop", elem_id="curate-delete")
@@ -300,34 +352,38 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
             export_format = gr.Radio(list(FORMATS), value="parquet", label="Format")
             export_button = gr.Button("Export", elem_id="curate-export")
         export_file = gr.File(label="Download", interactive=False)
-        import_file = gr.File(label="Import (.zip or .parquet)", file_types=[".zip", ".parquet"], type="filepath")
+        # Any file is accepted here, so a wrong one gets a message rather than being silently refused.
+        import_file = gr.File(label="Import (.zip or .parquet)", type="filepath", elem_id="curate-import-file")
         import_button = gr.Button("Import", elem_id="curate-import")
         exchange_status = gr.Markdown(elem_id="curate-exchange-status")
 
+    private = {"api_visibility": "private"}
     filters = [search, source, model]
     list_inputs = [*filters, include_deleted, page]
     list_outputs = [gallery, table, shown_ids, summary, model]
     pair_view = [pair_id, image, prompt, chosen, rejected, scores, note, details]
     stats_outputs = [stats_text, by_source, by_model]
-    gr.on(None, handlers.first_view, None, [*list_outputs, *stats_outputs], api_visibility="private")  # page load
+    gr.on(None, handlers.first_view, None, [*list_outputs, *stats_outputs], **private)  # page load
     search_button.click(handlers.list_pairs, list_inputs, list_outputs, api_name="list_pairs")
-    search.submit(handlers.list_pairs, list_inputs, list_outputs, api_visibility="private")
+    # Filters apply as soon as a person changes them (.input: not when a handler sets them).
+    for trigger in (search.submit, source.input, model.input, include_deleted.input, page.submit):
+        trigger(handlers.list_pairs, list_inputs, list_outputs, **private)
     open_button.click(handlers.get_pair, [pair_id], pair_view, api_name="get_pair")
-    pair_id.submit(handlers.get_pair, [pair_id], pair_view, api_visibility="private")
-    gallery.select(handlers.pick, [shown_ids], pair_view, api_visibility="private")
-    table.select(handlers.pick, [shown_ids], pair_view, api_visibility="private")
+    pair_id.submit(handlers.get_pair, [pair_id], pair_view, **private)
+    for picker in (gallery, table):
+        picker.select(handlers.pick, [shown_ids], pair_view, **private).then(None, js=SCROLL_TO_PAIR)
     save_button.click(handlers.update_pair, [pair_id, chosen, rejected, note, admin_token], [*pair_view, status],
-                      api_name="update_pair").success(handlers.list_pairs, list_inputs, list_outputs,
-                                                      api_visibility="private")
+                      api_name="update_pair").success(handlers.list_pairs, list_inputs, list_outputs, **private)
     for button, handler, name in ((delete_button, handlers.delete_pair, "delete_pair"),
                                   (restore_button, handlers.restore_pair, "restore_pair")):
         button.click(handler, [pair_id, admin_token], [status], api_name=name).success(
-            handlers.get_pair, [pair_id], pair_view, api_visibility="private").success(
-            handlers.list_pairs, list_inputs, list_outputs, api_visibility="private")
+            handlers.get_pair, [pair_id], pair_view, **private).success(
+            handlers.list_pairs, list_inputs, list_outputs, **private)
     stats_button.click(handlers.pair_stats, None, stats_outputs, api_name="pair_stats")
     export_button.click(handlers.export_pairs, [export_format, *filters, admin_token], [export_file, exchange_status],
                         api_name="export_pairs")
+    import_file.upload(handlers.import_problem, [import_file], [exchange_status], **private)
     import_button.click(handlers.import_pairs, [import_file, admin_token], [exchange_status],
-                        api_name="import_pairs").success(handlers.list_pairs, list_inputs, list_outputs,
-                                                         api_visibility="private")
-    return handlers
+                        api_name="import_pairs").success(handlers.refresh, list_inputs,
+                                                         [*list_outputs, *stats_outputs], **private)
+    return CurateTab(handlers=handlers, list_inputs=list_inputs, refresh_outputs=[*list_outputs, *stats_outputs])

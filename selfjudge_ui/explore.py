@@ -22,12 +22,13 @@ import gradio as gr
 
 from core.config import REPO_ROOT
 from core.decoding import decode
+from core.domain import knows_only_shapes, looks_like_shapes_scene
 from core.images import image_sha256
 from core.judge import judge
 from core.loading import LoadedModel, get_model
 from core.prompts import DESCRIBE_QUESTION
 from core.store import DuplicatePairError, Pair, Store
-from core.world import Scene, make_scene, render
+from core.world import make_scene
 from selfjudge_ui import inputs, plots, views
 from selfjudge_ui.gpu import on_gpu
 from selfjudge_ui.settings import StudioSettings
@@ -35,6 +36,13 @@ from selfjudge_ui.signing import ResultSigner
 
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
 NO_RESULT = "Score an image first (Generate and score)."
+MAX_KEPT_RUNS = 20  # decoding runs listed for comparison
+SCORE_LABEL = "Generate and score"
+BUSY_LABEL = "Scoring… (generating and judging every sentence)"
+START_COMMAND = "python app.py --model Qwen/Qwen2-VL-2B-Instruct"
+# js for the button: bring the results into view at once (on a phone they sit below the inputs).
+SCROLL_TO_RESULTS = ("(...args) => { document.getElementById('explore-results')?.scrollIntoView("
+                     "{behavior: 'smooth', block: 'start'}); return args; }")
 
 
 def example_scenes(folder: Path = EXAMPLES_DIR) -> list[tuple[Path, int]]:
@@ -81,14 +89,16 @@ class Explore:
 
     # Input image ---------------------------------------------------------------------------------
 
-    def show_upload(self, file: str | None) -> tuple:
-        """A freshly uploaded file: check it now, show it, and forget any scene ground truth."""
-        if not file:
+    def show_upload(self, upload: dict | None) -> tuple:
+        """A freshly uploaded picture (gradio's raw file data): check it now, keep it as the input, forget any truth."""
+        path = upload.get("path") if isinstance(upload, dict) else None
+        if not path:
             return None, None, ""
-        return inputs.read_image(file, self.limits), None, "No ground truth for uploaded images."
+        inputs.read_image(path, self.limits)  # refuses what is not an image, with a message that says why
+        return path, None, "No ground truth for uploaded images."
 
     def draw_scene(self, seed: float | None) -> tuple:
-        """The shapes scene of a seed: its PNG (as the input file), seed, preview and ground truth."""
+        """The shapes scene of a seed: its PNG (as the input file), seed, the picture and ground truth."""
         number, image = inputs.scene_image(seed)
         folder = Path(tempfile.gettempdir()) / "selfjudge-scenes"
         folder.mkdir(exist_ok=True)
@@ -96,7 +106,7 @@ class Explore:
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".png", delete=False) as handle:
             image.save(handle, format="PNG")
         os.replace(handle.name, path)
-        return str(path), number, image, views.describe_truth(make_scene(number))
+        return str(path), number, str(path), views.describe_truth(make_scene(number))
 
     def random_scene(self) -> tuple:
         """A new scene from the test split (seeds below 1,000,000, never used in training)."""
@@ -108,16 +118,28 @@ class Explore:
         if not isinstance(evt.index, int) or not 0 <= evt.index < len(examples):
             raise gr.Error("Pick one of the examples shown.")
         path, seed = examples[evt.index]
-        return str(path), seed, inputs.read_image(str(path), self.limits), views.describe_truth(make_scene(seed))
+        return str(path), seed, str(path), views.describe_truth(make_scene(seed))
 
-    def _truth(self, seed: float | None, image) -> tuple[list[list[str]] | None, str]:
-        """Ground truth only when the image really is that seed's scene."""
-        if seed is None:
-            return None, ""
-        number, scene_image = inputs.scene_image(seed)
-        if image_sha256(scene_image) != image_sha256(image):
-            return None, f" Scene seed {number} does not match this image, so no ground truth is used."
-        return views.scene_truth(make_scene(number)), ""
+    def domain_note(self, image) -> str:
+        """A warning when a shapes-only model is given a picture that is not a shapes scene ('' otherwise)."""
+        if image is None or not knows_only_shapes(self.settings.model.model) or looks_like_shapes_scene(image):
+            return ""
+        return ("⚠️ **This does not look like a shapes scene.** The embedded model has only ever seen the shapes "
+                "world: it will describe any picture as coloured shapes, with confident scores. To study real "
+                f"photos, start the studio with a real model, e.g. `{START_COMMAND}` (see README, Studio).")
+
+    def image_changed(self, payload: dict | None, file: str | None) -> tuple[str, str]:
+        """After the input changes: mark results of another image as stale, and warn about off-world pictures."""
+        image = None
+        if file:
+            with contextlib.suppress(gr.Error):  # a bad file already got its own message from the upload
+                image = inputs.read_image(file, self.limits)
+        stale = ""
+        if payload and isinstance(payload, dict) and "result" in payload and (
+                image is None or image_sha256(image) != payload.get("image_sha256")):
+            stale = ("🕘 **The results below belong to the previous image.** Press *Generate and score* to score "
+                     "this one.")
+        return stale, self.domain_note(image)
 
     # Scoring -------------------------------------------------------------------------------------
 
@@ -149,43 +171,56 @@ class Explore:
 
     def _show(self, payload: dict, truth_note: str) -> tuple:
         result, truth = payload["result"], payload["truth"]
-        status = (f"Scored {len(result['candidates'])} candidates with {result['model_id']}"
-                  f"{' + ' + result['adapter'] if result['adapter'] else ''}.{truth_note}")
-        return (payload, views.candidate_rows(result, truth), views.sentence_rows(result, truth),
-                plots.token_heatmap(result, "debiased"),
+        status = (f"Scored {len(result['candidates'])} candidates with {views.display_model_id(result['model_id'])}"
+                  f"{' + ' + views.display_model_id(result['adapter']) if result['adapter'] else ''}.{truth_note}")
+        return (payload, views.styled_candidates(views.candidate_rows(result, truth)),
+                views.styled_sentences(views.sentence_rows(result, truth)),
+                plots.token_heatmap(result, plots.DEFAULT_TOKEN_VIEW),
                 plots.sentence_scatter(result, views.verdicts(result, truth)), status)
 
-    def show_choices(self, payload: dict | None) -> tuple:
-        """After scoring: candidate pickers filled, chosen = highest debiased, rejected = lowest."""
+    def show_choices(self, payload: dict | None, file: str | None) -> tuple:
+        """After scoring: candidate pickers filled (chosen = rank 1, rejected = last), the Accept panel shown,
+        a warning if the chosen one hallucinates, nothing marked stale, and the off-world banner if it applies."""
         if not payload or "result" not in payload:
-            return (gr.update(),) * 7
+            return (gr.update(),) * 8 + (*self.image_changed(payload, file),)
         result = payload["result"]
         choices = views.candidate_choices(result)
         best, worst = views.best_and_worst(result)
-        highlights, scale = views.token_highlights(result["candidates"][best - 1], "debiased")
-        return (gr.update(choices=choices, value=best), "debiased", highlights, scale,
+        return (gr.update(choices=choices, value=best), plots.DEFAULT_TOKEN_VIEW,
+                views.token_html(result["candidates"][best - 1], plots.DEFAULT_TOKEN_VIEW),
                 gr.update(choices=choices, value=best), gr.update(choices=choices, value=worst),
-                result["candidates"][best - 1]["text"])
+                result["candidates"][best - 1]["text"], views.chosen_warning(result, payload["truth"], best),
+                gr.Accordion(visible=True, open=True), *self.image_changed(payload, file))
 
     def _candidate_number(self, name: str, number, result: dict) -> int:
         return inputs.check_integer(name, number, 1, len(result["candidates"]))
 
     def show_tokens(self, payload: dict | None, number, view: str) -> tuple:
-        """Per-token highlights of one candidate and the heatmap, in the chosen view."""
+        """Per-token colours of one candidate and the heatmap, in the chosen view."""
         if not payload or "result" not in payload:
-            return [], NO_RESULT, None
+            return NO_RESULT, None
         result = payload["result"]
         view = inputs.check_choice("token view", view, list(plots.TOKEN_VIEWS))
         candidate = result["candidates"][self._candidate_number("candidate", number, result) - 1]
-        highlights, scale = views.token_highlights(candidate, view)
-        return highlights, scale, plots.token_heatmap(result, view)
+        return views.token_html(candidate, view), plots.token_heatmap(result, view)
 
-    def chosen_text(self, payload: dict | None, number) -> str:
-        """The text of the candidate picked as chosen, ready to edit."""
+    def pick_row(self, payload: dict | None, evt: gr.SelectData) -> int:
+        """The candidate of a clicked table row (rows are in rank order), for the token view."""
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         if not payload or "result" not in payload:
-            return ""
+            raise gr.Error(NO_RESULT)
+        order = views.rank_order(payload["result"])
+        if not isinstance(index, int) or not 0 <= index < len(order):
+            raise gr.Error("That row is no longer shown; press Generate and score again.")
+        return order[index] + 1
+
+    def chosen_text(self, payload: dict | None, number) -> tuple[str, str]:
+        """The text of the candidate picked as chosen, ready to edit, and a warning if it hallucinates."""
+        if not payload or "result" not in payload:
+            return "", ""
         result = payload["result"]
-        return result["candidates"][self._candidate_number("chosen candidate", number, result) - 1]["text"]
+        number = self._candidate_number("chosen candidate", number, result)
+        return result["candidates"][number - 1]["text"], views.chosen_warning(result, payload["truth"], number)
 
     # Accepting a pair ----------------------------------------------------------------------------
 
@@ -234,7 +269,22 @@ class Explore:
         with _core_errors():
             decoded = views.finite(dataclasses.asdict(decode(loaded, image, question, strategy, judge_settings,
                                                              k=k, max_new_tokens=max_new_tokens, seed=seed)))
-        return f"**{strategy}:** {decoded['text']}", plots.decode_tree(decoded), views.decode_rows(decoded)
+        run = {"decoded": decoded, "k": k, "max_new_tokens": max_new_tokens}
+        return f"**{strategy}:** {decoded['text']}", plots.decode_tree(decoded), views.decode_rows(decoded), run
+
+    def record_run(self, run: dict | None, runs: list[list] | None, scene_seed, file) -> tuple:
+        """Why the last decoding stopped, and this session's runs so far (newest first), to compare strategies."""
+        if not run:
+            return "", runs or [], runs or []
+        truth, _ = self._truth(scene_seed, inputs.read_image(file, self.limits)) if file else (None, "")
+        decoded = run["decoded"]
+        row = views.decode_run_row(len(runs or []) + 1, decoded, run["k"], run["max_new_tokens"], truth)
+        runs = [row, *(runs or [])][:MAX_KEPT_RUNS]
+        reason = views.stop_reason(decoded, run["max_new_tokens"])
+        rule = ("" if not decoded["strategy"].endswith("judged") else
+                " Rule: a proposal is kept only if its debiased log-odds ≥ 0; among those, the highest selection "
+                "score (debiased judge score + 2 × mean token log-prob) is chosen.")
+        return f"**Stopped because** {reason}.{rule}", runs, runs
 
     # Base vs adapter -----------------------------------------------------------------------------
 
@@ -248,21 +298,24 @@ class Explore:
         """The same input through the base model and through a fine-tuned adapter, side by side."""
         folders = adapter_folders(self.settings.data.adapters_dir)
         if adapter_name not in folders:  # the path comes from our listing, never from the request
-            raise gr.Error(f"No adapter named {adapter_name!r} under {self.settings.data.adapters_dir}; "
+            raise gr.Error(f"No adapter named {adapter_name!r} under {self.settings.data.adapters_dir.name}/; "
                            "fine-tune one, then press Refresh.")
         image = inputs.read_image(file, self.limits)
         question = inputs.check_text("question", question, self.limits.max_question_chars)
         gen = inputs.generation_settings(n, strategy, seed, self.limits)
         judge_settings = inputs.judge_settings(alpha, kind, prompt, custom_template, self.limits)
         truth, truth_note = self._truth(scene_seed, image)
-        rows, lines = [], []
+        results = []
         for step, (label, adapter) in enumerate((("base", ""), (adapter_name, str(folders[adapter_name])))):
             progress(0.05 + 0.45 * step, desc=f"Loading and running {label}")
             with _core_errors():
-                result = judge(self._model(adapter), image, question, gen, judge_settings).to_json()
-            rows += views.compare_rows(label, result, truth)
-            lines.append(views.compare_summary(label, result, truth))
-        return "\n\n".join(lines) + truth_note, rows
+                results.append(judge(self._model(adapter), image, question, gen, judge_settings).to_json())
+        base, tuned = results
+        lines = [views.compare_summary("base", base, truth), views.compare_summary(adapter_name, tuned, truth)]
+        if views.same_answers(base, tuned):
+            lines.append(f"**The outputs are identical**: {adapter_name} wrote exactly the base model's answers "
+                         "for this image and seed (only the scores can differ). Try another image or a longer run.")
+        return ("\n\n".join(lines) + truth_note, views.compare_rows(base, truth), views.compare_rows(tuned, truth))
 
 
 def _score_seconds(*args, **kwargs) -> int:
@@ -277,120 +330,169 @@ def _decode_seconds(*args, **kwargs) -> int:
 
 @dataclass
 class ExploreTab:
-    """What other tabs may wire to: the handlers and the base-vs-adapter dropdown."""
+    """What other tabs may wire to: the handlers, the base-vs-adapter dropdown and its section, the Accept event."""
 
     handlers: Explore
     adapter_picker: gr.Dropdown
+    compare_section: gr.Accordion
+    accepted: object  # the Accept button's event: other tabs refresh on its .success
+
+
+def _judge_controls(limits) -> tuple:
+    """The generation and judge settings, each with a short explanation."""
+    with gr.Row():
+        n = gr.Slider(1, limits.max_candidates, value=4, step=1, label=f"Candidates N (1 to {limits.max_candidates})",
+                      info="How many answers to write and compare.")
+        strategy = gr.Dropdown(inputs.GENERATION_STRATEGIES, value="sample", label="Generation",
+                               info="sample: varied answers; greedy: the single likeliest.")
+        seed = gr.Number(value=0, precision=0, label="Seed", info="Same seed, same answers (0 or more).")
+    alpha = gr.Slider(0, limits.max_alpha, value=1.0, step=0.1, label=f"alpha (0 to {limits.max_alpha:g})",
+                      info="S = (1+alpha) Score(image) - alpha Score(no image). 0: the raw judge; "
+                           "1: the paper's default; higher: distrust the language prior more.")
+    with gr.Row():
+        kind = gr.Radio(inputs.SCORE_KINDS, value="logit", label="Score kind",
+                        info="How the judge's yes becomes a number: logit of yes, log p(yes), "
+                             "or log-odds log p(yes) - log p(no).")
+        prompt = gr.Dropdown(inputs.PROMPT_CHOICES, value="faithfulness", label="Judge prompt",
+                             info="The question the model asks itself about each sentence.")
+    custom_template = gr.Textbox(label="Custom judge template (used when the judge prompt is 'custom')",
+                                 placeholder="Claim: {sentence} Is it true? Answer yes or no.",
+                                 max_length=limits.max_question_chars, visible=False)
+    return n, strategy, seed, alpha, kind, prompt, custom_template
 
 
 def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Store]) -> ExploreTab:
-    """Lay out the Explore tab inside the current gr.Tab and wire its events."""
+    """Lay out the Explore tab inside the current gr.Tab and wire its events.
+
+    Inputs sit on the left and results on the right (stacked on a phone, where the button scrolls to them).
+    """
     handlers = Explore(settings, store_factory)
     limits = settings.limits
     examples = example_scenes()
-    with gr.Row():
-        with gr.Column(scale=1):
-            image_file = gr.File(label=f"Image (PNG, JPEG, GIF, WebP; up to {settings.max_file_size})",
-                                 file_types=["image"], type="filepath", elem_id="explore-image-file")
-            preview = gr.Image(label="Input image", type="pil", interactive=False, height=220,
-                               elem_id="explore-preview")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320, elem_id="explore-inputs"):
+            image = gr.Image(label=f"Image (PNG, JPEG, GIF, WebP; up to {settings.max_file_size})", type="filepath",
+                             sources=["upload", "clipboard"], height=230, format="png", elem_id="explore-image")
+            # What is scored: the checked file (the API's input; the picture above is only its view).
+            image_file = gr.File(file_types=["image"], type="filepath", visible=False, elem_id="explore-image-file")
+            domain = gr.Markdown(elem_id="explore-domain")
             if examples:
                 gallery = gr.Gallery(value=[str(p) for p, _ in examples], label="Examples (shapes scenes)",
-                                     columns=len(examples), height=110, allow_preview=False,
+                                     columns=len(examples), height=100, allow_preview=False,
                                      elem_id="explore-examples")
             with gr.Row():
-                random_button = gr.Button("Random shapes scene", elem_id="explore-random")
+                random_button = gr.Button("Random shapes scene", elem_id="explore-random", min_width=120)
                 scene_seed = gr.Number(label="Scene seed (Enter to draw it)", precision=0, value=None,
-                                       minimum=0, maximum=inputs.MAX_SEED, elem_id="explore-scene-seed")
-            truth = gr.Markdown()
-        with gr.Column(scale=1):
+                                       elem_id="explore-scene-seed", min_width=120)
+            truth = gr.Markdown(elem_id="explore-truth")
             question = gr.Textbox(label="Question", value=DESCRIBE_QUESTION, max_lines=3,
                                   max_length=limits.max_question_chars)
+            score_button = gr.Button(SCORE_LABEL, variant="primary", elem_id="explore-score")
+            with gr.Accordion("Generation and judge settings", open=False, elem_id="explore-settings"):
+                n, strategy, seed, alpha, kind, prompt, custom_template = _judge_controls(limits)
+        with gr.Column(scale=3, min_width=320, elem_id="explore-results"):
+            gr.Markdown(views.HOW_TO_READ, elem_id="explore-how-to-read")
+            stale = gr.Markdown(elem_id="explore-stale")
+            status = gr.Markdown(elem_id="explore-status")
+            candidates = gr.Dataframe(headers=views.CANDIDATE_COLUMNS, label="Candidates (best rank first; "
+                                      "click a row to see its tokens)", interactive=False, wrap=True,
+                                      elem_id="explore-candidates")
+            gr.Markdown(views.SCORE_HELP, elem_classes=["sj-help"])
             with gr.Row():
-                n = gr.Slider(1, limits.max_candidates, value=4, step=1, label="Candidates (N)")
-                strategy = gr.Dropdown(inputs.GENERATION_STRATEGIES, value="sample", label="Generation")
-                seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, maximum=inputs.MAX_SEED)
-            alpha = gr.Slider(0, limits.max_alpha, value=1.0, step=0.1,
-                              label="alpha: S = (1+alpha) Score(image) - alpha Score(no image)")
-            with gr.Row():
-                kind = gr.Radio(inputs.SCORE_KINDS, value="logit", label="Score kind")
-                prompt = gr.Dropdown(inputs.PROMPT_CHOICES, value="faithfulness", label="Judge prompt")
-            custom_template = gr.Textbox(label="Custom judge template (used when the judge prompt is 'custom')",
-                                         placeholder="Claim: {sentence} Is it true? Answer yes or no.",
-                                         max_length=limits.max_question_chars, visible=False)
-            score_button = gr.Button("Generate and score", variant="primary", elem_id="explore-score")
-    status = gr.Markdown(elem_id="explore-status")
-    candidates = gr.Dataframe(headers=views.CANDIDATE_COLUMNS, label="Candidates", interactive=False, wrap=True,
-                              elem_id="explore-candidates",
-                              column_widths=["4%", "5%", "43%", "8%", "8%", "8%", "8%", "8%", "8%"])
-    with gr.Row():
-        token_candidate = gr.Dropdown(label="Candidate", choices=[], allow_custom_value=True, scale=3)
-        token_view = gr.Radio(list(plots.TOKEN_VIEWS), value="debiased", label="Token view", scale=2)
-    token_scale = gr.Markdown()
-    tokens = gr.HighlightedText(label="Per-token score of the selected candidate", combine_adjacent=False,
-                                show_legend=False)
-    heatmap = gr.Plot(label="Candidates x tokens (hover for exact values)")
-    scatter = gr.Plot(label="Sentences: raw vs blind")
-    sentences = gr.Dataframe(headers=views.SENTENCE_COLUMNS, label="Sentences and ground truth", interactive=False,
-                             wrap=True, column_widths=["5%", "53%", "10%", "10%", "10%", "12%"])
-    with gr.Accordion("Accept a preference pair", open=True):
+                token_candidate = gr.Dropdown(label="Candidate", choices=[], allow_custom_value=True, scale=3,
+                                              min_width=200)
+                token_view = gr.Radio(list(plots.TOKEN_VIEWS), value=plots.DEFAULT_TOKEN_VIEW, label="Token view",
+                                      scale=2, min_width=200,
+                                      info="visual gain: green = the image supports the token, red = the prior "
+                                           "drives it.")
+            tokens = gr.HTML(elem_id="explore-tokens")
+            heatmap = gr.Plot(label="Candidates x tokens (hover for exact values)")
+            scatter = gr.Plot(label="Sentences: raw vs blind (green: correct, red: hallucinated)")
+            sentences = gr.Dataframe(headers=views.SENTENCE_COLUMNS, label="Sentences and ground truth",
+                                     interactive=False, wrap=True, elem_id="explore-sentences")
+    with gr.Accordion("Accept a preference pair", open=True, visible=False, elem_id="explore-accept-section") \
+            as accept_section:
         with gr.Row():
-            chosen = gr.Dropdown(label="Chosen (default: rank 1, highest debiased)", choices=[], allow_custom_value=True)
+            chosen = gr.Dropdown(label="Chosen (default: rank 1, highest debiased)", choices=[],
+                                 allow_custom_value=True)
             rejected = gr.Dropdown(label="Rejected (default: last rank)", choices=[], allow_custom_value=True)
+        chosen_warning = gr.Markdown(elem_id="explore-chosen-warning")
         chosen_text = gr.Textbox(label="Chosen text (edit to correct it)", lines=2,
                                  max_length=limits.max_answer_chars)
         note = gr.Textbox(label="Note (optional)", max_length=limits.max_note_chars)
         accept_button = gr.Button("Accept pair", variant="primary", elem_id="explore-accept")
         accepted = gr.Markdown(elem_id="explore-accepted")
     with gr.Accordion("Self-judged decoding", open=False, elem_id="explore-decode-section"):
+        gr.Markdown("Write the answer sentence by sentence: k proposals per step, each judged with and without the "
+                    "image. **Judged** strategies keep a proposal only if its debiased log-odds ≥ 0, then pick the "
+                    "highest selection score; greedy and beam are plain decoding, judged afterwards for display. "
+                    "Every run is listed below, so greedy and judged answers can be compared.")
         with gr.Row():
             decode_strategy = gr.Radio(inputs.DECODE_STRATEGIES, value="debiased-judged", label="Strategy")
             k = gr.Slider(1, limits.max_candidates, value=4, step=1, label="Proposals per step (k)")
             max_new_tokens = gr.Slider(8, limits.max_new_tokens, value=64, step=8, label="Max new tokens")
         decode_button = gr.Button("Decode", elem_id="explore-decode")
         decoded_text = gr.Markdown(elem_id="explore-decoded")
+        stop_note = gr.Markdown(elem_id="explore-decode-stop")
+        decode_runs = gr.Dataframe(headers=views.DECODE_RUN_COLUMNS, label="Runs this session (newest first)",
+                                   interactive=False, wrap=True, elem_id="explore-decode-runs")
         tree = gr.Plot(label="Search tree")
         tree_rows = gr.Dataframe(headers=views.DECODE_COLUMNS, label="Search tree (indented)", interactive=False,
-                                 wrap=True, column_widths=["6%", "52%", "9%", "9%", "9%", "8%", "7%"])
-    with gr.Accordion("Base model vs fine-tuned adapter", open=False):
+                                 wrap=True)
+    with gr.Accordion("Base model vs fine-tuned adapter", open=False, elem_id="explore-compare-section") \
+            as compare_section:
         with gr.Row():
             adapter_names = list(adapter_folders(settings.data.adapters_dir))
             adapter = gr.Dropdown(label=f"Adapter (under {settings.data.adapters_dir.name}/)", choices=adapter_names,
                                   value=adapter_names[-1] if adapter_names else None, allow_custom_value=True,
                                   scale=3)
             refresh = gr.Button("Refresh", scale=1)
-            compare_button = gr.Button("Compare", scale=1, elem_id="explore-compare")
+            compare_button = gr.Button("Compare", variant="primary", scale=1, elem_id="explore-compare")
         comparison = gr.Markdown(elem_id="explore-comparison")
-        comparison_rows = gr.Dataframe(headers=views.COMPARE_COLUMNS, interactive=False, wrap=True)
+        with gr.Row(equal_height=False):
+            base_rows = gr.Dataframe(headers=views.COMPARE_COLUMNS, label="Base model", interactive=False,
+                                     wrap=True, min_width=300, elem_id="explore-compare-base")
+            tuned_rows = gr.Dataframe(headers=views.COMPARE_COLUMNS, label="Fine-tuned adapter", interactive=False,
+                                      wrap=True, min_width=300, elem_id="explore-compare-adapter")
     with gr.Accordion("Scored result (JSON)", open=False):
         scored = gr.JSON(label="Result")
+    last_run = gr.State(None)
+    runs = gr.State([])
 
-    scene_outputs = [image_file, scene_seed, preview, truth]
-    image_file.upload(handlers.show_upload, [image_file], [preview, scene_seed, truth], api_visibility="private")
-    image_file.clear(lambda: (None, None, ""), None, [preview, scene_seed, truth], api_visibility="private")
-    random_button.click(handlers.random_scene, None, scene_outputs, api_name="random_scene")
-    scene_seed.submit(handlers.draw_scene, [scene_seed], scene_outputs, api_name="draw_scene")
+    private = {"api_visibility": "private"}
+    changed = {"fn": handlers.image_changed, "inputs": [scored, image_file], "outputs": [stale, domain], **private}
+    scene_outputs = [image_file, scene_seed, image, truth]
+    image.upload(handlers.show_upload, [image], [image_file, scene_seed, truth], preprocess=False,
+                 **private).then(**changed)
+    image.clear(lambda: (None, None, ""), None, [image_file, scene_seed, truth], **private).then(**changed)
+    random_button.click(handlers.random_scene, None, scene_outputs, api_name="random_scene").then(**changed)
+    scene_seed.submit(handlers.draw_scene, [scene_seed], scene_outputs, api_name="draw_scene").then(**changed)
     if examples:
-        gallery.select(handlers.pick_example, None, scene_outputs, api_visibility="private")
-    prompt.change(lambda p: gr.update(visible=p == inputs.CUSTOM_PROMPT), [prompt], [custom_template],
-                  api_visibility="private")
+        gallery.select(handlers.pick_example, None, scene_outputs, **private).then(**changed)
+    prompt.change(lambda p: gr.update(visible=p == inputs.CUSTOM_PROMPT), [prompt], [custom_template], **private)
     judge_inputs = [alpha, kind, prompt, custom_template]
     score_fn = on_gpu(handlers.score, _score_seconds)
-    score_button.click(score_fn, [image_file, scene_seed, question, n, strategy, seed, *judge_inputs],
-                       [scored, candidates, sentences, heatmap, scatter, status], api_name="score").then(
-        handlers.show_choices, [scored], [token_candidate, token_view, tokens, token_scale, chosen, rejected,
-                                          chosen_text], api_visibility="private")
-    for trigger in (token_candidate.change, token_view.change):
-        trigger(handlers.show_tokens, [scored, token_candidate, token_view], [tokens, token_scale, heatmap],
-                api_visibility="private")
-    chosen.change(handlers.chosen_text, [scored, chosen], [chosen_text], api_visibility="private")
-    accept_button.click(handlers.accept_pair, [scored, image_file, chosen, rejected, chosen_text, note], [accepted],
-                        api_name="accept_pair")
+    score_button.click(lambda: gr.Button(BUSY_LABEL, interactive=False), None, [score_button], queue=False,
+                       js=SCROLL_TO_RESULTS, **private).then(
+        score_fn, [image_file, scene_seed, question, n, strategy, seed, *judge_inputs],
+        [scored, candidates, sentences, heatmap, scatter, status], api_name="score", show_progress_on=[status]).then(
+        handlers.show_choices, [scored, image_file], [token_candidate, token_view, tokens, chosen, rejected,
+                                                      chosen_text, chosen_warning, accept_section, stale, domain],
+        **private).then(lambda: gr.Button(SCORE_LABEL, interactive=True), None, [score_button], queue=False, **private)
+    for trigger in (token_candidate.input, token_view.input):
+        trigger(handlers.show_tokens, [scored, token_candidate, token_view], [tokens, heatmap], **private)
+    candidates.select(handlers.pick_row, [scored], [token_candidate], **private).then(
+        handlers.show_tokens, [scored, token_candidate, token_view], [tokens, heatmap], **private)
+    chosen.input(handlers.chosen_text, [scored, chosen], [chosen_text, chosen_warning], **private)
+    accept_event = accept_button.click(handlers.accept_pair, [scored, image_file, chosen, rejected, chosen_text, note],
+                                       [accepted], api_name="accept_pair")
     decode_fn = on_gpu(handlers.decode, _decode_seconds)
     decode_button.click(decode_fn, [image_file, question, decode_strategy, k, max_new_tokens, seed, *judge_inputs],
-                        [decoded_text, tree, tree_rows], api_name="decode")
-    refresh.click(handlers.adapter_choices, None, [adapter], api_visibility="private")
+                        [decoded_text, tree, tree_rows, last_run], api_name="decode").success(
+        handlers.record_run, [last_run, runs, scene_seed, image_file], [stop_note, runs, decode_runs], **private)
+    refresh.click(handlers.adapter_choices, None, [adapter], **private)
     compare_fn = on_gpu(handlers.compare, lambda *a, **kw: 2 * _score_seconds(*a, **kw))
     compare_button.click(compare_fn, [image_file, scene_seed, question, n, strategy, seed, *judge_inputs, adapter],
-                         [comparison, comparison_rows], api_name="compare")
-    return ExploreTab(handlers=handlers, adapter_picker=adapter)
+                         [comparison, base_rows, tuned_rows], api_name="compare")
+    return ExploreTab(handlers=handlers, adapter_picker=adapter, compare_section=compare_section,
+                      accepted=accept_event)

@@ -37,8 +37,11 @@ from selfjudge_ui.access import require_admin
 from selfjudge_ui.explore import adapter_folders
 from selfjudge_ui.gpu import on_gpu
 from selfjudge_ui.settings import StudioSettings
+from selfjudge_ui.views import display_model_id
 
 ALL = "all"
+SCROLL_TO_COMPARE = ("() => { setTimeout(() => document.getElementById('explore-compare-section')"
+                     "?.scrollIntoView({behavior: 'smooth', block: 'start'}), 300); }")
 SCENES = "fresh shapes scenes"
 FOLDER = "server folder"
 ACTIVE = ("queued", "running")
@@ -114,7 +117,7 @@ def run_row(run: dict) -> list:
     return [run["id"], run["name"], run["status"], run["params"].get("pairs", ""),
             settings_summary(run["params"]), len(run["metrics"]), _number(last.get("loss")),
             _number(last.get("margin")), _number(last.get("accuracy")),
-            run["adapter_path"] if run["status"] == "finished" else "", run["error"],
+            Path(run["adapter_path"]).name if run["status"] == "finished" and run["adapter_path"] else "", run["error"],
             run["created_at"][:19].replace("T", " "), (run["finished_at"] or "")[:19].replace("T", " ")]
 
 
@@ -132,8 +135,9 @@ def progress_html(run: dict) -> str:
     steps = f"step {done}/{total}" if total else f"step {done}"
     lines = {"queued": f"queued: the worker is starting and loading the model ({steps})",
              "running": f"training, {steps}",
-             "finished": f"finished after {done} steps; adapter saved to <code>{html.escape(run['adapter_path'])}"
-                         "</code> (Open in Explore compares it with the base model)",
+             "finished": f"finished after {done} steps; adapter saved as <code>"
+                         f"{html.escape(Path(run['adapter_path']).name)}</code> (Open adapter in Explore compares it "
+                         "with the base model)",
              "failed": f"<b>failed</b> at {steps}: {html.escape(run['error'])}",
              "cancelled": f"cancelled at {steps}; no adapter was kept"}
     value = total if run["status"] == "finished" and total else done
@@ -153,7 +157,8 @@ def curves_figure(run: dict | None) -> go.Figure:
                                         showlegend=len(lines) > 1), row=index // 2 + 1, col=index % 2 + 1)
     title = "Pick or start a run" if run is None else f"Run #{run['id']} {run['name']} ({run['status']})"
     figure.update_layout(title=title, height=520, margin={"l": 10, "r": 10, "t": 70, "b": 30})
-    figure.update_xaxes(title_text="step")
+    # Steps are whole numbers: ticks every step, or every few steps on a long run.
+    figure.update_xaxes(title_text="step", tick0=0, dtick=max(1, math.ceil(len(steps) / 10)), tickformat="d")
     return figure
 
 
@@ -208,7 +213,7 @@ class Finetune:
         filters = self._filters(source, model_id, since)
         store = self.store_factory()
         count = store.count_pairs(**filters)
-        models = [ALL, *(model for model in store.stats()["by_model"] if model)]
+        models = [ALL, *((display_model_id(model), model) for model in store.stats()["by_model"] if model)]
         return (f"**{count} pairs** selected for training.",
                 gr.update(choices=models, value=filters["model_id"] or ALL))
 
@@ -297,6 +302,19 @@ class Finetune:
         cancel_run(self._db_path(), run["id"])
         return f"Cancelling run #{run['id']}: it stops before its next step and keeps no adapter."
 
+    def can_cancel(self, run_id: float | None) -> dict:
+        """The Cancel button, enabled only while the shown run is queued or running."""
+        if run_id is None:
+            return gr.update(interactive=False)
+        try:
+            return gr.update(interactive=self._run(run_id)["status"] in ACTIVE)
+        except gr.Error:
+            return gr.update(interactive=False)
+
+    def refresh(self, source: str | None, model_id: str | None, since: str | None) -> tuple:
+        """The pair count under the current filters and the run history, as they are in the store now."""
+        return (*self.count_pairs(source, model_id, since), self.list_runs())
+
     def list_runs(self) -> list[list]:
         """The run history, newest first: settings, last metrics, status, error and (finished only) adapter."""
         return [run_row(run) for run in list_runs(self._db_path())]
@@ -310,10 +328,11 @@ class Finetune:
         name = Path(run["adapter_path"]).name
         # Offered only when the folder is one of ours and complete (adapter_config.json is written last).
         if name not in folders or folders[name].resolve() != Path(run["adapter_path"]).resolve():
-            raise gr.Error(f"The adapter of run #{run['id']} is no longer under {self.settings.data.adapters_dir}.")
+            raise gr.Error(f"The adapter of run #{run['id']} is no longer under "
+                           f"{self.settings.data.adapters_dir.name}/.")
         return (gr.update(choices=list(folders), value=name), gr.Tabs(selected="explore"),
-                f"Adapter **{name}** is selected in Explore: open 'Base model vs fine-tuned adapter' there, "
-                "pick an image and press Compare.")
+                f"Adapter **{name}** is selected in Explore, under 'Base model vs fine-tuned adapter': "
+                "pick an image there and press Compare.", gr.Accordion(open=True))
 
     # Self-curation -------------------------------------------------------------------------------
 
@@ -374,15 +393,32 @@ def _curate_seconds(*args, **kwargs) -> int:
 
 # Layout -------------------------------------------------------------------------------------------
 
+@dataclass
+class FinetuneTab:
+    """The tab's handlers, and how other events make it show the store as it is now."""
+
+    handlers: Finetune
+    filters: list
+    refresh_outputs: list
+
+    def refresh_on(self, listener: Callable) -> None:
+        """Refresh the pair count and run history on an event listener (a tab's .select, an event's .success)."""
+        listener(self.handlers.refresh, self.filters, self.refresh_outputs, api_visibility="private",
+                 show_progress="hidden")
+
+
 def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Store],
                        admin_token: gr.Textbox | None = None, explore_adapter: gr.Dropdown | None = None,
-                       tabs: gr.Tabs | None = None, limits: FinetuneLimits | None = None) -> Finetune:
+                       tabs: gr.Tabs | None = None, limits: FinetuneLimits | None = None,
+                       explore_compare: gr.Accordion | None = None) -> FinetuneTab:
     """Lay out the Fine-tune tab inside the current gr.Tab and wire its events (api names below).
 
-    `explore_adapter` (Explore's adapter dropdown) and `tabs` (the studio's gr.Tabs) let "Open in
-    Explore" select the adapter there and switch to it; without them it only says where to look.
+    `explore_adapter` (Explore's adapter dropdown), `tabs` (the studio's gr.Tabs) and `explore_compare`
+    (Explore's comparison section) let "Open in Explore" select the adapter there, switch to it and open
+    the comparison; without them it only says where to look.
     """
     handlers = Finetune(settings, store_factory, limits)
+    caps = handlers.limits
     defaults = DPOSettings()
     if admin_token is None:
         admin_token = gr.Textbox(label="Admin token", type="password", max_lines=1, visible=settings.access.public,
@@ -390,82 +426,93 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
     gr.Markdown("Train a LoRA adapter with DPO on the stored preference pairs. Training runs in a background "
                 "process: the studio stays usable, the curves update every few seconds.")
     with gr.Row():
-        source = gr.Dropdown([ALL, *SOURCES], value=ALL, label="Pairs: source", scale=1)
-        model = gr.Dropdown([ALL], value=ALL, label="Pairs: model", allow_custom_value=True, scale=2)
-        since = gr.Textbox(label="Pairs: created since (UTC, e.g. 2026-05-01)", max_lines=1, max_length=40,
-                           scale=2)
+        source = gr.Dropdown([ALL, *SOURCES], value=ALL, label="Pairs: source", scale=1, min_width=120)
+        model = gr.Dropdown([ALL], value=ALL, label="Pairs: model", allow_custom_value=True, scale=2, min_width=160)
+        since = gr.Textbox(label="Pairs: created since (UTC, e.g. 2026-05-01; Enter)", max_lines=1, max_length=40,
+                           scale=2, min_width=160)
         pair_count = gr.Markdown(elem_id="finetune-pair-count")
+    # Bounds are checked by the handler, whose message names the field (gradio's own would not).
     with gr.Row():
-        beta = gr.Number(defaults.beta, label="beta", minimum=0.001, maximum=10)
+        beta = gr.Number(defaults.beta, label="beta", info="0.001 to 10: how far from the base model")
         loss = gr.Radio(list(LOSSES), value=defaults.loss, label="Loss")
-        lr = gr.Number(defaults.lr, label="Learning rate", minimum=1e-7, maximum=0.1)
-        epochs = gr.Number(defaults.epochs, label="Epochs", precision=0, minimum=1, maximum=handlers.limits.max_epochs)
-        batch_size = gr.Number(defaults.batch_size, label="Batch size (pairs)", precision=0, minimum=1,
-                               maximum=handlers.limits.max_batch_size)
+        lr = gr.Number(defaults.lr, label="Learning rate", info="1e-7 to 0.1")
+        epochs = gr.Number(defaults.epochs, label="Epochs", precision=0, info=f"1 to {caps.max_epochs}")
+        batch_size = gr.Number(defaults.batch_size, label="Batch size (pairs)", precision=0,
+                               info=f"1 to {caps.max_batch_size}")
     with gr.Row():
-        lora_r = gr.Number(defaults.lora_r, label="LoRA r", precision=0, minimum=1, maximum=handlers.limits.max_lora_r)
-        lora_alpha = gr.Number(defaults.lora_alpha, label="LoRA alpha", precision=0, minimum=1,
-                               maximum=handlers.limits.max_lora_alpha)
+        lora_r = gr.Number(defaults.lora_r, label="LoRA r", precision=0, info=f"1 to {caps.max_lora_r}")
+        lora_alpha = gr.Number(defaults.lora_alpha, label="LoRA alpha", precision=0, info=f"1 to {caps.max_lora_alpha}")
         train_projector = gr.Checkbox(defaults.train_projector, label="Also train the projector")
-        sft_weight = gr.Number(defaults.sft_weight, label="Chosen NLL weight (RPO; 0: plain DPO, the proof used 2)",
-                               minimum=0, maximum=10)
+        sft_weight = gr.Number(defaults.sft_weight, label="Chosen NLL weight (RPO)",
+                               info="0 to 10; 0: plain DPO, the proof used 2")
         name = gr.Textbox(label="Adapter name (letters, digits, - and _; empty: dated)", max_lines=1, max_length=80)
     with gr.Row():
         start_button = gr.Button("Start fine-tuning", variant="primary", elem_id="finetune-start")
-        cancel_button = gr.Button("Cancel run", variant="stop", elem_id="finetune-cancel")
+        cancel_button = gr.Button("Cancel run", variant="stop", interactive=False, elem_id="finetune-cancel")
         explore_button = gr.Button("Open adapter in Explore", elem_id="finetune-explore")
     status = gr.Markdown(elem_id="finetune-status")
     with gr.Row():
-        run_id = gr.Number(label="Run", precision=0, minimum=1, scale=1, elem_id="finetune-run-id")
+        run_id = gr.Number(label="Run", precision=0, scale=1, min_width=80, elem_id="finetune-run-id")
         progress = gr.HTML(elem_id="finetune-progress")
     curves = gr.Plot(label="Training curves")
     with gr.Row():
         gr.Markdown("**Run history** (click a row to watch it)")
         refresh_button = gr.Button("Refresh", scale=0)
-    runs = gr.Dataframe(headers=RUN_COLUMNS, label="Runs", interactive=False, wrap=True, elem_id="finetune-runs")
+    runs = gr.Dataframe(headers=RUN_COLUMNS, label="Runs", interactive=False, wrap=False, max_chars=60,
+                        elem_id="finetune-runs")
     timer = gr.Timer(POLL_SECONDS, active=False)
     with gr.Accordion("Self-curation: the model makes its own pairs", open=False):
         gr.Markdown("For each image: sample candidates, judge every sentence with and without the image, and "
                     "store the best versus the worst candidate as a `self` pair. Rank by the debiased score "
                     "(the paper's method), the raw score (for comparison) or the scene's ground truth (oracle).")
         with gr.Row():
-            image_choices = [SCENES, FOLDER] if handlers.limits.curate_folder else [SCENES]
+            image_choices = [SCENES, FOLDER] if caps.curate_folder else [SCENES]
             images = gr.Radio(image_choices, value=SCENES, label="Images")
-            n = gr.Number(20, label="Images (N)", precision=0, minimum=1, maximum=handlers.limits.max_curate_images)
+            n = gr.Number(20, label="Images (N)", precision=0, info=f"1 to {caps.max_curate_images}")
             seed_offset = gr.Number(FRESH_SEED_OFFSET, label="First scene seed", precision=0,
-                                    minimum=FRESH_SEED_OFFSET, maximum=inputs.MAX_SEED)
+                                    info=f"{FRESH_SEED_OFFSET:,} or more (never the test split)")
             rank = gr.Radio(list(RANKERS), value="debiased", label="Rank candidates by")
         with gr.Row():
-            candidates = gr.Slider(2, settings.limits.max_candidates, value=4, step=1, label="Candidates per image")
-            max_new_tokens = gr.Slider(8, settings.limits.max_new_tokens, value=64, step=8, label="Max new tokens")
-            alpha = gr.Slider(0, settings.limits.max_alpha, value=1.0, step=0.1, label="alpha (debiasing)")
-            seed = gr.Number(0, label="Sampling seed", precision=0, minimum=0, maximum=inputs.MAX_SEED)
+            candidates = gr.Slider(2, settings.limits.max_candidates, value=4, step=1,
+                                   label=f"Candidates per image (2 to {settings.limits.max_candidates})")
+            max_new_tokens = gr.Slider(8, settings.limits.max_new_tokens, value=64, step=8,
+                                       label=f"Max new tokens (8 to {settings.limits.max_new_tokens})")
+            alpha = gr.Slider(0, settings.limits.max_alpha, value=1.0, step=0.1,
+                              label=f"alpha (debiasing, 0 to {settings.limits.max_alpha:g})")
+            seed = gr.Number(0, label="Sampling seed", precision=0, info="0 or more")
         curate_button = gr.Button("Self-curate", variant="primary", elem_id="finetune-self-curate")
         curate_status = gr.Markdown(elem_id="finetune-curate-status")
 
+    private = {"api_visibility": "private"}
     filters = [source, model, since]
     watch_outputs = [progress, curves, runs, timer]
     hyper = [beta, loss, lr, epochs, batch_size, lora_r, lora_alpha, train_projector, sft_weight]
-    gr.on(None, handlers.first_view, None, [run_id, *watch_outputs, pair_count, model], api_visibility="private")
-    for trigger in (source.change, model.change, since.submit):
-        trigger(handlers.count_pairs, filters, [pair_count, model], api_visibility="private")
+    gr.on(None, handlers.first_view, None, [run_id, *watch_outputs, pair_count, model], **private)
+    for trigger in (source.input, model.input, since.submit):
+        trigger(handlers.count_pairs, filters, [pair_count, model], **private)
     start_button.click(handlers.start_finetune, [name, *filters, *hyper, admin_token], [run_id, status, timer],
                        api_name="start_finetune").success(handlers.watch, [run_id], watch_outputs,
-                                                          api_visibility="private", show_progress="hidden")
+                                                          show_progress="hidden", **private)
     timer.tick(handlers.watch, [run_id], watch_outputs, api_name="finetune_run", show_progress="hidden")
-    run_id.submit(handlers.watch, [run_id], watch_outputs, api_visibility="private")
-    runs.select(handlers.pick_run, [runs], [run_id, *watch_outputs], api_visibility="private")
+    run_id.submit(handlers.watch, [run_id], watch_outputs, **private)
+    runs.select(handlers.pick_run, [runs], [run_id, *watch_outputs], **private)
+    # Whatever showed a run (start, poll, click, page load), Cancel follows that run's status.
+    progress.change(handlers.can_cancel, [run_id], [cancel_button], show_progress="hidden", **private)
     cancel_button.click(handlers.cancel_finetune, [run_id, admin_token], [status], api_name="cancel_finetune").success(
-        handlers.watch, [run_id], watch_outputs, api_visibility="private")
+        handlers.watch, [run_id], watch_outputs, **private)
     refresh_button.click(handlers.list_runs, None, [runs], api_name="list_runs")
-    if explore_adapter is not None and tabs is not None:
-        explore_button.click(handlers.adapter_for_explore, [run_id], [explore_adapter, tabs, status],
-                             api_name="open_adapter_in_explore")
+    if explore_adapter is not None and tabs is not None and explore_compare is not None:
+        explore_button.click(handlers.adapter_for_explore, [run_id], [explore_adapter, tabs, status, explore_compare],
+                             api_name="open_adapter_in_explore").success(None, js=SCROLL_TO_COMPARE)
+    elif explore_adapter is not None and tabs is not None:
+        explore_button.click(lambda run: handlers.adapter_for_explore(run)[:3], [run_id],
+                             [explore_adapter, tabs, status], api_name="open_adapter_in_explore")
     else:
         explore_button.click(lambda run: handlers.adapter_for_explore(run)[2], [run_id], [status],
                              api_name="open_adapter_in_explore")
     curate_fn = on_gpu(handlers.self_curate, _curate_seconds)
     curate_button.click(curate_fn, [images, n, seed_offset, rank, candidates, max_new_tokens, alpha, seed,
-                                    admin_token], [curate_status, seed_offset], api_name="self_curate").success(
-        handlers.count_pairs, filters, [pair_count, model], api_visibility="private")
-    return handlers
+                                    admin_token], [curate_status, seed_offset], api_name="self_curate",
+                        show_progress_on=[curate_status]).success(
+        handlers.count_pairs, filters, [pair_count, model], **private)
+    return FinetuneTab(handlers=handlers, filters=filters, refresh_outputs=[pair_count, model, runs])

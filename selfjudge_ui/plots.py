@@ -9,19 +9,37 @@ import plotly.graph_objects as go
 
 # What each token view shows, read from a token's JSON (core.judge.TokenScore).
 TOKEN_VIEWS = {
+    "visual gain": ("visual_gain", "log p(token | image) - log p(token | no image)"),
+    "debiased": ("debiased", "(1+alpha) log p(token | image) - alpha log p(token | no image)"),
     "raw": ("logprob_image", "log p(token | image, prompt)"),
     "blind": ("logprob_blind", "log p(token | prompt, no image)"),
-    "debiased": ("debiased", "(1+alpha) log p(image) - alpha log p(blind)"),
-    "visual gain": ("visual_gain", "log p(image) - log p(blind)"),
 }
-# The colours of gr.HighlightedText's score mode (purple below, red above), so both views read alike.
-TOKEN_COLOURS = [[0.0, "rgb(128, 90, 213)"], [0.5, "rgb(255, 255, 255)"], [1.0, "rgb(239, 68, 60)"]]
-VERDICT_COLOURS = {"correct": "#2a9d8f", "hallucinated": "#d62828", "no object claimed": "#8d99ae",
-                   "no ground truth": "#457b9d"}
+# Views whose sign means something: above 0 the image supports the token, below 0 the language prior drives it.
+SIGNED_VIEWS = ("visual gain",)
+DEFAULT_TOKEN_VIEW = "visual gain"
+
+# One palette for the whole studio: green = grounded in the image, red = prior-driven or hallucinated;
+# blue shades only say "higher" for scores without a grounded/prior sign (log-probabilities).
+GROUNDED = "#1a9850"
+PRIOR = "#d73027"
+NEUTRAL = "#8d99ae"
+HIGHER = "#2c7bb6"
+SIGNED_COLOURS = [[0.0, PRIOR], [0.5, "#ffffff"], [1.0, GROUNDED]]
+LEVEL_COLOURS = [[0.0, "#ffffff"], [1.0, HIGHER]]
+VERDICT_COLOURS = {"correct": GROUNDED, "hallucinated": PRIOR, "no object claimed": NEUTRAL,
+                   "no ground truth": "#6c757d"}
+REJECTED = "rejected by the judge (debiased log-odds < 0)"
+MAX_TOKEN_LABEL = 7  # characters of a token written inside its heatmap cell
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"  # core writes non-finite numbers as null
+
+
+def _cell_label(token: str) -> str:
+    """A token as written in its heatmap cell: trimmed, and cut short so it never runs into the next cell."""
+    token = token.strip() or "␣"
+    return token if len(token) <= MAX_TOKEN_LABEL else token[: MAX_TOKEN_LABEL - 1] + "…"
 
 
 def token_heatmap(result: dict, view: str) -> go.Figure:
@@ -35,15 +53,16 @@ def token_heatmap(result: dict, view: str) -> go.Figure:
         tokens = [t["token"] for t in c["tokens"]]
         pad = width - len(values)
         z.append(values + [None] * pad)
-        text.append(tokens + [""] * pad)
+        text.append([_cell_label(tok) for tok in tokens] + [""] * pad)
         hover.append([f"{tok!r}<br>{view} = {_fmt(val)}" for tok, val in zip(tokens, values)] + [""] * pad)
     labels = [f"#{i + 1} (rank {c['rank']})" for i, c in enumerate(candidates)]
-    symmetric = view in ("debiased", "visual gain")
+    signed = view in SIGNED_VIEWS
+    legend = "green: the image supports it, red: the prior drives it" if signed else "darker: higher"
     figure = go.Figure(go.Heatmap(
-        z=z, x=list(range(width)), y=labels, text=text, texttemplate="%{text}", textfont={"size": 9},
-        hovertext=hover, hoverinfo="text", colorscale=TOKEN_COLOURS, zmid=0 if symmetric else None,
-        colorbar={"title": view}))
-    figure.update_layout(title=f"Per-token {view}: {meaning}", xaxis_title="token position",
+        z=z, x=list(range(width)), y=labels, text=text, texttemplate="%{text}", textfont={"size": 10},
+        hovertext=hover, hoverinfo="text", colorscale=SIGNED_COLOURS if signed else LEVEL_COLOURS,
+        zmid=0 if signed else None, xgap=3, ygap=3, colorbar={"title": view}))
+    figure.update_layout(title=f"Per-token {view} ({legend})", xaxis_title=f"token position; {view} = {meaning}",
                          yaxis={"autorange": "reversed"}, height=140 + 40 * len(candidates),
                          margin={"l": 10, "r": 10, "t": 40, "b": 30})
     return figure
@@ -92,12 +111,13 @@ def decode_tree(decoded: dict) -> go.Figure:
         both_chosen = node["chosen"] and nodes[parent]["chosen"]
         figure.add_trace(go.Scatter(
             x=[positions[parent][0], positions[index][0]], y=[positions[parent][1], positions[index][1]],
-            mode="lines", line={"color": "#2a9d8f" if both_chosen else "#ccc", "width": 3 if both_chosen else 1},
+            mode="lines", line={"color": GROUNDED if both_chosen else "#ccc", "width": 3 if both_chosen else 1},
             hoverinfo="skip", showlegend=False))
     kinds = {  # name: (which nodes, marker size, colour, symbol)
-        "proposed": (lambda n: not n["chosen"] and n.get("accepted", True) is not False, 9, "#adb5bd", "circle"),
-        "rejected by the judge": (lambda n: not n["chosen"] and n.get("accepted") is False, 9, "#d62828", "x"),
-        "chosen": (lambda n: n["chosen"], 14, "#2a9d8f", "circle"),
+        "proposed, not chosen": (lambda n: not n["chosen"] and n.get("accepted", True) is not False, 9, NEUTRAL,
+                                 "circle"),
+        REJECTED: (lambda n: not n["chosen"] and n.get("accepted") is False, 9, PRIOR, "x"),
+        "chosen": (lambda n: n["chosen"], 14, GROUNDED, "circle"),
     }
     for name, (belongs, size, colour, symbol) in kinds.items():
         picked = [i for i, n in enumerate(nodes) if belongs(n)]
@@ -110,7 +130,7 @@ def decode_tree(decoded: dict) -> go.Figure:
                        f"score {_fmt(nodes[i]['score'])}" for i in picked], hoverinfo="text",
             marker={"size": size, "color": colour, "symbol": symbol}))
     deepest = max(rows_at_step.values(), default=1)
-    figure.update_layout(title=f"Search tree ({decoded['strategy']}): hover a node for its sentence",
+    figure.update_layout(title=f"Search tree ({decoded['strategy']}): number = selection score; hover for the sentence",
                          xaxis={"title": "step (sentence)", "dtick": 1},
                          yaxis={"visible": False, "range": [-deepest + 0.5, 0.6]},  # room for the top labels
                          height=200 + 30 * deepest, margin={"l": 10, "r": 10, "t": 40, "b": 30})
