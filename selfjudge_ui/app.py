@@ -20,15 +20,18 @@ QUEUE_SIZE = 64  # requests waiting beyond this are refused with "queue full" ra
 # Layout touches gradio's defaults do not give: table headers that never wrap letter by letter,
 # token chips, small help text, stale results faded, and a compact page on a phone.
 STUDIO_CSS = """
-.table th, .table th span { white-space: nowrap; }
+.sj-table [role=grid] * { font-family: var(--font) !important; }
+.sj-table [role=columnheader] * { word-break: keep-all !important; overflow-wrap: normal !important; }
 .sj-help { font-size: 0.85em; opacity: 0.85; }
 .sj-tokens { display: flex; flex-wrap: wrap; gap: 3px; margin-top: 6px; }
 .sj-token { padding: 1px 4px; border-radius: 4px; border: 1px solid #ddd; font-family: monospace; }
 .sj-legend { font-size: 0.9em; }
-#explore-stale:not(:empty), #explore-domain:not(:empty), #explore-chosen-warning:not(:empty) {
-  background: #fff4e5; border-left: 4px solid #f0a020; padding: 4px 10px; border-radius: 4px; }
-#explore-results:has(#explore-stale .prose:not(:empty)) #explore-candidates,
-#explore-results:has(#explore-stale .prose:not(:empty)) #explore-sentences { opacity: 0.45; }
+.sj-banner { background: #fff4e5; border-left: 4px solid #f0a020; padding: 4px 10px !important;
+  border-radius: 4px; }
+#explore-results:has(#explore-stale) #explore-candidates, #explore-results:has(#explore-stale) #explore-sentences,
+#explore-results:has(#explore-stale) #explore-tokens, #explore-results:has(#explore-stale) .js-plotly-plot {
+  opacity: 0.4; }
+.sj-table [role=grid] { font-size: 0.9em; }
 @media (max-width: 640px) {
   .gradio-container { padding: 4px !important; }
   #explore-image { max-height: 200px; }

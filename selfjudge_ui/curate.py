@@ -314,7 +314,7 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
     gallery = gr.Gallery(label="Pairs (click one to open it)", columns=8, height=260, allow_preview=False,
                          format="png", elem_id="curate-gallery")
     table = gr.Dataframe(headers=PAIR_COLUMNS, label="Pairs", interactive=False, wrap=True, elem_id="curate-table",
-                         column_widths=["5%", "7%", "11%", "17%", "20%", "20%", "7%", "9%", "4%"])
+                         column_widths=["5%", "7%", "11%", "17%", "20%", "20%", "7%", "9%", "4%"], elem_classes=["sj-table"])
     shown_ids = gr.State([])
     with gr.Row():
         pair_id = gr.Number(label="Pair id", precision=0, value=None, placeholder="e.g. 1", scale=1,
@@ -332,7 +332,7 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
                                       elem_id="curate-rejected")
             note = gr.Textbox(label="Note", max_length=limits.max_note_chars, elem_id="curate-note")
     scores = gr.Dataframe(headers=SCORE_COLUMNS, label="Scores: chosen vs rejected (judge settings and ranks are in "
-                          "the details line above)", interactive=False, elem_id="curate-scores")
+                          "the details line above)", interactive=False, elem_id="curate-scores", elem_classes=["sj-table"])
     with gr.Row():
         save_button = gr.Button("Save edits", variant="primary", elem_id="curate-save")
         delete_button = gr.Button("Delete", variant="stop", elem_id="curate-delete")
@@ -342,8 +342,8 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
         stats_button = gr.Button("Refresh statistics", elem_id="curate-stats-button")
         stats_text = gr.Markdown(elem_id="curate-stats")
         with gr.Row():
-            by_source = gr.Dataframe(headers=["source", "pairs"], label="By source", interactive=False)
-            by_model = gr.Dataframe(headers=["model", "pairs"], label="By model", interactive=False)
+            by_source = gr.Dataframe(headers=["source", "pairs"], label="By source", interactive=False, elem_classes=["sj-table"])
+            by_model = gr.Dataframe(headers=["model", "pairs"], label="By model", interactive=False, elem_classes=["sj-table"])
     with gr.Accordion("Export and import (TRL preference dataset)", open=False):
         gr.Markdown("Export writes the listed filters' live pairs under the data folder's `exports/` and offers "
                     "a download: Parquet (images embedded) or a zip of data.jsonl + images/. "

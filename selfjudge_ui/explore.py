@@ -61,6 +61,11 @@ def adapter_folders(adapters_dir: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(adapters_dir.iterdir()) if (p / "adapter_config.json").is_file()}
 
 
+def banner(text: str) -> gr.Markdown:
+    """A warning box that is shown only while it has something to say."""
+    return gr.Markdown(text, visible=bool(text))
+
+
 @contextlib.contextmanager
 def _core_errors():
     """A core ValueError (a setting or model the judge cannot use) reaches the person as its message."""
@@ -120,15 +125,24 @@ class Explore:
         path, seed = examples[evt.index]
         return str(path), seed, str(path), views.describe_truth(make_scene(seed))
 
+    def _truth(self, seed: float | None, image) -> tuple[list[list[str]] | None, str]:
+        """Ground truth only when the image really is that seed's scene."""
+        if seed is None:
+            return None, ""
+        number, scene_image = inputs.scene_image(seed)
+        if image_sha256(scene_image) != image_sha256(image):
+            return None, f" Scene seed {number} does not match this image, so no ground truth is used."
+        return views.scene_truth(make_scene(number)), ""
+
     def domain_note(self, image) -> str:
         """A warning when a shapes-only model is given a picture that is not a shapes scene ('' otherwise)."""
         if image is None or not knows_only_shapes(self.settings.model.model) or looks_like_shapes_scene(image):
             return ""
-        return ("⚠️ **This does not look like a shapes scene.** The embedded model has only ever seen the shapes "
+        return ("**This does not look like a shapes scene.** The embedded model has only ever seen the shapes "
                 "world: it will describe any picture as coloured shapes, with confident scores. To study real "
                 f"photos, start the studio with a real model, e.g. `{START_COMMAND}` (see README, Studio).")
 
-    def image_changed(self, payload: dict | None, file: str | None) -> tuple[str, str]:
+    def image_changed(self, payload: dict | None, file: str | None) -> tuple[gr.Markdown, gr.Markdown]:
         """After the input changes: mark results of another image as stale, and warn about off-world pictures."""
         image = None
         if file:
@@ -137,9 +151,9 @@ class Explore:
         stale = ""
         if payload and isinstance(payload, dict) and "result" in payload and (
                 image is None or image_sha256(image) != payload.get("image_sha256")):
-            stale = ("🕘 **The results below belong to the previous image.** Press *Generate and score* to score "
+            stale = ("**Stale: the results below belong to the previous image.** Press *Generate and score* to score "
                      "this one.")
-        return stale, self.domain_note(image)
+        return banner(stale), banner(self.domain_note(image))
 
     # Scoring -------------------------------------------------------------------------------------
 
@@ -189,7 +203,7 @@ class Explore:
         return (gr.update(choices=choices, value=best), plots.DEFAULT_TOKEN_VIEW,
                 views.token_html(result["candidates"][best - 1], plots.DEFAULT_TOKEN_VIEW),
                 gr.update(choices=choices, value=best), gr.update(choices=choices, value=worst),
-                result["candidates"][best - 1]["text"], views.chosen_warning(result, payload["truth"], best),
+                result["candidates"][best - 1]["text"], banner(views.chosen_warning(result, payload["truth"], best)),
                 gr.Accordion(visible=True, open=True), *self.image_changed(payload, file))
 
     def _candidate_number(self, name: str, number, result: dict) -> int:
@@ -214,13 +228,14 @@ class Explore:
             raise gr.Error("That row is no longer shown; press Generate and score again.")
         return order[index] + 1
 
-    def chosen_text(self, payload: dict | None, number) -> tuple[str, str]:
+    def chosen_text(self, payload: dict | None, number) -> tuple[str, gr.Markdown]:
         """The text of the candidate picked as chosen, ready to edit, and a warning if it hallucinates."""
         if not payload or "result" not in payload:
-            return "", ""
+            return "", banner("")
         result = payload["result"]
         number = self._candidate_number("chosen candidate", number, result)
-        return result["candidates"][number - 1]["text"], views.chosen_warning(result, payload["truth"], number)
+        return (result["candidates"][number - 1]["text"],
+                banner(views.chosen_warning(result, payload["truth"], number)))
 
     # Accepting a pair ----------------------------------------------------------------------------
 
@@ -370,12 +385,18 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
     limits = settings.limits
     examples = example_scenes()
     with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=320, elem_id="explore-inputs"):
+        with gr.Column(scale=5, min_width=320, elem_id="explore-inputs"):
             image = gr.Image(label=f"Image (PNG, JPEG, GIF, WebP; up to {settings.max_file_size})", type="filepath",
                              sources=["upload", "clipboard"], height=230, format="png", elem_id="explore-image")
             # What is scored: the checked file (the API's input; the picture above is only its view).
             image_file = gr.File(file_types=["image"], type="filepath", visible=False, elem_id="explore-image-file")
-            domain = gr.Markdown(elem_id="explore-domain")
+            domain = gr.Markdown(visible=False, elem_id="explore-domain", elem_classes=["sj-banner"])
+            truth = gr.Markdown(elem_id="explore-truth")
+            question = gr.Textbox(label="Question", value=DESCRIBE_QUESTION, max_lines=3,
+                                  max_length=limits.max_question_chars)
+            score_button = gr.Button(SCORE_LABEL, variant="primary", elem_id="explore-score")
+            with gr.Accordion("Generation and judge settings", open=False, elem_id="explore-settings"):
+                n, strategy, seed, alpha, kind, prompt, custom_template = _judge_controls(limits)
             if examples:
                 gallery = gr.Gallery(value=[str(p) for p, _ in examples], label="Examples (shapes scenes)",
                                      columns=len(examples), height=100, allow_preview=False,
@@ -384,19 +405,13 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
                 random_button = gr.Button("Random shapes scene", elem_id="explore-random", min_width=120)
                 scene_seed = gr.Number(label="Scene seed (Enter to draw it)", precision=0, value=None,
                                        elem_id="explore-scene-seed", min_width=120)
-            truth = gr.Markdown(elem_id="explore-truth")
-            question = gr.Textbox(label="Question", value=DESCRIBE_QUESTION, max_lines=3,
-                                  max_length=limits.max_question_chars)
-            score_button = gr.Button(SCORE_LABEL, variant="primary", elem_id="explore-score")
-            with gr.Accordion("Generation and judge settings", open=False, elem_id="explore-settings"):
-                n, strategy, seed, alpha, kind, prompt, custom_template = _judge_controls(limits)
-        with gr.Column(scale=3, min_width=320, elem_id="explore-results"):
+        with gr.Column(scale=9, min_width=320, elem_id="explore-results"):
             gr.Markdown(views.HOW_TO_READ, elem_id="explore-how-to-read")
-            stale = gr.Markdown(elem_id="explore-stale")
+            stale = gr.Markdown(visible=False, elem_id="explore-stale", elem_classes=["sj-banner"])
             status = gr.Markdown(elem_id="explore-status")
             candidates = gr.Dataframe(headers=views.CANDIDATE_COLUMNS, label="Candidates (best rank first; "
                                       "click a row to see its tokens)", interactive=False, wrap=True,
-                                      elem_id="explore-candidates")
+                                      column_widths=views.CANDIDATE_WIDTHS, elem_id="explore-candidates", elem_classes=["sj-table"])
             gr.Markdown(views.SCORE_HELP, elem_classes=["sj-help"])
             with gr.Row():
                 token_candidate = gr.Dropdown(label="Candidate", choices=[], allow_custom_value=True, scale=3,
@@ -409,14 +424,15 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
             heatmap = gr.Plot(label="Candidates x tokens (hover for exact values)")
             scatter = gr.Plot(label="Sentences: raw vs blind (green: correct, red: hallucinated)")
             sentences = gr.Dataframe(headers=views.SENTENCE_COLUMNS, label="Sentences and ground truth",
-                                     interactive=False, wrap=True, elem_id="explore-sentences")
+                                     interactive=False, wrap=True, column_widths=views.SENTENCE_WIDTHS,
+                                     elem_id="explore-sentences", elem_classes=["sj-table"])
     with gr.Accordion("Accept a preference pair", open=True, visible=False, elem_id="explore-accept-section") \
             as accept_section:
         with gr.Row():
             chosen = gr.Dropdown(label="Chosen (default: rank 1, highest debiased)", choices=[],
                                  allow_custom_value=True)
             rejected = gr.Dropdown(label="Rejected (default: last rank)", choices=[], allow_custom_value=True)
-        chosen_warning = gr.Markdown(elem_id="explore-chosen-warning")
+        chosen_warning = gr.Markdown(visible=False, elem_id="explore-chosen-warning", elem_classes=["sj-banner"])
         chosen_text = gr.Textbox(label="Chosen text (edit to correct it)", lines=2,
                                  max_length=limits.max_answer_chars)
         note = gr.Textbox(label="Note (optional)", max_length=limits.max_note_chars)
@@ -435,10 +451,10 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
         decoded_text = gr.Markdown(elem_id="explore-decoded")
         stop_note = gr.Markdown(elem_id="explore-decode-stop")
         decode_runs = gr.Dataframe(headers=views.DECODE_RUN_COLUMNS, label="Runs this session (newest first)",
-                                   interactive=False, wrap=True, elem_id="explore-decode-runs")
+                                   interactive=False, wrap=True, elem_id="explore-decode-runs", elem_classes=["sj-table"])
         tree = gr.Plot(label="Search tree")
         tree_rows = gr.Dataframe(headers=views.DECODE_COLUMNS, label="Search tree (indented)", interactive=False,
-                                 wrap=True)
+                                 wrap=True, elem_classes=["sj-table"])
     with gr.Accordion("Base model vs fine-tuned adapter", open=False, elem_id="explore-compare-section") \
             as compare_section:
         with gr.Row():
@@ -451,9 +467,9 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
         comparison = gr.Markdown(elem_id="explore-comparison")
         with gr.Row(equal_height=False):
             base_rows = gr.Dataframe(headers=views.COMPARE_COLUMNS, label="Base model", interactive=False,
-                                     wrap=True, min_width=300, elem_id="explore-compare-base")
+                                     wrap=True, min_width=300, elem_id="explore-compare-base", elem_classes=["sj-table"])
             tuned_rows = gr.Dataframe(headers=views.COMPARE_COLUMNS, label="Fine-tuned adapter", interactive=False,
-                                      wrap=True, min_width=300, elem_id="explore-compare-adapter")
+                                      wrap=True, min_width=300, elem_id="explore-compare-adapter", elem_classes=["sj-table"])
     with gr.Accordion("Scored result (JSON)", open=False):
         scored = gr.JSON(label="Result")
     last_run = gr.State(None)

@@ -459,7 +459,7 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
         gr.Markdown("**Run history** (click a row to watch it)")
         refresh_button = gr.Button("Refresh", scale=0)
     runs = gr.Dataframe(headers=RUN_COLUMNS, label="Runs", interactive=False, wrap=False, max_chars=60,
-                        elem_id="finetune-runs")
+                        elem_id="finetune-runs", elem_classes=["sj-table"])
     timer = gr.Timer(POLL_SECONDS, active=False)
     with gr.Accordion("Self-curation: the model makes its own pairs", open=False):
         gr.Markdown("For each image: sample candidates, judge every sentence with and without the image, and "

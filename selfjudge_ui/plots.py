@@ -30,6 +30,7 @@ VERDICT_COLOURS = {"correct": GROUNDED, "hallucinated": PRIOR, "no object claime
                    "no ground truth": "#6c757d"}
 REJECTED = "rejected by the judge (debiased log-odds < 0)"
 MAX_TOKEN_LABEL = 7  # characters of a token written inside its heatmap cell
+MAX_LABELLED_TOKENS = 24  # beyond this many positions a cell is too narrow for a label: hover shows the token
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -59,7 +60,8 @@ def token_heatmap(result: dict, view: str) -> go.Figure:
     signed = view in SIGNED_VIEWS
     legend = "green: the image supports it, red: the prior drives it" if signed else "darker: higher"
     figure = go.Figure(go.Heatmap(
-        z=z, x=list(range(width)), y=labels, text=text, texttemplate="%{text}", textfont={"size": 10},
+        z=z, x=list(range(width)), y=labels, text=text,
+        texttemplate="%{text}" if width <= MAX_LABELLED_TOKENS else "", textfont={"size": 10},
         hovertext=hover, hoverinfo="text", colorscale=SIGNED_COLOURS if signed else LEVEL_COLOURS,
         zmid=0 if signed else None, xgap=3, ygap=3, colorbar={"title": view}))
     figure.update_layout(title=f"Per-token {view} ({legend})", xaxis_title=f"token position; {view} = {meaning}",

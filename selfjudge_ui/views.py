@@ -16,6 +16,10 @@ from selfjudge_ui.plots import GROUNDED, HIGHER, PRIOR, SIGNED_VIEWS, TOKEN_VIEW
 CANDIDATE_COLUMNS = ["rank", "#", "answer", "raw", "blind", "debiased", "min debiased", "likelihood",
                      "hallucinated"]
 SENTENCE_COLUMNS = ["rank", "#", "sentence", "raw", "blind", "debiased", "verdict"]
+# Column widths in pixels: they fit a desktop's results column, and a phone scrolls the table sideways
+# rather than squeezing each header into one letter per line.
+CANDIDATE_WIDTHS = [46, 30, 240, 56, 58, 72, 76, 84, 96]
+SENTENCE_WIDTHS = [46, 30, 330, 56, 58, 72, 120]
 DECODE_COLUMNS = ["step", "sentence (indented under its parent)", "score", "raw", "blind", "debiased log-odds",
                   "judge", "chosen"]
 DECODE_RUN_COLUMNS = ["run", "strategy", "k", "answer", "why it stopped", "hallucinated"]
@@ -31,7 +35,7 @@ HOW_TO_READ = (
     "and *without* it (**blind**).  \n"
     "**debiased** = (1+alpha) raw - alpha blind: what the image supports beyond the language prior. "
     "Rank 1 (highlighted) has the highest mean debiased score.  \n"
-    "Colours: 🟩 **green = grounded in the image**, 🟥 **red = prior-driven or hallucinated** "
+    "Colours: **green = grounded in the image**, **red = prior-driven or hallucinated** "
     "(checked against the scene's ground truth when there is one). Click a row to see its tokens.")
 # Under the candidates table: one short explanation per score column.
 SCORE_HELP = (
@@ -159,7 +163,7 @@ def chosen_warning(result: dict, truth: list[list[str]] | None, number: int) -> 
     advice = (f"candidate #{clean[0]} has no hallucinated sentence: pick it as chosen, or edit the text"
               if clean else "no candidate is free of them: edit the chosen text to remove them")
     quoted = "; ".join(f"\"{text}\"" for text in wrong)
-    return (f"⚠️ **Chosen candidate #{number} names an object that is not in the scene** (ground truth): "
+    return (f"**Chosen candidate #{number} names an object that is not in the scene** (ground truth): "
             f"{html.escape(quoted)}. {advice[0].upper() + advice[1:]}.")
 
 
