@@ -21,7 +21,8 @@ QUEUE_SIZE = 64  # requests waiting beyond this are refused with "queue full" ra
 # token chips, small help text, stale results faded, and a compact page on a phone.
 STUDIO_CSS = """
 .sj-table [role=grid] * { font-family: var(--font) !important; }
-.sj-table [role=columnheader] * { word-break: keep-all !important; overflow-wrap: normal !important; }
+.sj-table [role=columnheader] * { word-break: keep-all !important; overflow-wrap: normal !important;
+  font-size: 0.95em; }
 .sj-help { font-size: 0.85em; opacity: 0.85; }
 .sj-tokens { display: flex; flex-wrap: wrap; gap: 3px; margin-top: 6px; }
 .sj-token { padding: 1px 4px; border-radius: 4px; border: 1px solid #ddd; font-family: monospace; }

@@ -148,7 +148,7 @@ class Curate:
             raise gr.Error(f"Pair id must be a whole number from 1, not {pair_id!r}.")
         return int(number)
 
-    def get_pair(self, pair_id: float | None) -> tuple:
+    def get_pair(self, pair_id: float | str | None) -> tuple:
         """One pair side by side: image, prompt, chosen, rejected, score table, note, details."""
         number = self._pair_id(pair_id)
         store = self.store_factory()
@@ -317,8 +317,9 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
                          column_widths=["5%", "7%", "11%", "17%", "20%", "20%", "7%", "9%", "4%"], elem_classes=["sj-table"])
     shown_ids = gr.State([])
     with gr.Row():
-        pair_id = gr.Number(label="Pair id", precision=0, value=None, placeholder="e.g. 1", scale=1,
-                            elem_id="curate-pair-id")
+        # A text box, not gr.Number: an empty Number shows 0, which is no pair.
+        pair_id = gr.Textbox(label="Pair id", placeholder="type an id, e.g. 12, and press Enter", max_lines=1,
+                             max_length=12, scale=1, elem_id="curate-pair-id")
         open_button = gr.Button("Open", scale=1, elem_id="curate-open")
     details = gr.Markdown(elem_id="curate-details")
     with gr.Row():

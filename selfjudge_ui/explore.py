@@ -488,13 +488,16 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
     prompt.change(lambda p: gr.update(visible=p == inputs.CUSTOM_PROMPT), [prompt], [custom_template], **private)
     judge_inputs = [alpha, kind, prompt, custom_template]
     score_fn = on_gpu(handlers.score, _score_seconds)
-    score_button.click(lambda: gr.Button(BUSY_LABEL, interactive=False), None, [score_button], queue=False,
-                       js=SCROLL_TO_RESULTS, **private).then(
+    idle = {"fn": lambda: gr.Button(SCORE_LABEL, interactive=True), "inputs": None, "outputs": [score_button],
+            "queue": False, **private}
+    scoring = score_button.click(lambda: gr.Button(BUSY_LABEL, interactive=False), None, [score_button], queue=False,
+                                 js=SCROLL_TO_RESULTS, **private).then(
         score_fn, [image_file, scene_seed, question, n, strategy, seed, *judge_inputs],
-        [scored, candidates, sentences, heatmap, scatter, status], api_name="score", show_progress_on=[status]).then(
-        handlers.show_choices, [scored, image_file], [token_candidate, token_view, tokens, chosen, rejected,
-                                                      chosen_text, chosen_warning, accept_section, stale, domain],
-        **private).then(lambda: gr.Button(SCORE_LABEL, interactive=True), None, [score_button], queue=False, **private)
+        [scored, candidates, sentences, heatmap, scatter, status], api_name="score", show_progress_on=[status])
+    scoring.success(handlers.show_choices, [scored, image_file],
+                    [token_candidate, token_view, tokens, chosen, rejected, chosen_text, chosen_warning, accept_section,
+                     stale, domain], **private).then(**idle)
+    scoring.failure(**idle)  # a refused input gets its message and the button back
     for trigger in (token_candidate.input, token_view.input):
         trigger(handlers.show_tokens, [scored, token_candidate, token_view], [tokens, heatmap], **private)
     candidates.select(handlers.pick_row, [scored], [token_candidate], **private).then(
