@@ -61,7 +61,7 @@ def test_score_accept_and_the_pair_is_in_the_store(studio):
     scored, candidates, sentences, _heatmap, _scatter, status = _score(client, scene_file, scene_seed=seed)
     result = scored["result"]
     assert len(result["candidates"]) == 2 == len(candidates["data"])
-    assert status == f"Scored 2 candidates with {settings.model.model}."
+    assert status == f"Scored 2 candidates with {Path(settings.model.model).name}."  # a name, not a server path
     assert scored["truth"] == sorted([list(n) for n in make_scene(seed).names()])
     verdicts = {row[-1] for row in sentences["data"]}
     assert verdicts <= {"correct", "hallucinated", "no object claimed"}
@@ -127,7 +127,7 @@ def _bomb(path: Path) -> Path:
     (None, {"n": 2.5}, "number of candidates must be a whole number"),
     (None, {"alpha": -0.5}, "Value -0.5 is less than minimum value 0"),
     (None, {"alpha": 11}, "Value 11 is greater than maximum value 10"),
-    (None, {"seed": -1}, "Value -1 is less than minimum value 0"),
+    (None, {"seed": -1}, "seed must be between 0 and 2147483647, not -1"),  # the message names the field
     (None, {"prompt": "custom", "custom": "Is it true?"}, "must contain {sentence}"),
     (None, {"kind": "probability"}, "not in the list of choices"),
 ])
@@ -187,8 +187,8 @@ def test_decode_shows_what_core_decoding_returns(studio):
                       JudgeSettings(alpha=1.0, kind="logit", template="faithfulness"), k=2, max_new_tokens=16,
                       seed=3)
     assert text == f"**debiased-judged:** {expected.text}"
-    assert rows["headers"] == ["step", "sentence (indented under its parent)", "score", "raw", "blind", "accepted",
-                               "chosen"]
+    assert rows["headers"] == ["step", "sentence (indented under its parent)", "score", "raw", "blind",
+                               "debiased log-odds", "judge", "chosen"]
     assert len(rows["data"]) == len(expected.nodes)
     assert sorted(row[0] for row in rows["data"]) == sorted(node.step for node in expected.nodes)
     assert tree["type"] == "plotly"
@@ -203,10 +203,13 @@ def test_compare_runs_base_and_adapter(studio, tiny_llava_dir):
     lora = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
     lora.save_pretrained(settings.data.adapters_dir / "tiny-lora")
     path = _scene_file(workdir, 13)
-    summary, rows = client.predict(handle_file(str(path)), 13, QUESTION, 2, "sample", 0, 1.0, "logit",
-                                   "faithfulness", "", "tiny-lora", api_name="/compare")
+    summary, base, tuned = client.predict(handle_file(str(path)), 13, QUESTION, 2, "sample", 0, 1.0, "logit",
+                                          "faithfulness", "", "tiny-lora", api_name="/compare")
     assert summary.startswith("**base**: mean debiased") and "**tiny-lora**: mean debiased" in summary
-    assert [row[0] for row in rows["data"]] == ["base", "base", "tiny-lora", "tiny-lora"]
+    # side by side, each best rank first; a fresh LoRA (B = 0) changes nothing, and the studio says so
+    assert [row[0] for row in base["data"]] == [row[0] for row in tuned["data"]] == [1, 2]
+    assert [row[2] for row in base["data"]] == [row[2] for row in tuned["data"]]
+    assert "**The outputs are identical**" in summary
     with pytest.raises(AppError, match="No adapter named '../tiny-lora'"):
         client.predict(handle_file(str(path)), 13, QUESTION, 2, "sample", 0, 1.0, "logit", "faithfulness", "",
                        "../tiny-lora", api_name="/compare")

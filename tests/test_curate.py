@@ -12,7 +12,7 @@ from PIL import Image
 
 from core.store import Pair, Store
 from selfjudge_ui.access import AccessSettings
-from selfjudge_ui.curate import Curate, build_curate_tab, score_rows
+from selfjudge_ui.curate import Curate, build_curate_tab, metadata_line, score_rows
 
 LOCAL = AccessSettings(public=False, on_space=False, admins=(), admin_token="")
 TOKEN = "an-admin-token-of-24-chars"
@@ -66,7 +66,8 @@ def test_list_pairs_shows_thumbnails_rows_and_ids(curate):
                      "There is a blue square.", 3.0, "2025-01-01 00:00:02", ""]]
     assert ids == [2, 1]
     assert summary == "Showing 1-2 of 2 pairs (page 1/1)."
-    assert models == {"__type__": "update", "choices": ["all", "shapes-llava"], "value": "all"}
+    # (label, value): a stored model id is shown by name, never as a server path
+    assert models == {"__type__": "update", "choices": ["all", ("shapes-llava", "shapes-llava")], "value": "all"}
 
 
 def test_list_pairs_filters(curate):
@@ -111,6 +112,31 @@ def test_clicking_a_thumbnail_or_row_opens_that_pair(curate):
     assert curate.pick([2, 1], gr.SelectData(None, {"index": [0, 3], "value": "What shapes?"}))[0] == 2
     assert error_message(lambda: curate.pick([2], gr.SelectData(None, {"index": 4, "value": None}))) == (
         "That item is no longer listed; press Search to refresh the list.")
+
+
+def test_scores_and_metadata_are_shown_apart():
+    pair = make_pair(chosen_scores={"raw": 2.0, "debiased": 3.0, "rank": 1, "alpha": 1.0, "kind": "logit",
+                                    "edited": True},
+                     rejected_scores={"raw": 1.0, "debiased": -1.0, "rank": 4, "alpha": 1.0, "kind": "logit"})
+    assert score_rows(pair) == [["raw", 2.0, 1.0, 1.0], ["debiased", 3.0, -1.0, 4.0]]
+    assert metadata_line(pair) == ("judged with alpha 1.0, score kind logit; chosen: rank 1, edited by hand; "
+                                   "rejected: rank 4")
+    assert metadata_line(make_pair(chosen_scores={}, rejected_scores={})) == ""
+
+
+def test_a_wrong_import_file_is_named_as_soon_as_it_is_uploaded(curate):
+    assert curate.import_problem("/uploads/photo.JPG") == (
+        "Upload a .zip of an export folder or a .parquet file, not a .jpg "
+        "(a bare data.jsonl has no images; zip it with its images/ folder).")
+    assert curate.import_problem("/uploads/export.zip") == curate.import_problem(None) == ""
+
+
+def test_refresh_lists_and_counts_what_the_store_holds_now(curate, store):
+    before = curate.refresh("", "all", "all", False, 1)
+    store.add_pair(make_pair(chosen="A new answer."), store.load_image(store.get_pair(1).image_sha256))
+    after = curate.refresh("", "all", "all", False, 1)
+    assert (before[3], after[3]) == ("Showing 1-2 of 2 pairs (page 1/1).", "Showing 1-3 of 3 pairs (page 1/1).")
+    assert after[5].startswith("**3 pairs**")
 
 
 def test_score_rows_keep_non_numbers_readable():
@@ -193,7 +219,8 @@ def test_export_parquet_and_jsonl_downloads(curate, store, tmp_path):
     assert len(exports) == 1
     assert Path(download).name == f"{exports[0].name}.parquet"
     assert Path(download).read_bytes() == (exports[0] / "data.parquet").read_bytes()
-    assert message == f"Exported 1 pairs (1 images) to `{exports[0]}`; the download holds the same data."
+    assert message == (f"Exported 1 pairs (1 images) to `exports/{exports[0].name}` in the data folder; "
+                       "the download holds the same data.")
     download, _ = curate.export_pairs("jsonl", "", "all", "all")
     names = sorted(zipfile.ZipFile(download).namelist())
     assert [name for name in names if not name.startswith("images/")] == ["data.jsonl", "manifest.json"]

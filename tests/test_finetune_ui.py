@@ -119,14 +119,15 @@ def test_progress_curves_and_history_row_of_a_run():
                             "+projector", 2, 0.6, 0.15, 0.5, "", "", "2025-01-01 00:00:01", ""]
     # A half-written adapter is never offered: only finished rows show their adapter path.
     assert run_row({**run, "status": "failed", "adapter_path": "/a"})[9] == ""
-    assert run_row({**run, "status": "finished", "adapter_path": "/a"})[9] == "/a"
+    assert run_row({**run, "status": "finished", "adapter_path": "/srv/data/adapters/a"})[9] == "a"  # name, no path
 
 
 # Checks before anything starts --------------------------------------------------------------------
 
 def test_pair_count_follows_the_filters(tab):
     assert tab.count_pairs(ALL, ALL, "") == ("**2 pairs** selected for training.",
-                                             {"__type__": "update", "choices": [ALL, "other", "shapes-llava"],
+                                             {"__type__": "update",
+                                              "choices": [ALL, ("other", "other"), ("shapes-llava", "shapes-llava")],
                                               "value": ALL})
     assert tab.count_pairs("self", ALL, "")[0] == "**1 pairs** selected for training."
     assert tab.count_pairs(ALL, "other", "")[0] == "**1 pairs** selected for training."
@@ -191,10 +192,12 @@ def test_a_run_trains_in_the_background_and_its_adapter_loads(tab, store, tmp_pa
     assert [m["step"] for m in run["metrics"]] == [1]
     assert run["params"]["dpo"]["sft_weight"] == 0.5  # the chosen-NLL control reaches the trainer
     assert progress == ('<progress value="1" max="1" style="width:100%"></progress><div>Run #1 <b>tiny-run</b>: '
-                        f"finished after 1 steps; adapter saved to <code>{adapter}</code> (Open in Explore "
+                        "finished after 1 steps; adapter saved as <code>tiny-run</code> (Open adapter in Explore "
                         "compares it with the base model)</div>")
-    assert [row[:4] + row[5:6] + row[9:11] for row in rows] == [[1, "tiny-run", "finished", 2, 1, str(adapter), ""]]
-    dropdown, tabs, _ = tab.adapter_for_explore(run_id)
+    assert [row[:4] + row[5:6] + row[9:11] for row in rows] == [[1, "tiny-run", "finished", 2, 1, "tiny-run", ""]]
+    assert tab.can_cancel(run_id) == {"__type__": "update", "interactive": False}  # finished: nothing to cancel
+    dropdown, tabs, _, compare_section = tab.adapter_for_explore(run_id)
+    assert compare_section.open  # Explore opens at the comparison
     assert (dropdown, tabs.selected) == ({"__type__": "update", "choices": ["tiny-run"], "value": "tiny-run"},
                                          "explore")
     loaded = load_model(ModelSettings(model=str(tiny_llava_dir), adapter=str(adapter), device="cpu",
@@ -297,7 +300,9 @@ def test_clicking_a_history_row_watches_that_run(tab, store):
     picked = tab.pick_run(rows, clicked)
     assert (picked[0], picked[1], picked[4].active) == (
         first, '<progress value="0" max="1" style="width:100%"></progress><div>Run #1 <b>first</b>: finished after 0 '
-               "steps; adapter saved to <code></code> (Open in Explore compares it with the base model)</div>", False)
+               "steps; adapter saved as <code></code> (Open adapter in Explore compares it with the base model)</div>", False)
     assert tab.pick_run(rows, gr.SelectData(None, {"index": [0, 0], "value": second}))[4].active
+    # Cancel is offered only for a run that is still queued or running.
+    assert [tab.can_cancel(run)["interactive"] for run in (second, first, None, 99)] == [True, False, False, False]
     assert error_message(lambda: tab.pick_run(rows, gr.SelectData(None, {"index": [5, 0], "value": 0}))) == (
         "That run is no longer listed; press Refresh.")

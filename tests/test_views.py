@@ -51,14 +51,47 @@ def test_verdicts_against_truth_and_without():
     assert views.verdicts(no_claim, TRUTH) == [["no object claimed"]]
 
 
-def test_candidate_and_sentence_rows():
+def test_candidate_and_sentence_rows_come_best_rank_first():
     assert views.candidate_rows(RESULT, TRUTH) == [
-        [1, 2, "A red square. A green triangle.", 1.25, 1.25, 1.25, -0.5, -1.625, "0/2"],
-        [2, 1, "A blue heart.", 3.0, 0.0, 6.0, 6.0, -0.25, "1/1"]]
+        [1, 2, "A blue heart.", 3.0, 0.0, 6.0, 6.0, -0.25, "1/1"],
+        [2, 1, "A red square. A green triangle.", 1.25, 1.25, 1.25, -0.5, -1.625, "0/2"]]
     assert views.candidate_rows(RESULT, None)[0][-1] == "-"
+    assert views.rank_order(RESULT) == [1, 0]
     assert views.sentence_rows(RESULT, TRUTH) == [
-        [1, "A red square.", 2.0, 1.0, 3.0, "correct"], [1, "A green triangle.", 0.5, 1.5, -0.5, "correct"],
-        [2, "A blue heart.", 3.0, 0.0, 6.0, "hallucinated"]]
+        [1, 2, "A blue heart.", 3.0, 0.0, 6.0, "hallucinated"],
+        [2, 1, "A red square.", 2.0, 1.0, 3.0, "correct"], [2, 1, "A green triangle.", 0.5, 1.5, -0.5, "correct"]]
+
+
+def test_tables_highlight_the_best_row_and_colour_verdicts():
+    styles = views.styled_candidates(views.candidate_rows(RESULT, TRUTH))
+    styles._compute()
+    by_cell = {cell: dict(css) for cell, css in styles.ctx.items()}
+    assert by_cell[(0, 1)] == {"background-color": "#e3f4e8", "font-weight": "600"}  # the rank-1 row
+    assert by_cell[(0, 8)] == {"color": plots.PRIOR, "font-weight": "600"}  # 1/1 hallucinated
+    assert (1, 1) not in by_cell and (1, 8) not in by_cell  # rank 2, 0/2: plain
+    sentences = views.styled_sentences(views.sentence_rows(RESULT, TRUTH))
+    sentences._compute()
+    colours = {cell: dict(css)["color"] for cell, css in sentences.ctx.items()}
+    assert colours == {(0, 6): plots.PRIOR, (1, 6): plots.GROUNDED, (2, 6): plots.GROUNDED}
+
+
+def test_a_chosen_answer_that_hallucinates_is_flagged_with_advice():
+    assert views.hallucinated_sentences(RESULT, TRUTH, 2) == ["A blue heart."]
+    assert views.chosen_warning(RESULT, TRUTH, 2) == (
+        '**Chosen candidate #2 names an object that is not in the scene** (ground truth): &quot;A blue heart.&quot;. '
+        "Candidate #1 has no hallucinated sentence: pick it as chosen, or edit the text.")
+    assert views.chosen_warning(RESULT, TRUTH, 1) == ""
+    assert views.chosen_warning(RESULT, None, 2) == ""  # no ground truth, nothing to check
+    only_bad = {**RESULT, "candidates": [RESULT["candidates"][1]]}
+    assert views.chosen_warning(only_bad, TRUTH, 1).endswith(
+        "No candidate is free of them: edit the chosen text to remove them.")
+
+
+@pytest.mark.parametrize("model_id, shown", [
+    ("/srv/app/assets/shapes-llava", "shapes-llava"), ("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-1.5-7b-hf"),
+    ("/tmp/data/adapters/run-1", "run-1"), ("", ""), ("assets/shapes-llava", "shapes-llava")])
+def test_display_model_id_never_shows_a_server_path(model_id, shown):
+    assert views.display_model_id(model_id) == shown
 
 
 def test_choices_best_and_worst():
@@ -70,24 +103,37 @@ def test_choices_best_and_worst():
         ("#2 (rank 1, debiased 6.00): A blue heart.", 2)]
 
 
-def test_token_highlights_map_into_minus_one_to_one_with_the_scale():
+def test_token_shades_keep_the_sign_of_visual_gain_and_stretch_the_levels():
     candidate = RESULT["candidates"][0]
-    raw, scale = views.token_highlights(candidate, "raw")
-    # log p in [-3, -0.5] stretched onto [-1, 1]: v -> (v + 3) / 1.25 - 1
-    assert raw == [("A", 0.6), (" red", 1.0), (" green", -0.2), (" triangle", -1.0)]
-    assert scale == ("raw = log p(token | image, prompt). Shade: full purple = -3.000 (least likely), "
-                     "clear = -1.750, full red = -0.500 (most likely).")
-    gain, scale = views.token_highlights(candidate, "visual gain")
+    gain, legend = views.token_shades(candidate, "visual gain")
     # visual gain [0, 2, -1, 0] divided by its largest magnitude 2
     assert gain == [("A", 0.0), (" red", 1.0), (" green", -0.5), (" triangle", 0.0)]
-    assert scale == ("visual gain = log p(image) - log p(blind). Shade = value / 2.000: full purple = -2.000, "
-                     "clear = 0, full red = 2.000.")
-    flat, _ = views.token_highlights({"tokens": [_token("x", -1.0, -1.0)] * 2}, "blind")
+    assert legend == ("**visual gain** = log p(token | image) - log p(token | no image). Green: the image makes the "
+                      "token more likely (grounded); red: it is likelier without the image (prior-driven). "
+                      "Full colour = ±2.000, white = 0.")
+    raw, legend = views.token_shades(candidate, "raw")
+    # log p in [-3, -0.5] stretched onto [0, 1]: v -> (v + 3) / 2.5
+    assert raw == [("A", 0.8), (" red", 1.0), (" green", 0.4), (" triangle", 0.0)]
+    assert legend.startswith("**raw** = log p(token | image, prompt). Darker blue = higher: white = -3.000, "
+                             "full blue = -0.500.")
+    flat, _ = views.token_shades({"tokens": [_token("x", -1.0, -1.0)] * 2}, "blind")
     assert flat == [("x", 0.0), ("x", 0.0)]
-    assert views.token_highlights({"tokens": []}, "raw") == ([], "No token scores.")
+    assert views.token_shades({"tokens": []}, "raw") == ([], "No token scores.")
     missing = {"tokens": [_token("a", -1.0, -1.0), {**_token("b", 0, 0), "logprob_image": None},
                           _token("c", -3.0, -1.0)]}
-    assert views.token_highlights(missing, "raw")[0] == [("a", 1.0), ("b", 0.0), ("c", -1.0)]
+    assert views.token_shades(missing, "raw")[0] == [("a", 1.0), ("b", 0.5), ("c", 0.0)]
+
+
+def test_token_html_colours_grounded_green_and_prior_red_and_escapes_tokens():
+    candidate = {"tokens": [_token("<b>", -1.0, -3.0), _token(" sky", -3.0, -1.0), _token(" ", -1.0, -1.0)]}
+    html = views.token_html(candidate, "visual gain")
+    chips = html.split("<div class='sj-tokens'>")[1]
+    # 85% of the palette colour over white at full shade: green #1a9850 -> (60, 167, 106), red #d73027 -> (221, 79, 71)
+    assert chips == (
+        "<span class='sj-token' style='background:rgb(60, 167, 106)' title='visual gain = 2.000'>&lt;b&gt;</span>"
+        "<span class='sj-token' style='background:rgb(221, 79, 71)' title='visual gain = -2.000'>sky</span>"
+        "<span class='sj-token' style='background:rgb(255, 255, 255)' title='visual gain = 0.000'>␣</span></div>")
+    assert html.startswith("<div class='sj-legend'><b>visual gain</b> = ")
 
 
 def test_pair_scores():
@@ -97,17 +143,45 @@ def test_pair_scores():
 
 
 DECODED = {"text": "A. B.", "strategy": "debiased-judged", "nodes": [
-    {"step": 0, "text": "A.", "score": 1.0, "chosen": True, "parent": None, "raw": 2.0, "blind": 1.0},
+    {"step": 0, "text": "A.", "score": 1.0, "chosen": True, "parent": None, "raw": 2.0, "blind": 1.0, "log_odds": 0.5},
     {"step": 0, "text": "C.", "score": -1.0, "chosen": False, "parent": None, "raw": 0.5, "blind": 1.0,
-     "accepted": False},
-    {"step": 1, "text": "B.", "score": 0.5, "chosen": True, "parent": 0, "raw": 1.0, "blind": 0.5},
+     "accepted": False, "log_odds": -0.4},
+    {"step": 1, "text": "B.", "score": 0.5, "chosen": True, "parent": 0, "raw": 1.0, "blind": 0.5, "log_odds": 0.25},
     {"step": 1, "text": "", "score": None, "chosen": False, "parent": 0, "raw": None, "blind": None}]}
 
 
 def test_decode_rows_are_depth_first_and_indented():
     assert views.decode_rows(DECODED) == [
-        [0, "A.", 1.0, 2.0, 1.0, "yes", "yes"], [1, "    └ B.", 0.5, 1.0, 0.5, "yes", "yes"],
-        [1, "    └ (end of answer)", None, None, None, "yes", ""], [0, "C.", -1.0, 0.5, 1.0, "no", ""]]
+        [0, "A.", 1.0, 2.0, 1.0, 0.5, "accepted: log-odds 0.50 ≥ 0", "yes"],
+        [1, "    └ B.", 0.5, 1.0, 0.5, 0.25, "accepted: log-odds 0.25 ≥ 0", "yes"],
+        [1, "    └ (end of answer)", None, None, None, None, "the model proposed to end here", ""],
+        [0, "C.", -1.0, 0.5, 1.0, -0.4, "rejected: debiased log-odds -0.40 < 0", ""]]
+
+
+@pytest.mark.parametrize("last_step, budget, reason", [
+    ([{"text": "B.", "chosen": True, "ended": True, "n_tokens": 3}], 64, "the chosen sentence ended the answer"),
+    ([{"text": "B.", "chosen": True, "n_tokens": 6}], 8, "the token budget (8 new tokens) was used up"),
+    ([{"text": "", "chosen": False}], 64, "at step 1 the model only proposed to end the answer"),
+    ([{"text": "B.", "chosen": False, "accepted": False}, {"text": "D.", "chosen": False, "accepted": False}], 64,
+     "at step 1 every proposal was rejected: debiased log-odds < 0 (the debiased judge says no)"),
+    ([{"text": "B.", "chosen": False, "accepted": True}], 64,
+     "at step 1 the model itself would rather end (p(end) ≥ 0.5)"),
+])
+def test_stop_reason_reads_the_search_tree(last_step, budget, reason):
+    first = {"step": 0, "text": "A.", "chosen": True, "parent": None, "n_tokens": 2, "score": 1.0}
+    decoded = {"strategy": "debiased-judged", "text": "A.",
+               "nodes": [first, *({"step": 1, "parent": 0, "score": 0.0, **node} for node in last_step)]}
+    assert views.stop_reason(decoded, budget) == reason
+
+
+def test_decode_run_rows_compare_strategies_against_the_truth():
+    decoded = {"strategy": "greedy", "text": "A red square. A blue heart.", "nodes": [
+        {"step": 0, "text": "A red square.", "chosen": True, "parent": None, "n_tokens": 3, "ended": False},
+        {"step": 1, "text": "A blue heart.", "chosen": True, "parent": 0, "n_tokens": 3, "ended": True}]}
+    assert views.decode_run_row(2, decoded, 4, 64, TRUTH) == [
+        2, "greedy", "-", "A red square. A blue heart.", "the chosen sentence ended the answer", "1/2"]
+    assert views.decode_run_row(1, {**decoded, "strategy": "debiased-judged"}, 4, 64, None)[2:] == [
+        4, "A red square. A blue heart.", "the chosen sentence ended the answer", "-"]
 
 
 def test_finite_turns_nan_and_infinity_into_null():
@@ -115,8 +189,11 @@ def test_finite_turns_nan_and_infinity_into_null():
         "a": [1.0, None], "b": {"c": None, "d": "x", "e": 2}}
 
 
-def test_compare_rows_and_summary():
-    assert views.compare_rows("base", RESULT, TRUTH)[1] == ["base", 2, 1, "A blue heart.", 6.0, 6.0, "1/1"]
+def test_compare_rows_summary_and_identical_outputs():
+    assert views.compare_rows(RESULT, TRUTH) == [[1, 2, "A blue heart.", 6.0, 6.0, "1/1"],
+                                                 [2, 1, "A red square. A green triangle.", 1.25, -0.5, "0/2"]]
+    assert views.same_answers(RESULT, RESULT)
+    assert not views.same_answers(RESULT, {"candidates": RESULT["candidates"][::-1]})
     assert views.compare_summary("base", RESULT, TRUTH) == (
         "**base**: mean debiased 3.625 over 2 candidates; 1/3 sentences that name an object are "
         "hallucinated (33%)")
@@ -131,6 +208,16 @@ def test_token_heatmap_pads_rows_and_keeps_exact_values(view):
     assert list(heat.z[1]) == [RESULT["candidates"][1]["tokens"][0][key], None, None, None]
     assert list(heat.y) == ["#1 (rank 2)", "#2 (rank 1)"]
     assert heat.hovertext[0][1] == f"' red'<br>{view} = {RESULT['candidates'][0]['tokens'][1][key]:.4f}"
+    assert [list(row) for row in heat.text] == [["A", "red", "green", "triangle"[:6] + "…"], ["A", "", "", ""]]
+    assert heat.xgap == heat.ygap == 3  # cells, and their labels, stand apart
+    signed = view == "visual gain"
+    assert (heat.zmid, heat.colorscale[0][1], heat.colorscale[-1][1]) == (
+        (0, plots.PRIOR, plots.GROUNDED) if signed else (None, "#ffffff", plots.HIGHER))
+
+
+def test_a_long_answer_keeps_its_heatmap_labels_for_hover_only():
+    long = {"candidates": [{**RESULT["candidates"][0], "tokens": RESULT["candidates"][0]["tokens"] * 7}]}
+    assert plots.token_heatmap(long, "visual gain").data[0].texttemplate == ""
 
 
 def test_sentence_scatter_groups_by_verdict_and_draws_the_diagonal():
@@ -138,6 +225,7 @@ def test_sentence_scatter_groups_by_verdict_and_draws_the_diagonal():
     by_name = {trace.name: trace for trace in figure.data}
     assert (list(by_name["correct"].x), list(by_name["correct"].y)) == ([1.0, 1.5], [2.0, 0.5])
     assert (list(by_name["hallucinated"].x), list(by_name["hallucinated"].y)) == ([0.0], [3.0])
+    assert (by_name["correct"].marker.color, by_name["hallucinated"].marker.color) == (plots.GROUNDED, plots.PRIOR)
     assert list(by_name["raw = blind"].x) == list(by_name["raw = blind"].y) == pytest.approx([-0.15, 3.15])
 
 
@@ -145,9 +233,11 @@ def test_decode_tree_places_steps_in_columns_and_marks_the_chosen_path():
     figure = plots.decode_tree(DECODED)
     edges = [t for t in figure.data if t.mode == "lines"]
     assert [(list(e.x), list(e.y)) for e in edges] == [([0, 1], [0, 0]), ([0, 1], [0, -1])]
-    assert [e.line.color for e in edges] == ["#2a9d8f", "#ccc"]
+    assert [e.line.color for e in edges] == [plots.GROUNDED, "#ccc"]
     by_name = {t.name: t for t in figure.data if t.mode == "markers+text"}
     assert (list(by_name["chosen"].x), list(by_name["chosen"].y)) == ([0, 1], [0, 0])
-    assert (list(by_name["rejected by the judge"].x), list(by_name["rejected by the judge"].y)) == ([0], [-1])
-    assert list(by_name["proposed"].text) == ["n/a"]  # the end proposal has no score
-    assert by_name["proposed"].hovertext[0] == "step 1: (end of answer)<br>score n/a"
+    rejected = by_name["rejected by the judge (debiased log-odds < 0)"]
+    assert (list(rejected.x), list(rejected.y), rejected.marker.color) == ([0], [-1], plots.PRIOR)
+    assert by_name["chosen"].marker.color == plots.GROUNDED
+    assert list(by_name["proposed, not chosen"].text) == ["n/a"]  # the end proposal has no score
+    assert by_name["proposed, not chosen"].hovertext[0] == "step 1: (end of answer)<br>score n/a"
