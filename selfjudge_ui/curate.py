@@ -175,7 +175,7 @@ class Curate:
         """Summary Markdown, counts by source, counts by model."""
         stats = self.store_factory().stats()
         return (stats_markdown(stats), [[source, count] for source, count in stats["by_source"].items()],
-                [[model or "(none)", count] for model, count in stats["by_model"].items()])
+                [[display_model_id(model) or "(none)", count] for model, count in stats["by_model"].items()])
 
     def first_view(self) -> tuple:
         """What the tab shows when the page loads: the newest pairs and the statistics."""
@@ -314,7 +314,7 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
     gallery = gr.Gallery(label="Pairs (click one to open it)", columns=8, height=260, allow_preview=False,
                          format="png", elem_id="curate-gallery")
     table = gr.Dataframe(headers=PAIR_COLUMNS, label="Pairs", interactive=False, wrap=True, elem_id="curate-table",
-                         column_widths=["5%", "7%", "11%", "17%", "20%", "20%", "7%", "9%", "4%"], elem_classes=["sj-table"])
+                         column_widths=[48, 70, 120, 170, 230, 230, 70, 160, 72], elem_classes=["sj-table"])
     shown_ids = gr.State([])
     with gr.Row():
         # A text box, not gr.Number: an empty Number shows 0, which is no pair.

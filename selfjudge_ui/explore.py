@@ -507,11 +507,12 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
                                        [accepted], api_name="accept_pair")
     decode_fn = on_gpu(handlers.decode, _decode_seconds)
     decode_button.click(decode_fn, [image_file, question, decode_strategy, k, max_new_tokens, seed, *judge_inputs],
-                        [decoded_text, tree, tree_rows, last_run], api_name="decode").success(
+                        [decoded_text, tree, tree_rows, last_run], api_name="decode",
+                        show_progress_on=[decoded_text]).success(
         handlers.record_run, [last_run, runs, scene_seed, image_file], [stop_note, runs, decode_runs], **private)
     refresh.click(handlers.adapter_choices, None, [adapter], **private)
     compare_fn = on_gpu(handlers.compare, lambda *a, **kw: 2 * _score_seconds(*a, **kw))
     compare_button.click(compare_fn, [image_file, scene_seed, question, n, strategy, seed, *judge_inputs, adapter],
-                         [comparison, base_rows, tuned_rows], api_name="compare")
+                         [comparison, base_rows, tuned_rows], api_name="compare", show_progress_on=[comparison])
     return ExploreTab(handlers=handlers, adapter_picker=adapter, compare_section=compare_section,
                       accepted=accept_event)

@@ -96,6 +96,15 @@ def sentence_scatter(result: dict, verdicts: list[list[str]]) -> go.Figure:
     return figure
 
 
+def _node_hover(node: dict) -> str:
+    """A search-tree node's sentence, selection score and (for judged proposals) the judge's verdict."""
+    hover = f"step {node['step']}: {node['text'] or '(end of answer)'}<br>score {_fmt(node['score'])}"
+    if node.get("log_odds") is not None:
+        verdict = "rejected: < 0" if node.get("accepted") is False else "accepted: ≥ 0"
+        hover += f"<br>debiased log-odds {_fmt(node['log_odds'])} ({verdict})"
+    return hover
+
+
 def decode_tree(decoded: dict) -> go.Figure:
     """The self-judged decoding search: one column per step, edges to the parent, chosen path highlighted."""
     nodes = decoded["nodes"]
@@ -128,8 +137,7 @@ def decode_tree(decoded: dict) -> go.Figure:
         figure.add_trace(go.Scatter(
             x=[positions[i][0] for i in picked], y=[positions[i][1] for i in picked], mode="markers+text",
             name=name, text=[_fmt(nodes[i]["score"], 2) for i in picked], textposition="top center",
-            hovertext=[f"step {nodes[i]['step']}: {nodes[i]['text'] or '(end of answer)'}<br>"
-                       f"score {_fmt(nodes[i]['score'])}" for i in picked], hoverinfo="text",
+            hovertext=[_node_hover(nodes[i]) for i in picked], hoverinfo="text",
             marker={"size": size, "color": colour, "symbol": symbol}))
     deepest = max(rows_at_step.values(), default=1)
     figure.update_layout(title=f"Search tree ({decoded['strategy']}): number = selection score; hover for the sentence",

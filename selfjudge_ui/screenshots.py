@@ -4,7 +4,8 @@ Starts the studio in-process on a throw-away data folder, draws a shapes scene b
 scores it, runs self-judged decoding, accepts the default pair, opens it in Curate and
 shows the Fine-tune tab.
 
-Run:  python -m selfjudge_ui.screenshots --out docs            # the embedded model
+Run:  python -m selfjudge_ui.screenshots --out docs            # the embedded model, desktop width
+      python -m selfjudge_ui.screenshots --out docs --width 390  # a phone (390x844): *-390.png
       python -m selfjudge_ui.screenshots --model /path/to/model --out /tmp/shots
 """
 
@@ -23,63 +24,82 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 
 
-def take_screenshots(model: str, out: Path, seed: int = 67, port: int = 7891, timeout_ms: int = 600_000) -> list[Path]:
-    """Drive the studio through its main flow and save one PNG per tab (and one of the decoding tree)."""
+DESKTOP_WIDTH = 1280
+PHONE_HEIGHT = 844  # an iPhone 12-14 sized screen
+
+
+def take_screenshots(model: str, out: Path, seed: int = 67, port: int = 7891, timeout_ms: int = 600_000,
+                     width: int = DESKTOP_WIDTH) -> list[Path]:
+    """Drive the studio through its main flow and save one PNG per tab (and one of the decoding tree).
+
+    At the desktop width the PNGs are <tab>.png, whole pages; at any other width they are <tab>-<width>.png,
+    and Explore is also shot as the first screen a person sees after scoring (explore-<width>-results.png).
+    """
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="selfjudge-shots-") as data_dir:
-        settings = StudioSettings(model=ModelSettings(model=model), data=DataSettings(data_dir=Path(data_dir)))
+    with tempfile.TemporaryDirectory(prefix="selfjudge-shots-") as scratch:
+        # Named "data" like the default folder, since the page header shows the data folder's name.
+        settings = StudioSettings(model=ModelSettings(model=model), data=DataSettings(data_dir=Path(scratch) / "data"))
         demo = build_app(settings)
         _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True,
                                 **{**launch_options(settings), "server_name": "127.0.0.1", "server_port": port})
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+                height = 900 if width == DESKTOP_WIDTH else PHONE_HEIGHT
+                page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1)
                 page.set_default_timeout(timeout_ms)
-                saved = _explore(page, url, out, seed) + _curate(page, out) + _finetune(page, out)
+                suffix = "" if width == DESKTOP_WIDTH else f"-{width}"
+                saved = (_explore(page, url, out, seed, suffix) + _curate(page, out, suffix)
+                         + _finetune(page, out, suffix))
                 browser.close()
         finally:
             demo.close()
     return saved
 
 
-def _explore(page, url: str, out: Path, seed: int) -> list[Path]:
+def _explore(page, url: str, out: Path, seed: int, suffix: str) -> list[Path]:
     page.goto(url)
     page.locator("#explore-scene-seed input").fill(str(seed))
     page.locator("#explore-scene-seed input").press("Enter")
-    page.locator("#explore-preview img").wait_for()
+    page.locator("#explore-truth", has_text=f"scene {seed}:").wait_for()
     page.click("#explore-score")
     page.locator("#explore-status", has_text="Scored").wait_for()
-    page.wait_for_timeout(1500)  # plots finish drawing
-    page.screenshot(path=out / "explore.png", full_page=True)
+    page.wait_for_timeout(1500)  # plots finish drawing, the view finishes scrolling to the results
+    saved = [out / f"explore{suffix}.png"]
+    if suffix:
+        saved.append(out / f"explore{suffix}-results.png")
+        page.screenshot(path=saved[-1])  # what the person sees right after pressing the button
+    page.screenshot(path=saved[0], full_page=True)
     page.get_by_text("Self-judged decoding").click()
     page.click("#explore-decode")
     page.locator("#explore-decoded", has_text="debiased-judged").wait_for()
+    page.locator("#explore-decode-stop", has_text="Stopped because").wait_for()
     page.wait_for_timeout(1500)
-    page.locator("#explore-decode-section").screenshot(path=out / "decode.png")
+    page.locator("#explore-decode-section").screenshot(path=out / f"decode{suffix}.png")
     page.click("#explore-accept")
     page.locator("#explore-accepted", has_text="Saved pair").wait_for()
-    return [out / "explore.png", out / "decode.png"]
+    return [*saved, out / f"decode{suffix}.png"]
 
 
-def _curate(page, out: Path) -> list[Path]:
+def _curate(page, out: Path, suffix: str) -> list[Path]:
     page.get_by_role("tab", name="Curate").click()
-    page.click("#curate-search-button")
-    page.locator("#curate-pair-id input").fill("1")
+    page.locator("#curate-summary", has_text="of 1 pairs").wait_for()  # listed without pressing Search
+    page.locator("#curate-gallery img").first.wait_for()
+    page.locator("#curate-pair-id input, #curate-pair-id textarea").first.fill("1")
     page.click("#curate-open")
-    page.locator("#curate-details", has_text="1").wait_for()
+    page.locator("#curate-details", has_text="Pair #1").wait_for()
     page.wait_for_timeout(1000)
-    page.screenshot(path=out / "curate.png", full_page=True)
-    return [out / "curate.png"]
+    page.screenshot(path=out / f"curate{suffix}.png", full_page=True)
+    return [out / f"curate{suffix}.png"]
 
 
-def _finetune(page, out: Path) -> list[Path]:
+def _finetune(page, out: Path, suffix: str) -> list[Path]:
     page.get_by_role("tab", name="Fine-tune").click()
     page.wait_for_timeout(1500)
-    page.screenshot(path=out / "finetune.png", full_page=True)
-    return [out / "finetune.png"]
+    page.screenshot(path=out / f"finetune{suffix}.png", full_page=True)
+    return [out / f"finetune{suffix}.png"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,8 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=67, help="shapes scene to explore (default 67: the model "
                         "sometimes adds the prior's partner, a green triangle)")
     parser.add_argument("--port", type=int, default=7891, help="local port for the temporary server")
+    parser.add_argument("--width", type=int, default=DESKTOP_WIDTH,
+                        help=f"browser width in pixels (default {DESKTOP_WIDTH}; e.g. 390 for a phone, "
+                             f"{PHONE_HEIGHT} px tall)")
     args = parser.parse_args(argv)
-    for path in take_screenshots(args.model, args.out, args.seed, args.port):
+    for path in take_screenshots(args.model, args.out, args.seed, args.port, width=args.width):
         print(path)
 
 

@@ -18,8 +18,8 @@ CANDIDATE_COLUMNS = ["rank", "#", "answer", "raw", "blind", "debiased", "min deb
 SENTENCE_COLUMNS = ["rank", "#", "sentence", "raw", "blind", "debiased", "verdict"]
 # Column widths in pixels: they fit a desktop's results column, and a phone scrolls the table sideways
 # rather than squeezing each header into one letter per line.
-CANDIDATE_WIDTHS = [52, 34, 190, 56, 60, 84, 84, 94, 108]
-SENTENCE_WIDTHS = [52, 34, 300, 56, 60, 84, 130]
+CANDIDATE_WIDTHS = [52, 34, 178, 62, 62, 84, 84, 94, 108]
+SENTENCE_WIDTHS = [52, 34, 300, 62, 62, 84, 130]
 DECODE_COLUMNS = ["step", "sentence (indented under its parent)", "score", "raw", "blind", "debiased log-odds",
                   "judge", "chosen"]
 DECODE_RUN_COLUMNS = ["run", "strategy", "k", "answer", "why it stopped", "hallucinated"]

@@ -115,6 +115,9 @@ def test_progress_curves_and_history_row_of_a_run():
     assert [(trace.name, list(trace.x), list(trace.y)) for trace in figure.data] == [
         ("loss", [1, 2], [0.69, 0.6]), ("chosen", [1, 2], [0.01, 0.05]), ("rejected", [1, 2], [-0.02, -0.1]),
         ("margin", [1, 2], [0.03, 0.15]), ("accuracy", [1, 2], [1.0, 0.5])]
+    assert (figure.layout.xaxis.dtick, figure.layout.xaxis.tickformat) == (1, "d")  # whole steps, no 1.5
+    long_run = {**run, "metrics": [{**run["metrics"][0], "step": step} for step in range(1, 46)]}
+    assert curves_figure(long_run).layout.xaxis.dtick == 5
     assert run_row(run) == [3, "a<b", "running", 5, "ipo beta=0.1 lr=0.0005 epochs=2 batch=2 LoRA r=8/alpha=16 "
                             "+projector", 2, 0.6, 0.15, 0.5, "", "", "2025-01-01 00:00:01", ""]
     # A half-written adapter is never offered: only finished rows show their adapter path.

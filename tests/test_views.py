@@ -241,3 +241,4 @@ def test_decode_tree_places_steps_in_columns_and_marks_the_chosen_path():
     assert by_name["chosen"].marker.color == plots.GROUNDED
     assert list(by_name["proposed, not chosen"].text) == ["n/a"]  # the end proposal has no score
     assert by_name["proposed, not chosen"].hovertext[0] == "step 1: (end of answer)<br>score n/a"
+    assert rejected.hovertext[0] == "step 0: C.<br>score -1.0000<br>debiased log-odds -0.4000 (rejected: < 0)"
