@@ -87,13 +87,13 @@ def build_app(settings: StudioSettings | None = None) -> gr.Blocks:
                                               explore_compare=explore.compare_section)
         # Each tab shows the store as it is now: when it is opened, and after a pair is accepted.
         for listener in (curate_tab.select, explore.accepted.success):
-            curate.refresh_on(listener)
+            curate.live.refresh_on(listener)
         for listener in (finetune_tab.select, explore.accepted.success):
-            finetune.refresh_on(listener)
+            finetune.live.refresh_on(listener)
     return demo.queue(max_size=QUEUE_SIZE)
 
 
 def launch_options(settings: StudioSettings) -> dict:
-    """Keyword arguments for Blocks.launch: where to serve, upload size cap, the example folder."""
+    """Keyword arguments for Blocks.launch: where to serve, upload size cap, the example folder, the studio's CSS."""
     return {"server_name": settings.host, "server_port": settings.port, "share": settings.share,
             "max_file_size": settings.max_file_size, "allowed_paths": [str(EXAMPLES_DIR)], "css": STUDIO_CSS}

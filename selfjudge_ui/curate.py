@@ -21,6 +21,7 @@ from core.config import DataSettings
 from core.exchange import FORMATS, archive_export, export_pairs, import_pairs
 from core.store import SOURCES, DuplicatePairError, NotFoundError, Pair, Store
 from selfjudge_ui.access import AccessSettings, require_admin
+from selfjudge_ui.live import LiveView
 from selfjudge_ui.settings import InputLimits
 from selfjudge_ui.views import display_model_id
 
@@ -78,7 +79,8 @@ def metadata_line(pair: Pair) -> str:
 
 def pair_row(pair: Pair) -> list:
     """One line of the pairs table."""
-    return [pair.id, pair.source, display_model_id(pair.model_id), _short(pair.prompt), _short(pair.chosen), _short(pair.rejected),
+    return [pair.id, pair.source, display_model_id(pair.model_id), _short(pair.prompt), _short(pair.chosen),
+            _short(pair.rejected),
             _number(pair.margin), pair.created_at[:19].replace("T", " "), "yes" if pair.deleted_at else ""]
 
 
@@ -158,10 +160,11 @@ class Curate:
         except NotFoundError as error:
             raise gr.Error(f"{error}.") from error
         metadata = metadata_line(pair)
+        deleted = f"; **deleted** {pair.deleted_at} (Restore undoes it)" if pair.deleted_at else ""
+        settings = f"  \n{metadata[0].upper()}{metadata[1:]}." if metadata else ""  # a second line
         details = (f"Pair #{pair.id}: source **{pair.source}**, model `{display_model_id(pair.model_id) or '-'}`"
                    f"{', adapter `' + display_model_id(pair.adapter) + '`' if pair.adapter else ''}, saved "
-                   f"{pair.created_at}{'; **deleted** ' + pair.deleted_at + ' (Restore undoes it)' if pair.deleted_at else ''}."
-                   f"{'  ' + chr(10) + metadata[0].upper() + metadata[1:] + '.' if metadata else ''}")
+                   f"{pair.created_at}{deleted}.{settings}")
         return (number, image, pair.prompt, pair.chosen, pair.rejected, score_rows(pair), pair.note, details)
 
     def pick(self, ids: list[int] | None, evt: gr.SelectData) -> tuple:
@@ -280,16 +283,10 @@ class Curate:
 
 @dataclass
 class CurateTab:
-    """The tab's handlers, and how other events make it show the store as it is now."""
+    """The tab's handlers, and its list and statistics as a view other events can refresh."""
 
     handlers: Curate
-    list_inputs: list
-    refresh_outputs: list
-
-    def refresh_on(self, listener: Callable) -> None:
-        """Refresh the list and statistics on an event listener, e.g. a tab's .select or an event's .success."""
-        listener(self.handlers.refresh, self.list_inputs, self.refresh_outputs, api_visibility="private",
-                 show_progress="hidden")
+    live: LiveView
 
 
 def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox | None = None,
@@ -333,7 +330,8 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
                                       elem_id="curate-rejected")
             note = gr.Textbox(label="Note", max_length=limits.max_note_chars, elem_id="curate-note")
     scores = gr.Dataframe(headers=SCORE_COLUMNS, label="Scores: chosen vs rejected (judge settings and ranks are in "
-                          "the details line above)", interactive=False, elem_id="curate-scores", elem_classes=["sj-table"])
+                          "the details line above)", interactive=False, elem_id="curate-scores",
+                          elem_classes=["sj-table"])
     with gr.Row():
         save_button = gr.Button("Save edits", variant="primary", elem_id="curate-save")
         delete_button = gr.Button("Delete", variant="stop", elem_id="curate-delete")
@@ -343,8 +341,10 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
         stats_button = gr.Button("Refresh statistics", elem_id="curate-stats-button")
         stats_text = gr.Markdown(elem_id="curate-stats")
         with gr.Row():
-            by_source = gr.Dataframe(headers=["source", "pairs"], label="By source", interactive=False, elem_classes=["sj-table"])
-            by_model = gr.Dataframe(headers=["model", "pairs"], label="By model", interactive=False, elem_classes=["sj-table"])
+            by_source = gr.Dataframe(headers=["source", "pairs"], label="By source", interactive=False,
+                                     elem_classes=["sj-table"])
+            by_model = gr.Dataframe(headers=["model", "pairs"], label="By model", interactive=False,
+                                    elem_classes=["sj-table"])
     with gr.Accordion("Export and import (TRL preference dataset)", open=False):
         gr.Markdown("Export writes the listed filters' live pairs under the data folder's `exports/` and offers "
                     "a download: Parquet (images embedded) or a zip of data.jsonl + images/. "
@@ -387,4 +387,4 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
     import_button.click(handlers.import_pairs, [import_file, admin_token], [exchange_status],
                         api_name="import_pairs").success(handlers.refresh, list_inputs,
                                                          [*list_outputs, *stats_outputs], **private)
-    return CurateTab(handlers=handlers, list_inputs=list_inputs, refresh_outputs=[*list_outputs, *stats_outputs])
+    return CurateTab(handlers=handlers, live=LiveView(handlers.refresh, list_inputs, [*list_outputs, *stats_outputs]))

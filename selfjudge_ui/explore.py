@@ -411,7 +411,8 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
             status = gr.Markdown(elem_id="explore-status")
             candidates = gr.Dataframe(headers=views.CANDIDATE_COLUMNS, label="Candidates (best rank first; "
                                       "click a row to see its tokens)", interactive=False, wrap=True,
-                                      column_widths=views.CANDIDATE_WIDTHS, elem_id="explore-candidates", elem_classes=["sj-table"])
+                                      column_widths=views.CANDIDATE_WIDTHS, elem_id="explore-candidates",
+                                      elem_classes=["sj-table"])
             gr.Markdown(views.SCORE_HELP, elem_classes=["sj-help"])
             with gr.Row():
                 token_candidate = gr.Dropdown(label="Candidate", choices=[], allow_custom_value=True, scale=3,
@@ -451,7 +452,8 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
         decoded_text = gr.Markdown(elem_id="explore-decoded")
         stop_note = gr.Markdown(elem_id="explore-decode-stop")
         decode_runs = gr.Dataframe(headers=views.DECODE_RUN_COLUMNS, label="Runs this session (newest first)",
-                                   interactive=False, wrap=True, elem_id="explore-decode-runs", elem_classes=["sj-table"])
+                                   interactive=False, wrap=True, elem_id="explore-decode-runs",
+                                   elem_classes=["sj-table"])
         tree = gr.Plot(label="Search tree")
         tree_rows = gr.Dataframe(headers=views.DECODE_COLUMNS, label="Search tree (indented)", interactive=False,
                                  wrap=True, elem_classes=["sj-table"])
@@ -467,9 +469,11 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
         comparison = gr.Markdown(elem_id="explore-comparison")
         with gr.Row(equal_height=False):
             base_rows = gr.Dataframe(headers=views.COMPARE_COLUMNS, label="Base model", interactive=False,
-                                     wrap=True, min_width=300, elem_id="explore-compare-base", elem_classes=["sj-table"])
+                                     wrap=True, min_width=300, elem_id="explore-compare-base",
+                                     elem_classes=["sj-table"])
             tuned_rows = gr.Dataframe(headers=views.COMPARE_COLUMNS, label="Fine-tuned adapter", interactive=False,
-                                      wrap=True, min_width=300, elem_id="explore-compare-adapter", elem_classes=["sj-table"])
+                                      wrap=True, min_width=300, elem_id="explore-compare-adapter",
+                                      elem_classes=["sj-table"])
     with gr.Accordion("Scored result (JSON)", open=False):
         scored = gr.JSON(label="Result")
     last_run = gr.State(None)

@@ -36,6 +36,7 @@ from selfjudge_ui import inputs
 from selfjudge_ui.access import require_admin
 from selfjudge_ui.explore import adapter_folders
 from selfjudge_ui.gpu import on_gpu
+from selfjudge_ui.live import LiveView
 from selfjudge_ui.settings import StudioSettings
 from selfjudge_ui.views import display_model_id
 
@@ -395,16 +396,10 @@ def _curate_seconds(*args, **kwargs) -> int:
 
 @dataclass
 class FinetuneTab:
-    """The tab's handlers, and how other events make it show the store as it is now."""
+    """The tab's handlers, and its pair count and run history as a view other events can refresh."""
 
     handlers: Finetune
-    filters: list
-    refresh_outputs: list
-
-    def refresh_on(self, listener: Callable) -> None:
-        """Refresh the pair count and run history on an event listener (a tab's .select, an event's .success)."""
-        listener(self.handlers.refresh, self.filters, self.refresh_outputs, api_visibility="private",
-                 show_progress="hidden")
+    live: LiveView
 
 
 def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Store],
@@ -515,4 +510,4 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
                                     admin_token], [curate_status, seed_offset], api_name="self_curate",
                         show_progress_on=[curate_status]).success(
         handlers.count_pairs, filters, [pair_count, model], **private)
-    return FinetuneTab(handlers=handlers, filters=filters, refresh_outputs=[pair_count, model, runs])
+    return FinetuneTab(handlers=handlers, live=LiveView(handlers.refresh, filters, [pair_count, model, runs]))

@@ -112,8 +112,8 @@ def test_a_first_visit_on_the_embedded_model(browser, embedded, tmp_path):
     # Clicking the rank-2 row shows that candidate's tokens.
     second = page.locator("#explore-candidates [data-testid=cell-1-1]").inner_text().strip()
     page.locator("#explore-candidates [data-testid=cell-1-2]").click()
-    page.wait_for_function(f"() => document.querySelector('#explore-tokens') && "
-                           f"[...document.querySelectorAll('input')].some(i => i.value.startsWith('#{second} (rank 2'))")
+    page.wait_for_function("label => [...document.querySelectorAll('input')].some(i => i.value.startsWith(label))",
+                           arg=f"#{second} (rank 2")
     assert page.locator("#explore-tokens .sj-token").count() > 3
 
     # Accept the default pair; Curate already lists it when opened, with no Search click.

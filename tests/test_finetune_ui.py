@@ -303,7 +303,8 @@ def test_clicking_a_history_row_watches_that_run(tab, store):
     picked = tab.pick_run(rows, clicked)
     assert (picked[0], picked[1], picked[4].active) == (
         first, '<progress value="0" max="1" style="width:100%"></progress><div>Run #1 <b>first</b>: finished after 0 '
-               "steps; adapter saved as <code></code> (Open adapter in Explore compares it with the base model)</div>", False)
+               "steps; adapter saved as <code></code> (Open adapter in Explore compares it with the base "
+               "model)</div>", False)
     assert tab.pick_run(rows, gr.SelectData(None, {"index": [0, 0], "value": second}))[4].active
     # Cancel is offered only for a run that is still queued or running.
     assert [tab.can_cancel(run)["interactive"] for run in (second, first, None, 99)] == [True, False, False, False]
