@@ -296,9 +296,7 @@ class Explore:
         row = views.decode_run_row(len(runs or []) + 1, decoded, run["k"], run["max_new_tokens"], truth)
         runs = [row, *(runs or [])][:MAX_KEPT_RUNS]
         reason = views.stop_reason(decoded, run["max_new_tokens"])
-        rule = ("" if not decoded["strategy"].endswith("judged") else
-                " Rule: a proposal is kept only if its debiased log-odds ≥ 0; among those, the highest selection "
-                "score (debiased judge score + 2 × mean token log-prob) is chosen.")
+        rule = f" {views.SELECTION_RULE}" if decoded["strategy"].endswith("judged") else ""
         return f"**Stopped because** {reason}.{rule}", runs, runs
 
     # Base vs adapter -----------------------------------------------------------------------------

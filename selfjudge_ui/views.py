@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from core.decoding import DecodeOptions
 from core.judge import json_safe
 from core.metrics import sentence_is_hallucinated
 from core.world import Scene
@@ -27,7 +28,11 @@ COMPARE_COLUMNS = ["rank", "#", "answer", "debiased", "min debiased", "hallucina
 SCORE_FIELDS = {"raw": "mean_raw", "blind": "mean_blind", "debiased": "mean_debiased",
                 "min_debiased": "min_debiased", "likelihood": "likelihood", "rank": "rank"}
 NO_TRUTH = "no ground truth"
-REJECT_RULE = "rejected: debiased log-odds < 0 (the debiased judge says no)"
+# What core.decoding's judged strategies do with each proposal, from its own defaults.
+REJECT_RULE = f"rejected: debiased log-odds < {DecodeOptions().reject_below:g} (the debiased judge says no)"
+SELECTION_RULE = (f"Rule: a proposal is kept only if its debiased log-odds ≥ {DecodeOptions().reject_below:g}; "
+                  f"among those, the highest selection score (debiased judge score + "
+                  f"{DecodeOptions().likelihood_weight:g} × mean token log-prob) is chosen.")
 
 # Above the results: what a first-time reader needs, in three lines.
 HOW_TO_READ = (
