@@ -1,7 +1,8 @@
 """A real browser (Debian's chromium, driven by Playwright) walks the studio as a person does and checks what
 they see: results in view after scoring, a busy button, the best candidate highlighted, stale results marked,
-no error overlay on the tables, the off-world banner for a photo, Curate up to date without a click, no
-server path anywhere, a usable phone layout, and the fine-tune -> compare hand-off.
+no error overlay on the tables, the off-world banner for a photo, Curate up to date without a click, judged
+decoding's rule, stop reason and kept runs, no server path anywhere, a usable phone layout, and the
+fine-tune -> compare hand-off.
 Skipped where /usr/bin/chromium is absent (CI installs it)."""
 
 from __future__ import annotations
@@ -149,6 +150,17 @@ def test_a_first_visit_on_the_embedded_model(browser, embedded, tmp_path):
     assert "python app.py --model" in page.locator("#explore-domain").inner_text()
     _draw_scene(page, 22)
     page.locator("#explore-domain").wait_for(state="hidden")
+
+    # Judged decoding says why it stopped and by which rule, and keeps each run for comparison.
+    page.get_by_label("Question").fill("Describe the image.")
+    page.get_by_text("Self-judged decoding").click()
+    page.click("#explore-decode")
+    page.locator("#explore-decode-stop", has_text="Stopped because").wait_for()
+    assert "debiased log-odds ≥ 0" in page.locator("#explore-decode-stop").inner_text()
+    page.locator("#explore-decode-section").get_by_label("greedy").check()
+    page.click("#explore-decode")
+    page.locator("#explore-decode-runs [data-testid=cell-1-1]", has_text="debiased-judged").wait_for()
+    assert page.locator("#explore-decode-runs [data-testid=cell-0-1]").inner_text().strip() == "greedy"
     assert _server_paths(page, settings) == []
     page.close()
 
