@@ -21,11 +21,12 @@ from pathlib import Path
 import gradio as gr
 
 from core.config import REPO_ROOT
-from core.decoding import decode
+from core.decoding import DecodeOptions, decode
 from core.images import image_sha256
 from core.judge import judge
 from core.loading import LoadedModel, get_model
 from core.prompts import DESCRIBE_QUESTION
+from core.safety import SafetySettings, format_verdict
 from core.store import DuplicatePairError, Pair, Store
 from core.world import Scene, make_scene, render
 from selfjudge_ui import inputs, plots, views
@@ -219,8 +220,11 @@ class Explore:
     # Self-judged decoding ------------------------------------------------------------------------
 
     def decode(self, file, question, strategy, k, max_new_tokens, seed, alpha, kind, prompt, custom_template,
-               progress=gr.Progress()) -> tuple:
-        """Decode sentence by sentence, picking each next sentence by its judge score; show the search tree."""
+               safety_on=False, safety_probability=0.5, progress=gr.Progress()) -> tuple:
+        """Decode sentence by sentence, picking each next sentence by its judge score; show the search tree.
+
+        With the safety defence on, the answer is refused if a sentence's P(harmful) reaches the threshold.
+        """
         image = inputs.read_image(file, self.limits)
         question = inputs.check_text("question", question, self.limits.max_question_chars)
         strategy = inputs.check_choice("decoding strategy", strategy, inputs.DECODE_STRATEGIES)
@@ -228,13 +232,20 @@ class Explore:
         max_new_tokens = inputs.check_integer("max new tokens", max_new_tokens, 1, self.limits.max_new_tokens)
         seed = inputs.check_integer("seed", seed, 0, inputs.MAX_SEED)
         judge_settings = inputs.judge_settings(alpha, kind, prompt, custom_template, self.limits)
+        safety = None
+        if safety_on:
+            threshold = inputs.check_number("safety threshold P(harmful)", safety_probability, 0.01, 0.99)
+            safety = SafetySettings.from_probability(threshold, alpha=judge_settings.alpha)
         progress(0.05, desc="Loading the model")
         loaded = self._model()
         progress(0.2, desc=f"Decoding with {strategy}")
         with _core_errors():
-            decoded = views.finite(dataclasses.asdict(decode(loaded, image, question, strategy, judge_settings,
-                                                             k=k, max_new_tokens=max_new_tokens, seed=seed)))
-        return f"**{strategy}:** {decoded['text']}", plots.decode_tree(decoded), views.decode_rows(decoded)
+            result = decode(loaded, image, question, strategy, judge_settings, k=k, max_new_tokens=max_new_tokens,
+                            seed=seed, options=DecodeOptions(safety=safety))
+        decoded = views.finite(dataclasses.asdict(result))
+        report = format_verdict(result.safety) if result.safety else ""
+        return (f"**{strategy}:** {decoded['text']}", plots.decode_tree(decoded), views.decode_rows(decoded),
+                report)
 
     # Base vs adapter -----------------------------------------------------------------------------
 
@@ -347,8 +358,12 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
             decode_strategy = gr.Radio(inputs.DECODE_STRATEGIES, value="debiased-judged", label="Strategy")
             k = gr.Slider(1, limits.max_candidates, value=4, step=1, label="Proposals per step (k)")
             max_new_tokens = gr.Slider(8, limits.max_new_tokens, value=64, step=8, label="Max new tokens")
+        with gr.Row():
+            safety_on = gr.Checkbox(False, label="Safety defence (refuse if a sentence judges itself harmful)")
+            safety_probability = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Refuse at P(harmful) >=")
         decode_button = gr.Button("Decode", elem_id="explore-decode")
         decoded_text = gr.Markdown(elem_id="explore-decoded")
+        safety_report = gr.Markdown(elem_id="explore-safety")
         tree = gr.Plot(label="Search tree")
         tree_rows = gr.Dataframe(headers=views.DECODE_COLUMNS, label="Search tree (indented)", interactive=False,
                                  wrap=True, column_widths=["6%", "52%", "9%", "9%", "9%", "8%", "7%"])
@@ -387,8 +402,9 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
     accept_button.click(handlers.accept_pair, [scored, image_file, chosen, rejected, chosen_text, note], [accepted],
                         api_name="accept_pair")
     decode_fn = on_gpu(handlers.decode, _decode_seconds)
-    decode_button.click(decode_fn, [image_file, question, decode_strategy, k, max_new_tokens, seed, *judge_inputs],
-                        [decoded_text, tree, tree_rows], api_name="decode")
+    decode_button.click(decode_fn, [image_file, question, decode_strategy, k, max_new_tokens, seed, *judge_inputs,
+                                    safety_on, safety_probability],
+                        [decoded_text, tree, tree_rows, safety_report], api_name="decode")
     refresh.click(handlers.adapter_choices, None, [adapter], api_visibility="private")
     compare_fn = on_gpu(handlers.compare, lambda *a, **kw: 2 * _score_seconds(*a, **kw))
     compare_button.click(compare_fn, [image_file, scene_seed, question, n, strategy, seed, *judge_inputs, adapter],

@@ -181,8 +181,8 @@ def test_decode_shows_what_core_decoding_returns(studio):
 
     client, settings, workdir = studio
     path = _scene_file(workdir, 12)
-    text, tree, rows = client.predict(handle_file(str(path)), QUESTION, "debiased-judged", 2, 16, 3, 1.0, "logit",
-                                      "faithfulness", "", api_name="/decode")
+    text, tree, rows, safety = client.predict(handle_file(str(path)), QUESTION, "debiased-judged", 2, 16, 3, 1.0,
+                                              "logit", "faithfulness", "", False, 0.5, api_name="/decode")
     expected = decode(get_model(settings.model), render(make_scene(12)), QUESTION, "debiased-judged",
                       JudgeSettings(alpha=1.0, kind="logit", template="faithfulness"), k=2, max_new_tokens=16,
                       seed=3)
@@ -192,6 +192,26 @@ def test_decode_shows_what_core_decoding_returns(studio):
     assert len(rows["data"]) == len(expected.nodes)
     assert sorted(row[0] for row in rows["data"]) == sorted(node.step for node in expected.nodes)
     assert tree["type"] == "plotly"
+    assert safety == ""
+
+
+@pytest.mark.parametrize("threshold", [0.01, 0.99])
+def test_decode_with_the_safety_defence_shows_its_verdict(studio, threshold):
+    from core.decoding import DecodeOptions, decode
+    from core.judge import JudgeSettings
+    from core.loading import get_model
+    from core.safety import SafetySettings, format_verdict
+
+    client, settings, workdir = studio
+    path = _scene_file(workdir, 13)
+    text, _, _, safety = client.predict(handle_file(str(path)), QUESTION, "greedy", 2, 16, 3, 1.0, "logit",
+                                        "faithfulness", "", True, threshold, api_name="/decode")
+    expected = decode(get_model(settings.model), render(make_scene(13)), QUESTION, "greedy",
+                      JudgeSettings(alpha=1.0, kind="logit", template="faithfulness"), k=2, max_new_tokens=16, seed=3,
+                      options=DecodeOptions(safety=SafetySettings.from_probability(threshold)))
+    assert text == f"**greedy:** {expected.text}"
+    assert safety == format_verdict(expected.safety)
+    assert expected.safety.tripped.text in safety
 
 
 def test_compare_runs_base_and_adapter(studio, tiny_llava_dir):
