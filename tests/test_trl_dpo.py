@@ -45,7 +45,7 @@ def test_config_maps_our_settings(tmp_path):
 def test_trains_an_adapter_that_loads_like_ours(export, tiny_llava_dir, tmp_path, capsys):
     out = tmp_path / "adapters" / "trl-run"
     main(["--data", str(export), "--model", str(tiny_llava_dir), "--out", str(out), "--batch-size", "2",
-          "--epochs", "1", "--lr", "0.01", "--no-gradient-checkpointing"])
+          "--epochs", "1", "--lr", "0.01"])
     assert capsys.readouterr().out.strip().endswith(f"adapter in {out}")
     assert json.loads((out / SETTINGS_FILE).read_text())["lr"] == 0.01
     summary = json.loads((out / SUMMARY_FILE).read_text())
