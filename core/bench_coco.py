@@ -31,9 +31,10 @@ from core.coco import ChairResult, CocoAnnotations, chair
 from core.config import ModelSettings, settings_from_args
 from core.decoding import STRATEGIES, DecodeOptions, decode_many
 from core.images import open_image
-from core.judge import SCORE_KINDS, JudgeSettings, json_safe
+from core.judge import CONTEXTS, SCORE_KINDS, JudgeSettings, json_safe
 from core.loading import LoadedModel
 from core.pope import ANSWER_MODES, POSITIVES_PER_IMAGE, SPLITS, answer_questions, build_questions, pope_metrics
+from core.prompts import JUDGE_PROMPTS
 
 CHAIR_QUESTION = "Please describe this image in detail."  # the prompt of OPERA's and the paper's CHAIR runs
 
@@ -49,6 +50,8 @@ class BenchSettings:
     k: int = 4  # proposals per step (judged) and beams (beam)
     alpha: float = 1.0
     kind: str = "logit"
+    template: str = "faithfulness"  # judge template of the judged strategies (core.prompts.JUDGE_PROMPTS)
+    context: str = "sentence"  # sentence | response
     question: str = CHAIR_QUESTION
     batch: int = 8  # images decoded together
 
@@ -60,7 +63,11 @@ class BenchSettings:
             raise ValueError(f"strategies must be some of {', '.join(STRATEGIES)}, not {', '.join(unknown) or 'none'}")
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, not {self.batch}")
-        JudgeSettings(alpha=self.alpha, kind=self.kind)  # same checks and messages
+        self.judge_settings()  # same checks and messages
+
+    def judge_settings(self) -> JudgeSettings:
+        """The judge settings of the judged strategies."""
+        return JudgeSettings(alpha=self.alpha, kind=self.kind, template=self.template, context=self.context)
 
 
 def load_images(folder: Path, annotations: CocoAnnotations, image_ids: list[int]) -> dict[int, Image.Image]:
@@ -78,7 +85,7 @@ def load_images(folder: Path, annotations: CocoAnnotations, image_ids: list[int]
 def describe(loaded: LoadedModel, images: dict[int, Image.Image], strategy: str,
              settings: BenchSettings) -> tuple[list[tuple[int, str]], float]:
     """Each image's caption by this strategy, and the seconds per image it took."""
-    judge = JudgeSettings(alpha=settings.alpha, kind=settings.kind)
+    judge = settings.judge_settings()
     ids, captions = list(images), []
     start = time.perf_counter()
     for first in range(0, len(ids), settings.batch):
@@ -144,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     from core.loading import load_model
 
     parser = argparse.ArgumentParser(prog="python -m core.bench_coco", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--benchmark", choices=["chair", "pope"], default="chair", help="which benchmark (default chair)")
+    parser.add_argument("--benchmark", choices=["chair", "pope"], default="chair",
+                        help="which benchmark (default chair)")
     parser.add_argument("--images", type=Path, required=True, help="COCO image folder (val2014/)")
     parser.add_argument("--instances", type=Path, required=True, help="instances_val2014.json")
     parser.add_argument("--captions", type=Path, required=True, help="captions_val2014.json")
@@ -156,12 +164,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=4, help="proposals per sentence (judged) and beams (beam)")
     parser.add_argument("--alpha", type=float, default=1.0, help="debiasing strength (debiased-judged, POPE debiased)")
     parser.add_argument("--kind", default="logit", choices=list(SCORE_KINDS), help="judge score kind for decoding")
+    parser.add_argument("--template", default="faithfulness", choices=[k for k in JUDGE_PROMPTS if k != "safety"],
+                        help="judge template of the judged strategies")
+    parser.add_argument("--context", default="sentence", choices=list(CONTEXTS),
+                        help="judge each sentence alone or after the previous ones")
     parser.add_argument("--question", default=CHAIR_QUESTION, help="CHAIR prompt")
     parser.add_argument("--batch", type=int, default=8, help="images decoded (or questioned) together")
-    parser.add_argument("--pope-splits", type=_comma_list, default=SPLITS, help="POPE: some of random,popular,adversarial")
+    parser.add_argument("--pope-splits", type=_comma_list, default=SPLITS,
+                        help="POPE: some of random,popular,adversarial (default all)")
     parser.add_argument("--pope-answer", choices=ANSWER_MODES, default="answer",
                         help="POPE: the model's reply, or the judge's raw or debiased log-odds > 0")
-    parser.add_argument("--model", default=None, help="model id or folder (default SELFJUDGE_MODEL or the embedded model)")
+    parser.add_argument("--model", default=None,
+                        help="model id or folder (default SELFJUDGE_MODEL or the embedded model)")
     parser.add_argument("--adapter", default=None, help="LoRA adapter folder to attach")
     parser.add_argument("--4bit", dest="load_in_4bit", action="store_true", default=None, help="load in 4-bit NF4")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -169,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = BenchSettings(n=args.n, seed=args.seed, max_new_tokens=args.max_new_tokens,
                                  strategies=args.strategies, k=args.k, alpha=args.alpha, kind=args.kind,
-                                 question=args.question, batch=args.batch)
+                                 template=args.template, context=args.context, question=args.question,
+                                 batch=args.batch)
         unknown = [s for s in args.pope_splits if s not in SPLITS]
         if unknown:
             raise ValueError(f"--pope-splits must be some of {', '.join(SPLITS)}, not {', '.join(unknown)}")

@@ -1,4 +1,4 @@
-"""COCO annotations and the CHAIR hallucination metric (Rohrbach et al. 2018, "Object Hallucination in Image Captioning").
+"""COCO annotations and the CHAIR metric (Rohrbach et al. 2018, "Object Hallucination in Image Captioning").
 
 CHAIR reads the MSCOCO objects a caption mentions and checks each against the image's
 ground truth: the categories of its instance annotations plus the objects its reference

@@ -213,8 +213,8 @@ def _decode_prepared(loaded: LoadedModel, prepared: list[ImageInputs], question:
     prompts = [prompt_ids(loaded.processor, question, p) for p in prepared]
     if strategy in ("greedy", "beam"):
         gen = GenerationSettings(n=1, strategy="greedy", max_new_tokens=max_new_tokens, seed=seed)
-        answers = generate_batch(loaded, prepared, prompts, list(range(len(prepared))), 1 if strategy == "greedy" else k,
-                                 gen, mode=strategy)
+        answers = generate_batch(loaded, prepared, prompts, list(range(len(prepared))),
+                                 1 if strategy == "greedy" else k, gen, mode=strategy)
         return _judge_plain(loaded, prepared, [a[0] for a in answers], strategy, settings, options)
     if strategy == "raw-judged":
         settings = replace(settings, alpha=0.0)

@@ -1,4 +1,4 @@
-"""POPE, polling-based object probing (Li et al. 2023, "Evaluating Object Hallucination in Large Vision-Language Models").
+"""POPE, polling-based object probing (Li et al. 2023, "Evaluating Object Hallucination in Large VLMs").
 
 Each sampled image (with at least 3 annotated objects) gets 3 questions "Is there a <object>
 in the image?" about its first 3 annotated objects (answer yes) and 3 about absent objects
@@ -152,9 +152,9 @@ def answer_questions(loaded: LoadedModel, images: dict[int, Image.Image], questi
         batch = [(k, q) for k, q in enumerate(questions) if q.image_id in where]
         if mode == "answer":
             gen = GenerationSettings(n=1, strategy="greedy", max_new_tokens=8)
-            replies = generate_batch(loaded, prepared, [prompt_ids(loaded.processor, q.text, prepared[where[q.image_id]])
-                                                        for _, q in batch],
-                                     [where[q.image_id] for _, q in batch], 1, gen, mode="greedy")
+            prompts = [prompt_ids(loaded.processor, q.text, prepared[where[q.image_id]]) for _, q in batch]
+            replies = generate_batch(loaded, prepared, prompts, [where[q.image_id] for _, q in batch], 1, gen,
+                                     mode="greedy")
             tokenizer = loaded.processor.tokenizer
             for (k, q), reply in zip(batch, replies):
                 text = tokenizer.decode(reply[0].token_ids, skip_special_tokens=True).strip()

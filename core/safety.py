@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, default=1.0, help="debiasing strength of the safety judge")
     parser.add_argument("--max-false-refusals", type=float, default=0.05,
                         help="highest share of harmless answers that may be refused (default 0.05)")
-    parser.add_argument("--model", default=None, help="model id or folder (default SELFJUDGE_MODEL or the embedded model)")
+    parser.add_argument("--model", default=None,
+                        help="model id or folder (default SELFJUDGE_MODEL or the embedded model)")
     parser.add_argument("--4bit", dest="load_in_4bit", action="store_true", default=None, help="load in 4-bit NF4")
     parser.add_argument("--out", type=Path, default=None, help="also write the calibration as JSON here")
     args = parser.parse_args(argv)

@@ -35,7 +35,7 @@ DATASET_COLUMNS = ("images", "prompt", "chosen", "rejected")
 
 
 def preference_dataset(path: Path):
-    """The export (folder, data file or .zip; core.exchange) as a `datasets.Dataset` in TRL's vision preference format."""
+    """An export of core.exchange (folder, data file or .zip) as a `datasets.Dataset` in TRL's vision format."""
     from datasets import Dataset, Features
 
     rows = [{"images": [image], **conversation(pair)} for pair, image in read_dataset(Path(path))]
@@ -127,7 +127,7 @@ def train(model_id: str, data: Path, out_dir: Path, settings: DPOSettings, gradi
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: train an exported preference dataset with TRL's DPOTrainer (run it under accelerate launch for many GPUs)."""
+    """CLI: train an exported preference dataset with TRL's DPOTrainer (under accelerate launch for many GPUs)."""
     from core.dpo import settings_parser
 
     parser = argparse.ArgumentParser(prog="python -m core.trl_dpo", description=__doc__.split("\n\n")[0],

@@ -27,14 +27,14 @@ def test_chair_protocol(coco, tiny_llava_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SELFJUDGE_DEVICE", "cpu")
     out = tmp_path / "chair.json"
     main(_args(coco, tiny_llava_dir, "--n", "3", "--seed", "5", "--strategies", "greedy,debiased-judged",
-               "--max-new-tokens", "6", "--k", "2", "--out", str(out)))
+               "--max-new-tokens", "6", "--k", "2", "--template", "faithfulness_last", "--out", str(out)))
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].split() == ["strategy", "CHAIR_S", "CHAIR_I", "Recall", "s/image"]
     assert [line.split()[0] for line in printed[1:3]] == ["greedy", "debiased-judged"]
     record = json.loads(out.read_text())
     annotations = CocoAnnotations.load(coco[1], coco[2])
     assert record["image_ids"] == annotations.sample(3, seed=5)
-    assert record["settings"]["max_new_tokens"] == 6
+    assert (record["settings"]["max_new_tokens"], record["settings"]["template"]) == (6, "faithfulness_last")
     for strategy in ("greedy", "debiased-judged"):
         entry = record["strategies"][strategy]
         captions = [(c["image_id"], c["caption"]) for c in entry["captions"]]
@@ -67,6 +67,7 @@ def test_bad_input_exits_with_a_message(coco, tiny_llava_dir, tmp_path):
     with pytest.raises(SystemExit, match="only 5 qualify"):
         main(_args(coco, tiny_llava_dir, "--n", "6"))
     with pytest.raises(SystemExit, match="is missing"):
-        main(_args(coco, tiny_llava_dir, "--n", "1")[:1] + [str(tmp_path)] + _args(coco, tiny_llava_dir, "--n", "1")[2:])
+        args = _args(coco, tiny_llava_dir, "--n", "1")
+        main(args[:1] + [str(tmp_path)] + args[2:])  # --images names an empty folder
     with pytest.raises(ValueError, match="strategies must be"):
         BenchSettings(strategies=("greedy", "opera"))
