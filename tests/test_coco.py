@@ -57,6 +57,7 @@ def test_tokenize_splits_possessives_and_keeps_hyphenated_words():
                                                  ("puppy", "dog")]),
     ("A dog and another dog.", [("dog", "dog"), ("dog", "dog")]),  # repeats count
     ("A hot-dog stand.", []),  # one hyphenated token, as nltk tokenises it
+    ("Train tracks by a bus.", [("bus", "bus")]),  # "train track" is not a train (OPERA's addition)
 ])
 def test_mentions(vocabulary, text, expected):
     assert vocabulary.mentions(text) == [Mention(w, c) for w, c in expected]
