@@ -64,7 +64,7 @@ def check_supported(model: torch.nn.Module, processor: object) -> None:
     for name, why in (("cache", "reusing the image prefix's KV cache"),
                       ("logits_to_keep", "computing logits only at the scored positions")):
         if name not in parameters:
-            missing.append(f"a `{name}` argument in {type(model).__name__}.forward ({why}; transformers >= 5)")
+            missing.append(f"a `{name}` argument in {type(model).__name__}.forward ({why}; transformers >= 5.24)")
     if not hasattr(model, "generate"):
         missing.append("generate() (a generative model class, e.g. AutoModelForImageTextToText)")
     if missing:

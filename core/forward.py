@@ -24,6 +24,7 @@ import torch
 from transformers import DynamicCache
 
 from core.chat import ImageInputs, token_inputs
+from core.loading import serialized
 
 PAD_ID = 0  # any valid id: right padding is never attended to and its logits are never read
 PADDING = 0.25  # a new pass starts rather than pad a batch by more than this share of its real tokens
@@ -221,6 +222,7 @@ def _run_cached(model, images: list[ImageInputs], rows: list[Row], max_tokens: i
 RUNNERS = {"naive": _run_naive, "batched": _run_batched, "cached": _run_cached}
 
 
+@serialized
 def run_rows(model: torch.nn.Module, images: list[ImageInputs], rows: list[Row], mode: str = "cached",
              max_tokens: int = 16384) -> list[RowOutput]:
     """Teacher-forced log-probs and next-token logits for every row.
