@@ -169,8 +169,14 @@ def _common_prefix(sequences: list[tuple[int, ...]]) -> int:
 
 def select_cache(cache: DynamicCache, index: torch.Tensor, config) -> DynamicCache:
     """A new cache holding the given batch rows of `cache` (rows may repeat)."""
-    return DynamicCache([(keys.index_select(0, index), values.index_select(0, index))
-                         for keys, values, *_ in cache], config=config)
+    selected = DynamicCache([(keys.index_select(0, index), values.index_select(0, index))
+                             for keys, values, *_ in cache], config=config)
+    # A sliding-window layer keeps only its last window of keys but counts every token seen
+    # (Gemma 3, Mistral): the count places the next tokens, so it must carry over.
+    for new, old in zip(selected.layers, cache.layers):
+        if hasattr(old, "cumulative_length"):
+            new.cumulative_length = old.cumulative_length
+    return selected
 
 
 @torch.no_grad()
