@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.chat import (ImageInputs, UnsupportedModelError, answer_ids, check_supported, prepare_image, prompt_ids,
-                       splice_image, text_ids, token_inputs)
-from core.chat import conversation
+from core.chat import (ImageInputs, UnsupportedModelError, adds_special_tokens, answer_ids, check_supported,
+                       prepare_image, prompt_ids, splice_image, token_inputs, turn_ids)
 from core.prompts import judge_prompt
 from core.world import make_scene, render
 
@@ -97,3 +96,43 @@ def test_template_without_image_is_refused(tiny_llava, monkeypatch):
     monkeypatch.setattr(tiny_llava.processor, "chat_template", text_only)
     with pytest.raises(UnsupportedModelError, match="must write an image placeholder"):
         prepare_image(tiny_llava.processor, render(make_scene(0)))
+
+
+def test_special_tokens_are_added_unless_the_text_starts_with_bos():
+    class Tokenizer:
+        bos_token = "<s>"
+
+    class NoBos:
+        bos_token = None
+
+    assert adds_special_tokens(Tokenizer(), "USER: hi ASSISTANT:")  # llava-hf: the tokenizer adds <s>
+    assert not adds_special_tokens(Tokenizer(), "<s>USER: hi ASSISTANT:")  # the template wrote it
+    assert adds_special_tokens(NoBos(), "<|im_start|>user\nhi")
+
+
+LLAVA_HF_TEMPLATE = (  # llava-hf/llava-1.5-7b-hf: the answer and a space, no end-of-turn token
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}"
+    "{% if message['role'] != 'assistant' %}{% for content in message['content'] | selectattr('type', 'equalto', "
+    "'text') %}{{ content['text'] + ' '}}{% endfor %}{% else %}{% for content in message['content'] | "
+    "selectattr('type', 'equalto', 'text') %}{% generation %}{{ content['text'] + ' '}}{% endgeneration %}"
+    "{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
+
+
+def test_turn_without_an_end_token_ends_with_eos(tiny_llava, monkeypatch):
+    processor = tiny_llava.processor
+    tokenizer = processor.tokenizer
+    monkeypatch.setattr(processor, "chat_template", LLAVA_HF_TEMPLATE)
+    turn = turn_ids(processor, "Describe the image.", "A red circle.")
+    assert turn.answer == tokenizer(" A red circle.", add_special_tokens=False)["input_ids"]
+    assert turn.end == [tokenizer.eos_token_id]  # not the template's trailing " "
+    assert turn.completion == turn.answer + [tokenizer.eos_token_id]
+
+
+@pytest.mark.parametrize("family, end", [("tiny_llava", "</s>"), ("tiny_qwen2_vl", "<|im_end|>"),
+                                         ("tiny_idefics3", "<end_of_utterance>")])
+def test_turn_ends_with_the_templates_end_token(family, end, request):
+    processor = request.getfixturevalue(family).processor
+    turn = turn_ids(processor, "Describe the image.", "A blue star.")
+    assert turn.end == [processor.tokenizer.convert_tokens_to_ids(end)]  # the "\n" after it is left out
+    assert answer_ids(processor, "Describe the image.", "A blue star.") == turn.answer

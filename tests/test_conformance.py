@@ -15,7 +15,7 @@ import json
 import pytest
 import torch
 
-from core.chat import conversation, prepare_image, prompt_ids, stop_tokens, text_ids, turn_ids
+from core.chat import prepare_image, prompt_ids, stop_tokens, text_ids, turn_ids
 from core.dpo import PreferenceExample, collate_preferences
 from core.generation import GenerationSettings, end_ids, generate_batch
 from core.judge import SCORE_KINDS, JudgeSettings, answer_tokens, score_candidates
