@@ -4,11 +4,11 @@ Every prompt goes through the processor's chat template. The blind prompt is the
 conversation with the image item removed. Template text becomes ids in one place
 (`text_ids`), by transformers' own rule for `processor.apply_chat_template(tokenize=True)`:
 the tokenizer adds its special tokens (Llama's BOS) unless the text already starts with BOS.
-Prompt ids, answer ids and DPO completion ids (`turn_ids`) all come from here. The image is run through the processor once
-(`prepare_image`): comparing the processor's expanded ids with the plain tokenizer's ids
-of the same text tells which placeholder tokens the processor expands and into what, so
-every further prompt (question, judge prompts, one per sentence) is tokenized by the
-tokenizer alone and the expansion spliced in, without re-processing the image.
+Prompt ids, answer ids and DPO completion ids (`turn_ids`) all come from here. The image is
+run through the processor once (`prepare_image`): comparing the processor's expanded ids with
+the plain tokenizer's ids of the same text tells which placeholder tokens the processor
+expands and into what, so every further prompt (question, judge prompts, one per sentence) is
+tokenized by the tokenizer alone and the expansion spliced in, without re-processing the image.
 """
 
 from __future__ import annotations
@@ -202,14 +202,18 @@ def turn_ids(processor: object, question: str, answer: str) -> TurnIds:
         return plain_ids(processor, text)
 
     answer_part, whole_turn = after_prompt(piece), after_prompt(rest)
-    if whole_turn[:len(answer_part)] != answer_part:
+    tokenizer = processor.tokenizer
+    stops = stop_tokens(tokenizer)
+    if whole_turn[:len(answer_part)] == answer_part:
+        tail = whole_turn[len(answer_part):]
+    elif stops & set(whole_turn):
         raise UnsupportedModelError("the chat template's end of turn merges with the answer's last token; "
                                     "the answer's ids are not a prefix of the whole turn's")
-    tail = whole_turn[len(answer_part):]
-    tokenizer = processor.tokenizer
-    stops = [i for i, token in enumerate(tail) if token in stop_tokens(tokenizer)]
-    if stops:
-        return TurnIds(answer=answer_part, end=tail[:stops[-1] + 1])
+    else:  # plain text after the answer merged into its last token; it is not generated anyway
+        tail = []
+    ends = [i for i, token in enumerate(tail) if token in stops]
+    if ends:
+        return TurnIds(answer=answer_part, end=tail[:ends[-1] + 1])
     if tokenizer.eos_token_id is None:
         raise UnsupportedModelError("the chat template ends an assistant turn without an end-of-turn token and "
                                     "the tokenizer has no EOS token; the model cannot learn where to stop")

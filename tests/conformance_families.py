@@ -7,7 +7,8 @@ random-weight model built from the family's real config with its widths and dept
 LLaVA-1.5 and LLaVA-NeXT are saved and loaded back through core.loading.load_model (the Auto
 classes, as a hub model is). Qwen2-VL stays in memory: its processor needs a video processor,
 whose base class needs torchvision (see tests/tiny_families.py). Gemma 3 and SmolVLM are
-saved and loaded too.
+saved and loaded too. Gemma 3's sliding window is shrunk with the rest (64 tokens; the real
+model's is 1024), so the tests' prompts (about 280 tokens) cross it, as long real ones do.
 """
 
 from __future__ import annotations
