@@ -35,9 +35,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.chat import UnsupportedModelError, prepare_image, prompt_ids, render, text_ids, token_inputs
+from core.chat import prepare_image, prompt_ids, token_inputs, turn_ids
 from core.config import ModelSettings
-from core.embedded import conversation
 from core.loading import LoadedModel, load_model
 
 # LoRA goes on the language model's attention and MLP projections only; the vision tower's
@@ -189,22 +188,13 @@ def step_metrics(logps: PairLogps, loss: torch.Tensor, beta: float) -> dict:
 # Batches -----------------------------------------------------------------------------------------
 
 def completion_ids(processor, prompt: str, answer: str) -> list[int]:
-    """Ids of the answer as the chat template writes it after the generation prompt, end-of-turn included.
+    """Ids of the answer as the chat template writes it after the generation prompt, end of turn included.
 
-    The end of turn (EOS) is part of what DPO compares: it is how the model learns where to
-    stop. Tokenized in context where that keeps the prompt's own ids (sentencepiece spaces).
+    The end of turn is part of what DPO compares: it is how the model learns where to stop.
+    It is the template's end-of-turn token, or the tokenizer's EOS where the template writes
+    none (llava-hf), as TRL appends it (core.chat.turn_ids).
     """
-    messages = conversation(prompt, with_image=False)
-    prompt_text = render(processor, messages)
-    full = render(processor, messages + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}],
-                  add_generation_prompt=False)
-    if not full.startswith(prompt_text):
-        raise UnsupportedModelError("this chat template does not write the answer after the generation prompt; "
-                                    "DPO needs prompt + answer to extend the prompt the model generates from")
-    prompt_tokens, joint = text_ids(processor, prompt_text), text_ids(processor, full)
-    if joint[:len(prompt_tokens)] == prompt_tokens:
-        return joint[len(prompt_tokens):]
-    return text_ids(processor, full[len(prompt_text):])
+    return turn_ids(processor, prompt, answer).completion
 
 
 def collate_preferences(examples: list[PreferenceExample], processor) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ import torch
 from transformers import DynamicCache
 
 from core.chat import ImageInputs, token_inputs
+from core.loading import serialized
 
 PAD_ID = 0  # any valid id: right padding is never attended to and its logits are never read
 PADDING = 0.25  # a new pass starts rather than pad a batch by more than this share of its real tokens
@@ -168,8 +169,14 @@ def _common_prefix(sequences: list[tuple[int, ...]]) -> int:
 
 def select_cache(cache: DynamicCache, index: torch.Tensor, config) -> DynamicCache:
     """A new cache holding the given batch rows of `cache` (rows may repeat)."""
-    return DynamicCache([(keys.index_select(0, index), values.index_select(0, index))
-                         for keys, values, *_ in cache], config=config)
+    selected = DynamicCache([(keys.index_select(0, index), values.index_select(0, index))
+                             for keys, values, *_ in cache], config=config)
+    # A sliding-window layer keeps only its last window of keys but counts every token seen
+    # (Gemma 3, Mistral): the count places the next tokens, so it must carry over.
+    for new, old in zip(selected.layers, cache.layers):
+        if hasattr(old, "cumulative_length"):
+            new.cumulative_length = old.cumulative_length
+    return selected
 
 
 @torch.no_grad()
@@ -221,6 +228,7 @@ def _run_cached(model, images: list[ImageInputs], rows: list[Row], max_tokens: i
 RUNNERS = {"naive": _run_naive, "batched": _run_batched, "cached": _run_cached}
 
 
+@serialized
 def run_rows(model: torch.nn.Module, images: list[ImageInputs], rows: list[Row], mode: str = "cached",
              max_tokens: int = 16384) -> list[RowOutput]:
     """Teacher-forced log-probs and next-token logits for every row.

@@ -20,7 +20,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList,
 
 from core.chat import ImageInputs, check_supported, prepare_image, prompt_ids, token_inputs
 from core.forward import image_tensors, select_cache, stateful_rope_module
-from core.loading import LoadedModel
+from core.loading import LoadedModel, serialized
 
 STRATEGIES = ("sample", "diverse-beam", "greedy")
 
@@ -167,6 +167,7 @@ def _continuations(loaded: LoadedModel, new_tokens: torch.Tensor, logprobs: torc
     return result
 
 
+@serialized
 @torch.no_grad()
 def generate_batch(loaded: LoadedModel, images: list[ImageInputs], prompts: list[list[int]],
                    image_of: list[int | None], n: int, settings: GenerationSettings, mode: str = "sample",
@@ -205,6 +206,7 @@ def generate_batch(loaded: LoadedModel, images: list[ImageInputs], prompts: list
     return [rows[i * per_prompt:(i + 1) * per_prompt] for i in range(len(prompts))]
 
 
+@serialized
 @torch.no_grad()
 def diverse_beam_search(loaded: LoadedModel, image: ImageInputs | None, prompt: list[int],
                         settings: GenerationSettings) -> list[Continuation]:

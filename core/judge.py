@@ -26,7 +26,7 @@ from core.chat import ImageInputs, UnsupportedModelError, answer_ids, check_supp
 from core.config import ModelSettings, settings_from_args
 from core.forward import Row, RowOutput, run_rows
 from core.generation import Candidate, GenerationSettings, generate_candidates  # noqa: F401  (contract names)
-from core.loading import LoadedModel
+from core.loading import LoadedModel, serialized
 from core.metrics import split_sentences
 from core.prompts import JUDGE_PROMPTS, judge_prompt
 
@@ -352,6 +352,7 @@ def score_candidates(loaded: LoadedModel, image: Image.Image, question: str, can
     return score_answers(loaded, image, question, answers, settings, mode)
 
 
+@serialized
 def judge(loaded: LoadedModel, image: Image.Image, question: str, gen: GenerationSettings,
           settings: JudgeSettings) -> JudgeResult:
     """Generate gen.n candidates in one batched call, then score them (exact generated tokens)."""

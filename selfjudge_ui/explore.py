@@ -24,7 +24,7 @@ from core.config import REPO_ROOT
 from core.decoding import DecodeOptions, decode
 from core.images import image_sha256
 from core.judge import judge
-from core.loading import LoadedModel, get_model
+from core.loading import LoadedModel, adapter_in_use, get_model
 from core.prompts import DESCRIBE_QUESTION
 from core.safety import SafetySettings, format_verdict
 from core.store import DuplicatePairError, Pair, Store
@@ -122,12 +122,9 @@ class Explore:
 
     # Scoring -------------------------------------------------------------------------------------
 
-    def _model(self, adapter: str | None = None) -> LoadedModel:
-        model_settings = self.settings.model
-        if adapter is not None:
-            model_settings = dataclasses.replace(model_settings, adapter=adapter)
+    def _model(self) -> LoadedModel:
         try:
-            return get_model(model_settings)
+            return get_model(self.settings.model)
         except (RuntimeError, FileNotFoundError) as exc:
             raise gr.Error(f"Could not load the model: {exc}") from exc
 
@@ -266,11 +263,17 @@ class Explore:
         gen = inputs.generation_settings(n, strategy, seed, self.limits)
         judge_settings = inputs.judge_settings(alpha, kind, prompt, custom_template, self.limits)
         truth, truth_note = self._truth(scene_seed, image)
+        loaded = self._model()
         rows, lines = [], []
+        # One copy of the weights: the adapter is loaded into the cached model once and switched
+        # on and off around each run (core.loading.adapter_in_use), never loaded as a second model.
         for step, (label, adapter) in enumerate((("base", ""), (adapter_name, str(folders[adapter_name])))):
-            progress(0.05 + 0.45 * step, desc=f"Loading and running {label}")
-            with _core_errors():
-                result = judge(self._model(adapter), image, question, gen, judge_settings).to_json()
+            progress(0.05 + 0.45 * step, desc=f"Running {label}")
+            try:
+                with _core_errors(), adapter_in_use(loaded, adapter) as model:
+                    result = judge(model, image, question, gen, judge_settings).to_json()
+            except FileNotFoundError as exc:
+                raise gr.Error(f"Could not load the adapter: {exc}") from exc
             rows += views.compare_rows(label, result, truth)
             lines.append(views.compare_summary(label, result, truth))
         return "\n\n".join(lines) + truth_note, rows

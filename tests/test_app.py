@@ -214,19 +214,28 @@ def test_decode_with_the_safety_defence_shows_its_verdict(studio, threshold):
     assert expected.safety.tripped.text in safety
 
 
-def test_compare_runs_base_and_adapter(studio, tiny_llava_dir):
+def test_compare_runs_base_and_adapter(studio, tiny_llava_dir, monkeypatch):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
+
+    import core.loading
 
     client, settings, workdir = studio
     model = AutoModelForImageTextToText.from_pretrained(tiny_llava_dir)
     lora = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
     lora.save_pretrained(settings.data.adapters_dir / "tiny-lora")
     path = _scene_file(workdir, 13)
-    summary, rows = client.predict(handle_file(str(path)), 13, QUESTION, 2, "sample", 0, 1.0, "logit",
-                                   "faithfulness", "", "tiny-lora", api_name="/compare")
-    assert summary.startswith("**base**: mean debiased") and "**tiny-lora**: mean debiased" in summary
-    assert [row[0] for row in rows["data"]] == ["base", "base", "tiny-lora", "tiny-lora"]
+    base = core.loading.get_model(settings.model)
+    loads, load_model = [], core.loading.load_model
+    monkeypatch.setattr(core.loading, "load_model", lambda s: (loads.append(s), load_model(s))[1])
+    for click in range(2):
+        summary, rows = client.predict(handle_file(str(path)), 13, QUESTION, 2, "sample", 0, 1.0, "logit",
+                                       "faithfulness", "", "tiny-lora", api_name="/compare")
+        assert summary.startswith("**base**: mean debiased") and "**tiny-lora**: mean debiased" in summary
+        assert [row[0] for row in rows["data"]] == ["base", "base", "tiny-lora", "tiny-lora"]
+    # one copy of the weights: no model was loaded for either click, the adapter went into the cached base
+    assert loads == [] and core.loading.get_model(settings.model) is base
+    assert [Path(folder).name for folder in base.adapter_names] == ["tiny-lora"]
     with pytest.raises(AppError, match="No adapter named '../tiny-lora'"):
         client.predict(handle_file(str(path)), 13, QUESTION, 2, "sample", 0, 1.0, "logit", "faithfulness", "",
                        "../tiny-lora", api_name="/compare")

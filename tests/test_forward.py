@@ -114,3 +114,21 @@ def test_chunks_respect_the_token_budget():
     assert _chunks([4, 4], extra=0, max_tokens=1) == [[0], [1]]  # a row alone always fits
     assert _chunks([1, 10], extra=0, max_tokens=1000) == [[0], [1]]  # 20 padded for 11 real: over 25 %
     assert _chunks([9, 10], extra=0, max_tokens=1000) == [[0, 1]]
+
+
+def test_a_selected_cache_keeps_the_sliding_window_count():
+    """A sliding-window layer keeps its last keys only; the copy must still know how many tokens came
+    before, or the next tokens are placed at wrong positions (Gemma 3 past its window)."""
+    from transformers import DynamicCache, Gemma3TextConfig
+
+    from core.forward import select_cache
+
+    config = Gemma3TextConfig(num_hidden_layers=2, sliding_window=4, num_attention_heads=2, num_key_value_heads=1,
+                              head_dim=8, hidden_size=16, layer_types=["sliding_attention", "full_attention"])
+    cache = DynamicCache(config=config)
+    for layer in range(2):
+        cache.update(torch.randn(2, 1, 10, 8), torch.randn(2, 1, 10, 8), layer)
+    selected = select_cache(cache, torch.tensor([1, 1, 0]), config)
+    assert [selected.get_seq_length(layer) for layer in range(2)] == [10, 10]
+    assert selected.layers[0].keys.shape == (3, 1, 3, 8)  # still only the window's last keys
+    assert torch.equal(selected.layers[1].keys[2], cache.layers[1].keys[0])

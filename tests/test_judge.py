@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core.chat import UnsupportedModelError
-from core.embedded import conversation
+from core.chat import conversation
 from core.generation import GenerationSettings
 from core.judge import (SCORE_KINDS, AnswerTokens, JudgeSettings, ScoredCandidate, _rank, answer_tokens, debias,
                         judge, main, score_candidates, sentence_spans)
