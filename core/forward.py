@@ -166,65 +166,176 @@ def _common_prefix(sequences: list[tuple[int, ...]]) -> int:
     return length
 
 
+def _shareable_length(rows: list[Row], members: list[int]) -> int:
+    """How many leading tokens these rows can share: their common prefix, leaving every row at least one
+    token after it and no scored token inside it (the prefix's last logits predict the first scored
+    token at the latest)."""
+    return min(_common_prefix([rows[i].ids for i in members]),
+               min(len(rows[i].ids) - max(rows[i].n_scored, 1) for i in members))
+
+
 def select_cache(cache: DynamicCache, index: torch.Tensor, config) -> DynamicCache:
     """A new cache holding the given batch rows of `cache` (rows may repeat)."""
     return DynamicCache([(keys.index_select(0, index), values.index_select(0, index))
                          for keys, values, *_ in cache], config=config)
 
 
+@dataclass
+class _Prefix:
+    """A shared prefix already run: its KV cache (batch row b = the b-th distinct prefix), the logits
+    after it, and its length in tokens."""
+
+    cache: DynamicCache
+    last_logits: torch.Tensor  # (batch, vocab)
+    length: int
+    rope_deltas: torch.Tensor | None  # M-RoPE offsets per batch row (Qwen2-VL family), else None
+
+
+# (which batch row of a _Prefix's cache the row continues, the row's index in `rows`)
+Member = tuple[int, int]
+# A branch is run as a prefix of its own only if sharing it saves at least this many token positions:
+# each extra pass has a fixed cost, so a few shared tokens are cheaper recomputed.
+MIN_SHARED_TOKENS = 16
+
+
+def _set_rope(rope: torch.nn.Module | None, prefix: _Prefix, index: torch.Tensor) -> None:
+    """Point the model's M-RoPE offsets at the prefix rows that the next pass continues."""
+    if rope is not None:
+        rope.rope_deltas = prefix.rope_deltas.index_select(0, index) if prefix.rope_deltas is not None else None
+
+
+def _branches(rows: list[Row], members: list[Member], start: int) -> tuple[list[tuple[int, list[Member]]],
+                                                                            list[Member]]:
+    """Split the rows continuing a prefix of `start` tokens into branches that share a longer prefix,
+    as (shared length, members), and the rows that share nothing worth a pass."""
+    by_next: dict[tuple[int, int], list[Member]] = defaultdict(list)
+    for member in members:
+        cache_row, i = member
+        by_next[(cache_row, rows[i].ids[start])].append(member)  # same cache row and next token: a candidate
+    branches, alone = [], []
+    for group in by_next.values():
+        shared = _shareable_length(rows, [i for _, i in group]) if len(group) > 1 else start
+        if (len(group) - 1) * (shared - start) >= MIN_SHARED_TOKENS:
+            branches.append((shared, group))
+        else:
+            alone += group
+    return branches, alone
+
+
+def _run_suffixes(model, rope, prefix: _Prefix, rows: list[Row], members: list[Member], results: list,
+                  max_tokens: int) -> None:
+    """Every member row's tokens after the prefix, in chunks that fit max_tokens of KV cache."""
+    device = prefix.last_logits.device
+    suffix_lengths = [len(rows[i].ids) - prefix.length for _, i in members]
+    for chunk in _chunks(suffix_lengths, prefix.length, max_tokens):
+        picked = [members[c] for c in chunk]
+        index = torch.tensor([cache_row for cache_row, _ in picked], device=device)
+        chunk_rows = [rows[i] for _, i in picked]
+        _set_rope(rope, prefix, index)
+        # Position (within the suffix) of the logits predicting each row's first scored token, or of
+        # its answer logits; -1 when that is the prefix's last position.
+        first = [len(r.ids) - 1 - r.n_scored - prefix.length for r in chunk_rows]
+        logits = _suffix_pass(model, [list(r.ids[prefix.length:]) for r in chunk_rows], first,
+                              {"cache": select_cache(prefix.cache, index, model.config), "use_cache": True})
+        prefix_logits = [prefix.last_logits[cache_row] if f < 0 else None for (cache_row, _), f in zip(picked, first)]
+        for (_, i), result in zip(picked, _outputs(logits, chunk_rows, first, prefix_logits)):
+            results[i] = result
+
+
+def _run_under(model, rope, prefix: _Prefix, rows: list[Row], members: list[Member], results: list,
+               max_tokens: int) -> None:
+    """Rows continuing a computed prefix. Rows that share a longer prefix (e.g. the judge instruction
+    after the image, or the question before each answer) run it once as a deeper prefix, recursively;
+    the others run their suffixes directly."""
+    branches, alone = _branches(rows, members, prefix.length)
+    if alone:
+        _run_suffixes(model, rope, prefix, rows, alone, results, max_tokens)
+    by_length: dict[int, list[list[Member]]] = defaultdict(list)
+    for shared, group in branches:
+        by_length[shared].append(group)  # equal lengths: one right-aligned pass, no padding inside the cache
+    device = prefix.last_logits.device
+    for shared, groups in by_length.items():
+        index = torch.tensor([group[0][0] for group in groups], device=device)
+        ids = torch.tensor([rows[group[0][1]].ids[prefix.length:shared] for group in groups], device=device)
+        _set_rope(rope, prefix, index)
+        out = model(input_ids=ids, cache=select_cache(prefix.cache, index, model.config), use_cache=True,
+                    logits_to_keep=1)
+        deeper = _Prefix(out.cache, out.logits[:, -1], shared,
+                         prefix.rope_deltas.index_select(0, index) if prefix.rope_deltas is not None else None)
+        _run_under(model, rope, deeper, rows, [(b, i) for b, group in enumerate(groups) for _, i in group],
+                   results, max_tokens)
+
+
 @torch.no_grad()
 def _run_cached(model, images: list[ImageInputs], rows: list[Row], max_tokens: int) -> list[RowOutput]:
-    """Shared prefixes once (batched over images of equal prefix length), then all suffixes."""
+    """Shared prefixes once (batched over images of equal prefix length), then deeper shared prefixes,
+    then all suffixes."""
     device = next(model.parameters()).device
     rope = stateful_rope_module(model)
-    groups: dict[int | None, list[int]] = defaultdict(list)
+    by_image: dict[int | None, list[int]] = defaultdict(list)  # image index (None: blind) -> its rows
     for i, row in enumerate(rows):
-        groups[row.image].append(i)
-    # Every row keeps at least one token after its prefix and no scored token inside it (the
-    # prefix's last logits predict the first scored token at the latest).
-    prefix_len = {g: min(_common_prefix([rows[i].ids for i in members]),
-                         min(len(rows[i].ids) - max(rows[i].n_scored, 1) for i in members))
-                  for g, members in groups.items()}
-    by_length: dict[tuple[int, bool], list] = defaultdict(list)
-    for g, length in prefix_len.items():
-        by_length[(length, g is not None)].append(g)
+        by_image[row.image].append(i)
+    prefix_length = {image: _shareable_length(rows, members) for image, members in by_image.items()}
+    # Images whose prefixes have equal length run in one pass (no padding inside a cache); blind
+    # rows never share a pass with image rows (the model's image inputs are all or nothing).
+    passes: dict[tuple[int, bool], list[int | None]] = defaultdict(list)
+    for image, length in prefix_length.items():
+        passes[(length, image is not None)].append(image)
     results: list[RowOutput | None] = [None] * len(rows)
-    for (length, with_image), group_keys in by_length.items():
-        prefix = torch.tensor([rows[groups[g][0]].ids[:length] for g in group_keys], device=device)
+    for (length, with_image), pass_images in passes.items():
+        ids = torch.tensor([rows[by_image[image][0]].ids[:length] for image in pass_images], device=device)
         extra = {}
         if with_image:
-            extra = image_tensors(images, group_keys, device) | token_inputs(images[group_keys[0]], prefix)
+            extra = image_tensors(images, pass_images, device) | token_inputs(images[pass_images[0]], ids)
         if rope is not None:
             rope.rope_deltas = None  # recomputed from this prefix, never carried over from another call
-        out = model(input_ids=prefix, **extra, use_cache=True, logits_to_keep=1)
-        cache, last_logits = out.cache, out.logits[:, -1]
-        deltas = rope.rope_deltas if rope is not None else None
-        members = [(gi, i) for gi, g in enumerate(group_keys) for i in groups[g]]
-        lengths = [len(rows[i].ids) - length for _, i in members]
-        for chunk in _chunks(lengths, length, max_tokens):
-            picked = [members[c] for c in chunk]
-            index = torch.tensor([gi for gi, _ in picked], device=device)
-            chunk_rows = [rows[i] for _, i in picked]
-            if rope is not None:
-                rope.rope_deltas = deltas.index_select(0, index) if deltas is not None else None
-            first = [len(r.ids) - 1 - r.n_scored - length for r in chunk_rows]
-            logits = _suffix_pass(model, [list(r.ids[length:]) for r in chunk_rows], first,
-                                  {"cache": select_cache(cache, index, model.config), "use_cache": True})
-            prefix_logits = [last_logits[gi] if f < 0 else None for (gi, _), f in zip(picked, first)]
-            for (_, i), result in zip(picked, _outputs(logits, chunk_rows, first, prefix_logits)):
-                results[i] = result
+        out = model(input_ids=ids, **extra, use_cache=True, logits_to_keep=1)
+        prefix = _Prefix(out.cache, out.logits[:, -1], length, rope.rope_deltas if rope is not None else None)
+        members = [(cache_row, i) for cache_row, image in enumerate(pass_images) for i in by_image[image]]
+        _run_under(model, rope, prefix, rows, members, results, max_tokens)
     if rope is not None:
         rope.rope_deltas = None
     return results
 
 
 RUNNERS = {"naive": _run_naive, "batched": _run_batched, "cached": _run_cached}
+# Where no budget is set: this share of the free CUDA memory, or this much on CPU (where a bigger
+# batch gains little and the machine's memory is shared with everything else).
+CUDA_FREE_SHARE = 0.5
+CPU_BUDGET = 2 * 1024**3
+
+
+def kv_bytes_per_token(model: torch.nn.Module) -> int:
+    """Bytes of KV cache one token takes: layers x kv heads x head dim x 2 (keys, values) x dtype bytes."""
+    text = model.config.get_text_config()
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    # The cache holds the compute dtype, which the (never quantized) input embeddings have, also under 4-bit.
+    dtype = model.get_input_embeddings().weight.dtype
+    return text.num_hidden_layers * kv_heads * head_dim * 2 * dtype.itemsize
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes of KV cache one scoring pass may hold: half the free CUDA memory, or 2 GiB on CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * CUDA_FREE_SHARE)
+    return CPU_BUDGET
+
+
+def budget_tokens(model: torch.nn.Module, memory_budget: int | None = None) -> int:
+    """How many token positions of KV cache (rows x padded length, shared prefix copies included) fit the budget."""
+    if memory_budget is None or memory_budget <= 0:
+        memory_budget = default_memory_budget(next(model.parameters()).device)
+    return max(1, memory_budget // kv_bytes_per_token(model))
 
 
 def run_rows(model: torch.nn.Module, images: list[ImageInputs], rows: list[Row], mode: str = "cached",
-             max_tokens: int = 16384) -> list[RowOutput]:
+             memory_budget: int | None = None) -> list[RowOutput]:
     """Teacher-forced log-probs and next-token logits for every row.
 
+    Rows run in chunks whose KV cache fits memory_budget bytes (None or 0: default_memory_budget).
     batched and cached compute identical rows once; naive computes every row (the honest baseline).
     """
     if mode not in RUNNERS:
@@ -232,6 +343,7 @@ def run_rows(model: torch.nn.Module, images: list[ImageInputs], rows: list[Row],
     _check_rows(rows, len(images))
     if not rows:
         return []
+    max_tokens = budget_tokens(model, memory_budget)
     if mode == "naive":
         return RUNNERS[mode](model, images, rows, max_tokens)
     unique = list(dict.fromkeys(rows))

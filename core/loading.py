@@ -29,6 +29,7 @@ class LoadedModel:
     model_id: str
     adapter: str
     quantized: bool
+    memory_budget: int = 0  # bytes of KV cache a scoring pass may hold; 0 = per device (core.forward)
 
     @property
     def device(self) -> torch.device:
@@ -87,7 +88,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
         adapter = settings.adapter
     model.eval()
     return LoadedModel(model=model, processor=processor, model_id=settings.model, adapter=adapter,
-                       quantized=settings.load_in_4bit)
+                       quantized=settings.load_in_4bit, memory_budget=settings.memory_budget_mib * 1024**2)
 
 
 def attach_adapter(model: torch.nn.Module, adapter_path: str) -> torch.nn.Module:

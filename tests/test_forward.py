@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from core.chat import answer_ids, prepare_image, prompt_ids
-from core.forward import Row, _chunks, run_rows
-from core.prompts import judge_prompt
+from core.forward import CPU_BUDGET, Row, _chunks, budget_tokens, kv_bytes_per_token, run_rows
+from core.prompts import JUDGE_PROMPTS, judge_prompt
 from core.world import make_scene, render
 
 FAMILIES = ["tiny_llava", "tiny_idefics3", "tiny_qwen2_vl"]
@@ -51,7 +51,7 @@ def test_batched_and_cached_equal_naive(family, request):
 def test_cached_in_small_chunks_equals_naive(tiny_llava):
     images, rows = scoring_rows(tiny_llava, seeds=(0,))
     naive = run_rows(tiny_llava.model, images, rows, "naive")
-    assert_same(run_rows(tiny_llava.model, images, rows, "cached", max_tokens=200), naive)
+    assert_same(run_rows(tiny_llava.model, images, rows, "cached", memory_budget=200 * kv_bytes_per_token(tiny_llava.model)), naive)
 
 
 def test_naive_matches_a_plain_forward(tiny_llava):
@@ -114,3 +114,65 @@ def test_chunks_respect_the_token_budget():
     assert _chunks([4, 4], extra=0, max_tokens=1) == [[0], [1]]  # a row alone always fits
     assert _chunks([1, 10], extra=0, max_tokens=1000) == [[0], [1]]  # 20 padded for 11 real: over 25 %
     assert _chunks([9, 10], extra=0, max_tokens=1000) == [[0, 1]]
+
+
+def passes_of(model, call) -> list[torch.Tensor]:
+    """The input_ids of every forward pass `call` makes."""
+    seen = []
+    hook = model.register_forward_hook(lambda m, args, kwargs, out: seen.append(kwargs["input_ids"].cpu()),
+                                       with_kwargs=True)
+    try:
+        call()
+    finally:
+        hook.remove()
+    return seen
+
+
+def occurrences(passes: list[torch.Tensor], tokens: list[int]) -> int:
+    """How many times this token sequence is fed to the model across all passes' rows."""
+    width = len(tokens)
+    return sum(row[i:i + width].tolist() == tokens for ids in passes for row in ids
+               for i in range(ids.shape[1] - width + 1))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sentence_last_judge_rows_compute_the_instruction_once_per_image(family, request):
+    loaded = request.getfixturevalue(family)
+    processor = loaded.processor
+    images = [prepare_image(processor, render(make_scene(s))) for s in (0, 1)]
+    template = JUDGE_PROMPTS["faithfulness_last"]
+    sentences = ["A small red circle is on the left.", "A large blue star is at the top.", "I see a green heart.",
+                 "No shapes."]
+    rows = [Row(tuple(prompt_ids(processor, judge_prompt(s, template), None if i is None else images[i])), i, 0)
+            for i in (0, 1, None) for s in sentences]
+    naive = run_rows(loaded.model, images, rows, "naive")
+    passes = passes_of(loaded.model, lambda: assert_same(run_rows(loaded.model, images, rows, "cached"), naive))
+    instruction = processor.tokenizer(template.split("{sentence}")[0].strip(), add_special_tokens=False)["input_ids"]
+    instruction = instruction[1:-1]  # its ends may tokenize differently inside the chat text
+    # once per image (one pass for both, as the prefixes have equal lengths) and once blind; naive: once per row
+    assert occurrences(passes, instruction) == 3
+    assert occurrences(passes_of(loaded.model, lambda: run_rows(loaded.model, images, rows, "naive")),
+                       instruction) == len(rows)
+
+
+def test_kv_size_per_token_comes_from_the_config(tiny_llava, tiny_qwen2_vl):
+    text = tiny_llava.model.config.get_text_config()
+    assert kv_bytes_per_token(tiny_llava.model) == 2 * 4 * 16 * 2 * 4  # layers x kv heads x head dim x K,V x fp32
+    assert (text.num_hidden_layers, text.num_key_value_heads, text.hidden_size // text.num_attention_heads) == (
+        2, 4, 16)
+    qwen = tiny_qwen2_vl.model.config.get_text_config()
+    head_dim = getattr(qwen, "head_dim", None) or qwen.hidden_size // qwen.num_attention_heads
+    assert kv_bytes_per_token(tiny_qwen2_vl.model) == qwen.num_hidden_layers * qwen.num_key_value_heads * head_dim * 8
+    assert budget_tokens(tiny_llava.model, 0) == CPU_BUDGET // 1024  # CPU default: 2 GiB
+    assert budget_tokens(tiny_llava.model, 10 * 1024) == 10
+
+
+def test_rows_are_chunked_by_the_memory_budget(tiny_llava):
+    # Four blind rows sharing a 2-token prefix, 3-token suffixes starting differently: each row of a
+    # suffix pass holds 2 + 3 = 5 tokens of KV cache (1 KiB each for the tiny model).
+    rows = [Row((7, 8, 20 + r, 30, 31), None, 2) for r in range(4)]
+    reference = run_rows(tiny_llava.model, [], rows, "naive")
+    for budget_tokens_, suffix_batches in ((10, [2, 2]), (15, [3, 1]), (20, [4]), (4, [1, 1, 1, 1])):
+        passes = passes_of(tiny_llava.model, lambda: assert_same(
+            run_rows(tiny_llava.model, [], rows, "cached", memory_budget=budget_tokens_ * 1024), reference))
+        assert [tuple(ids.shape) for ids in passes] == [(1, 2)] + [(b, 3) for b in suffix_batches]
