@@ -166,14 +166,6 @@ def _common_prefix(sequences: list[tuple[int, ...]]) -> int:
     return length
 
 
-def _shareable_length(rows: list[Row], members: list[int]) -> int:
-    """How many leading tokens these rows can share: their common prefix, leaving every row at least one
-    token after it and no scored token inside it (the prefix's last logits predict the first scored
-    token at the latest)."""
-    return min(_common_prefix([rows[i].ids for i in members]),
-               min(len(rows[i].ids) - max(rows[i].n_scored, 1) for i in members))
-
-
 def select_cache(cache: DynamicCache, index: torch.Tensor, config) -> DynamicCache:
     """A new cache holding the given batch rows of `cache` (rows may repeat)."""
     return DynamicCache([(keys.index_select(0, index), values.index_select(0, index))
@@ -190,97 +182,125 @@ class _Prefix:
     length: int
     rope_deltas: torch.Tensor | None  # M-RoPE offsets per batch row (Qwen2-VL family), else None
 
-
-# (which batch row of a _Prefix's cache the row continues, the row's index in `rows`)
-Member = tuple[int, int]
-# A branch is run as a prefix of its own only if sharing it saves at least this many token positions:
-# each extra pass has a fixed cost, so a few shared tokens are cheaper recomputed.
-MIN_SHARED_TOKENS = 16
+    def row(self, b: int, config) -> DynamicCache:
+        """A cache of batch row b alone; views, not copies (a pass appends by concatenation, leaving them intact)."""
+        return DynamicCache([(keys[b:b + 1], values[b:b + 1]) for keys, values, *_ in self.cache], config=config)
 
 
-def _set_rope(rope: torch.nn.Module | None, prefix: _Prefix, index: torch.Tensor) -> None:
-    """Point the model's M-RoPE offsets at the prefix rows that the next pass continues."""
-    if rope is not None:
-        rope.rope_deltas = prefix.rope_deltas.index_select(0, index) if prefix.rope_deltas is not None else None
+@dataclass
+class _Trie:
+    """The suffixes of several rows with every shared leading run of tokens stored once: node n holds
+    one token, its parent node (-1: the prefix) and its depth after the prefix."""
+
+    tokens: list[int]
+    parents: list[int]
+    depths: list[int]
+    paths: list[list[int]]  # per suffix, the node of each of its tokens
 
 
-def _branches(rows: list[Row], members: list[Member], start: int) -> tuple[list[tuple[int, list[Member]]],
-                                                                            list[Member]]:
-    """Split the rows continuing a prefix of `start` tokens into branches that share a longer prefix,
-    as (shared length, members), and the rows that share nothing worth a pass."""
-    by_next: dict[tuple[int, int], list[Member]] = defaultdict(list)
-    for member in members:
-        cache_row, i = member
-        by_next[(cache_row, rows[i].ids[start])].append(member)  # same cache row and next token: a candidate
-    branches, alone = [], []
-    for group in by_next.values():
-        shared = _shareable_length(rows, [i for _, i in group]) if len(group) > 1 else start
-        if (len(group) - 1) * (shared - start) >= MIN_SHARED_TOKENS:
-            branches.append((shared, group))
-        else:
-            alone += group
-    return branches, alone
+def _trie(suffixes: list[tuple[int, ...]]) -> _Trie:
+    """The token trie of these suffixes; a node comes after its parent."""
+    node_of: dict[tuple[int, int], int] = {}  # (parent node, token) -> node
+    trie = _Trie([], [], [], [])
+    for suffix in suffixes:
+        node, path = -1, []
+        for depth, token in enumerate(suffix):
+            if (node, token) not in node_of:
+                node_of[(node, token)] = len(trie.tokens)
+                trie.tokens.append(token)
+                trie.parents.append(node)
+                trie.depths.append(depth)
+            node = node_of[(node, token)]
+            path.append(node)
+        trie.paths.append(path)
+    return trie
 
 
-def _run_suffixes(model, rope, prefix: _Prefix, rows: list[Row], members: list[Member], results: list,
-                  max_tokens: int) -> None:
-    """Every member row's tokens after the prefix, in chunks that fit max_tokens of KV cache."""
+def _tree_mask(trie: _Trie, prefix_length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The (1, 1, nodes, prefix + nodes) additive attention mask: each node sees the prefix, its ancestors
+    and itself, so every suffix is computed exactly as if it ran alone after the prefix."""
+    n = len(trie.tokens)
+    sees = torch.zeros((n, prefix_length + n), dtype=torch.bool)
+    sees[:, :prefix_length] = True
+    for node, parent in enumerate(trie.parents):
+        if parent >= 0:
+            sees[node] = sees[parent]  # a parent's row is complete: it comes first
+        sees[node, prefix_length + node] = True
+    mask = torch.zeros(sees.shape, dtype=dtype).masked_fill(~sees, torch.finfo(dtype).min)
+    return mask[None, None].to(device)
+
+
+def _packs(suffixes: list[tuple[int, ...]], prefix_length: int, max_tokens: int, pair_cost: float) -> list[list[int]]:
+    """Suffix positions grouped into packs, lexicographically (so rows sharing tokens pack together), each
+    pack's cost in KV token positions under max_tokens: (prefix + nodes) for the cache, plus
+    pair_cost per (node, key) pair for attention scores and the mask. A suffix alone always fits."""
+    order = sorted(range(len(suffixes)), key=lambda i: suffixes[i])
+    packs, current, nodes, previous = [], [], 0, ()
+    for i in order:
+        shared = _common_prefix([suffixes[i], previous]) if current else 0  # sorted: the most it shares
+        added = len(suffixes[i]) - shared
+        total = nodes + added
+        if current and prefix_length + total + pair_cost * total * (prefix_length + total) > max_tokens:
+            packs.append(current)
+            current, nodes, added = [], 0, len(suffixes[i])
+        current.append(i)
+        nodes += added
+        previous = suffixes[i]
+    if current:
+        packs.append(current)
+    return packs
+
+
+def pair_cost(model: torch.nn.Module) -> float:
+    """Bytes of attention scores and mask per (query, key) pair, in KV token positions (kv_bytes_per_token)."""
+    text = model.config.get_text_config()
+    return (text.num_attention_heads * 4 + 4) / kv_bytes_per_token(model)  # fp32 scores per head, fp32 mask
+
+
+def _run_pack(model, prefix: _Prefix, cache_row: int, rows: list[Row], members: list[int], results: list) -> None:
+    """All member rows after one prefix row in ONE sequence: their suffix trie, with a tree attention mask."""
     device = prefix.last_logits.device
-    suffix_lengths = [len(rows[i].ids) - prefix.length for _, i in members]
-    for chunk in _chunks(suffix_lengths, prefix.length, max_tokens):
-        picked = [members[c] for c in chunk]
-        index = torch.tensor([cache_row for cache_row, _ in picked], device=device)
-        chunk_rows = [rows[i] for _, i in picked]
-        _set_rope(rope, prefix, index)
-        # Position (within the suffix) of the logits predicting each row's first scored token, or of
-        # its answer logits; -1 when that is the prefix's last position.
-        first = [len(r.ids) - 1 - r.n_scored - prefix.length for r in chunk_rows]
-        logits = _suffix_pass(model, [list(r.ids[prefix.length:]) for r in chunk_rows], first,
-                              {"cache": select_cache(prefix.cache, index, model.config), "use_cache": True})
-        prefix_logits = [prefix.last_logits[cache_row] if f < 0 else None for (cache_row, _), f in zip(picked, first)]
-        for (_, i), result in zip(picked, _outputs(logits, chunk_rows, first, prefix_logits)):
-            results[i] = result
-
-
-def _run_under(model, rope, prefix: _Prefix, rows: list[Row], members: list[Member], results: list,
-               max_tokens: int) -> None:
-    """Rows continuing a computed prefix. Rows that share a longer prefix (e.g. the judge instruction
-    after the image, or the question before each answer) run it once as a deeper prefix, recursively;
-    the others run their suffixes directly."""
-    branches, alone = _branches(rows, members, prefix.length)
-    if alone:
-        _run_suffixes(model, rope, prefix, rows, alone, results, max_tokens)
-    by_length: dict[int, list[list[Member]]] = defaultdict(list)
-    for shared, group in branches:
-        by_length[shared].append(group)  # equal lengths: one right-aligned pass, no padding inside the cache
-    device = prefix.last_logits.device
-    for shared, groups in by_length.items():
-        index = torch.tensor([group[0][0] for group in groups], device=device)
-        ids = torch.tensor([rows[group[0][1]].ids[prefix.length:shared] for group in groups], device=device)
-        _set_rope(rope, prefix, index)
-        out = model(input_ids=ids, cache=select_cache(prefix.cache, index, model.config), use_cache=True,
-                    logits_to_keep=1)
-        deeper = _Prefix(out.cache, out.logits[:, -1], shared,
-                         prefix.rope_deltas.index_select(0, index) if prefix.rope_deltas is not None else None)
-        _run_under(model, rope, deeper, rows, [(b, i) for b, group in enumerate(groups) for _, i in group],
-                   results, max_tokens)
+    trie = _trie([rows[i].ids[prefix.length:] for i in members])
+    # Suffix position of the logits predicting each row's first scored token (or giving its answer logits);
+    # -1 when that is the prefix's last position.
+    first = [len(rows[i].ids) - 1 - rows[i].n_scored - prefix.length for i in members]
+    needed = sorted({node for path, f in zip(trie.paths, first) for node in path[max(f, 0):]})
+    keep = torch.zeros((1, len(trie.tokens)), dtype=torch.bool, device=device)
+    keep[0, needed] = True
+    positions = torch.tensor([[prefix.length + depth for depth in trie.depths]], device=device)
+    if prefix.rope_deltas is not None:
+        positions = positions + prefix.rope_deltas[cache_row].to(device)  # M-RoPE: text continues past the image
+    dtype = model.get_input_embeddings().weight.dtype
+    logits = model(input_ids=torch.tensor([trie.tokens], device=device), position_ids=positions,
+                   attention_mask=_tree_mask(trie, prefix.length, dtype, device),
+                   cache=prefix.row(cache_row, model.config), use_cache=True, logits_to_keep=keep).logits
+    row_of_node = {node: k for k, node in enumerate(needed)}
+    for i, path, f in zip(members, trie.paths, first):
+        block = logits[[row_of_node[node] for node in path[max(f, 0):]]]
+        before = prefix.last_logits[cache_row] if f < 0 else None
+        results[i] = _outputs(block, [rows[i]], [f], [before])[0]
 
 
 @torch.no_grad()
 def _run_cached(model, images: list[ImageInputs], rows: list[Row], max_tokens: int) -> list[RowOutput]:
-    """Shared prefixes once (batched over images of equal prefix length), then deeper shared prefixes,
-    then all suffixes."""
+    """Each image's shared prefix once (images of equal prefix length in one pass), then per image all
+    its rows' suffixes as one token trie (every shared token once) in as few packed passes as fit."""
     device = next(model.parameters()).device
     rope = stateful_rope_module(model)
     by_image: dict[int | None, list[int]] = defaultdict(list)  # image index (None: blind) -> its rows
     for i, row in enumerate(rows):
         by_image[row.image].append(i)
-    prefix_length = {image: _shareable_length(rows, members) for image, members in by_image.items()}
+    # Every row keeps at least one token after its prefix and no scored token inside it (the prefix's
+    # last logits predict the first scored token at the latest).
+    prefix_length = {image: min(_common_prefix([rows[i].ids for i in members]),
+                                min(len(rows[i].ids) - max(rows[i].n_scored, 1) for i in members))
+                     for image, members in by_image.items()}
     # Images whose prefixes have equal length run in one pass (no padding inside a cache); blind
     # rows never share a pass with image rows (the model's image inputs are all or nothing).
     passes: dict[tuple[int, bool], list[int | None]] = defaultdict(list)
     for image, length in prefix_length.items():
         passes[(length, image is not None)].append(image)
+    cost = pair_cost(model)
     results: list[RowOutput | None] = [None] * len(rows)
     for (length, with_image), pass_images in passes.items():
         ids = torch.tensor([rows[by_image[image][0]].ids[:length] for image in pass_images], device=device)
@@ -291,8 +311,10 @@ def _run_cached(model, images: list[ImageInputs], rows: list[Row], max_tokens: i
             rope.rope_deltas = None  # recomputed from this prefix, never carried over from another call
         out = model(input_ids=ids, **extra, use_cache=True, logits_to_keep=1)
         prefix = _Prefix(out.cache, out.logits[:, -1], length, rope.rope_deltas if rope is not None else None)
-        members = [(cache_row, i) for cache_row, image in enumerate(pass_images) for i in by_image[image]]
-        _run_under(model, rope, prefix, rows, members, results, max_tokens)
+        for cache_row, image in enumerate(pass_images):
+            members = by_image[image]
+            for pack in _packs([rows[i].ids[length:] for i in members], length, max_tokens, cost):
+                _run_pack(model, prefix, cache_row, rows, [members[k] for k in pack], results)
     if rope is not None:
         rope.rope_deltas = None
     return results

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from core.chat import answer_ids, prepare_image, prompt_ids
-from core.forward import CPU_BUDGET, Row, _chunks, budget_tokens, kv_bytes_per_token, run_rows
+from core.forward import (CPU_BUDGET, Row, _chunks, _packs, _tree_mask, _trie, budget_tokens,
+                          kv_bytes_per_token, pair_cost, run_rows)
 from core.prompts import JUDGE_PROMPTS, judge_prompt
 from core.world import make_scene, render
 
@@ -66,8 +67,8 @@ def test_naive_matches_a_plain_forward(tiny_llava):
 
 
 def test_cached_encodes_each_image_once_in_few_passes(tiny_llava):
-    """2 images x 3 answers -> 24 rows (18 distinct): a prefix pass per bucket (images, blind), then suffix
-    passes; the blind rows' lengths differ too much for one pass under the padding limit."""
+    """2 images x 3 answers -> 24 rows (18 distinct): a prefix pass per bucket (images, blind), then one
+    packed pass per image holding all its rows' suffixes, and one for the blind rows."""
     images, rows = scoring_rows(tiny_llava)
     vision_batches, forward_calls = [], []
     vision = tiny_llava.model.model.vision_tower
@@ -81,8 +82,8 @@ def test_cached_encodes_each_image_once_in_few_passes(tiny_llava):
         for hook in hooks:
             hook.remove()
     assert vision_batches == [2]  # both images, once, in one batch
-    # images: prefix (2 images), 12 suffixes; blind (the same rows for both images): prefix, 6 suffixes
-    assert [shape[0] for shape in forward_calls] == [2, 12, 1, 2, 3, 1]
+    # images: prefix (2 images), a pack for each; blind (the same rows for both images): prefix, a pack
+    assert [shape[0] for shape in forward_calls] == [2, 1, 1, 1, 1]
 
 
 def test_identical_rows_are_computed_once_except_in_naive_mode(tiny_llava):
@@ -167,12 +168,29 @@ def test_kv_size_per_token_comes_from_the_config(tiny_llava, tiny_qwen2_vl):
     assert budget_tokens(tiny_llava.model, 10 * 1024) == 10
 
 
-def test_rows_are_chunked_by_the_memory_budget(tiny_llava):
-    # Four blind rows sharing a 2-token prefix, 3-token suffixes starting differently: each row of a
-    # suffix pass holds 2 + 3 = 5 tokens of KV cache (1 KiB each for the tiny model).
+def test_rows_are_packed_by_the_memory_budget(tiny_llava):
+    # Four blind rows sharing a 2-token prefix, then 3 tokens each starting differently: a pack of k rows
+    # holds 2 + 3k tokens of KV cache (1 KiB each for the tiny model) plus 3k x (2 + 3k) attention pairs
+    # at (4 heads x 4 + 4) / 1024 token positions each: k = 1..4 cost 5.29, 8.94, 12.93, 17.28.
+    assert pair_cost(tiny_llava.model) == 20 / 1024
     rows = [Row((7, 8, 20 + r, 30, 31), None, 2) for r in range(4)]
     reference = run_rows(tiny_llava.model, [], rows, "naive")
-    for budget_tokens_, suffix_batches in ((10, [2, 2]), (15, [3, 1]), (20, [4]), (4, [1, 1, 1, 1])):
+    for budget, packs in ((9, [2, 2]), (13, [3, 1]), (18, [4]), (4, [1, 1, 1, 1])):
         passes = passes_of(tiny_llava.model, lambda: assert_same(
-            run_rows(tiny_llava.model, [], rows, "cached", memory_budget=budget_tokens_ * 1024), reference))
-        assert [tuple(ids.shape) for ids in passes] == [(1, 2)] + [(b, 3) for b in suffix_batches]
+            run_rows(tiny_llava.model, [], rows, "cached", memory_budget=budget * 1024), reference))
+        assert [tuple(ids.shape) for ids in passes] == [(1, 2)] + [(1, 3 * k) for k in packs]
+
+
+def test_the_trie_stores_each_shared_run_once_and_masks_other_branches():
+    trie = _trie([(5, 6, 7), (5, 6, 8), (9,)])
+    assert (trie.tokens, trie.parents, trie.depths) == ([5, 6, 7, 8, 9], [-1, 0, 1, 1, -1], [0, 1, 2, 2, 0])
+    assert trie.paths == [[0, 1, 2], [0, 1, 3], [4]]
+    mask = _tree_mask(trie, 2, torch.float32, torch.device("cpu"))[0, 0]
+    sees = (mask == 0).int().tolist()
+    # columns: 2 prefix tokens, then nodes 5 6 7 8 9
+    assert sees == [[1, 1, 1, 0, 0, 0, 0],
+                    [1, 1, 1, 1, 0, 0, 0],
+                    [1, 1, 1, 1, 1, 0, 0],
+                    [1, 1, 1, 1, 0, 1, 0],
+                    [1, 1, 0, 0, 0, 0, 1]]
+    assert _packs([(5, 6, 7), (9,), (5, 6, 8)], 2, 1000, 0.0) == [[0, 2, 1]]  # lexicographic: sharers together
