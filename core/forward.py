@@ -166,12 +166,6 @@ def _common_prefix(sequences: list[tuple[int, ...]]) -> int:
     return length
 
 
-def select_cache(cache: DynamicCache, index: torch.Tensor, config) -> DynamicCache:
-    """A new cache holding the given batch rows of `cache` (rows may repeat)."""
-    return DynamicCache([(keys.index_select(0, index), values.index_select(0, index))
-                         for keys, values, *_ in cache], config=config)
-
-
 @dataclass
 class _Prefix:
     """A shared prefix already run: its KV cache (batch row b = the b-th distinct prefix), the logits
@@ -222,10 +216,13 @@ def _tree_mask(trie: _Trie, prefix_length: int, dtype: torch.dtype, device: torc
     n = len(trie.tokens)
     sees = torch.zeros((n, prefix_length + n), dtype=torch.bool)
     sees[:, :prefix_length] = True
-    for node, parent in enumerate(trie.parents):
-        if parent >= 0:
-            sees[node] = sees[parent]  # a parent's row is complete: it comes first
-        sees[node, prefix_length + node] = True
+    nodes = torch.arange(n)
+    parents = torch.tensor(trie.parents + [-1])  # index -1 (no node) maps to -1 again
+    ancestor = nodes  # walk all nodes up their ancestors at once, one level per step
+    while bool((ancestor >= 0).any()):
+        alive = ancestor >= 0
+        sees[nodes[alive], prefix_length + ancestor[alive]] = True
+        ancestor = parents[ancestor]
     mask = torch.zeros(sees.shape, dtype=dtype).masked_fill(~sees, torch.finfo(dtype).min)
     return mask[None, None].to(device)
 
