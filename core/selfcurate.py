@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="longest candidate in tokens (default 64)")
     parser.add_argument("--alpha", type=float, default=1.0, help="debiasing strength alpha (default 1.0)")
+    parser.add_argument("--judge-template", default=None,
+                        help="judge template: faithfulness | faithfulness_last | safety | a custom text containing "
+                             "{sentence} (default SELFJUDGE_JUDGE_TEMPLATE or faithfulness)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--db", type=Path, default=None, help="the store (default: SELFJUDGE_DATA/selfjudge.db)")
     parser.add_argument("--model", default=None, help="model id or path (default: the embedded model)")
@@ -241,7 +244,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\r{p.done}/{p.total} images  {p.pairs} pairs  {p.skipped} skipped  {p.seconds:.0f}s", end="",
               flush=True)
 
-    final = curate(load_model(model_settings), store, settings, gen, JudgeSettings(alpha=args.alpha), show)
+    template = {"template": args.judge_template} if args.judge_template else {}
+    judge_settings = JudgeSettings(alpha=args.alpha, **template)
+    final = curate(load_model(model_settings), store, settings, gen, judge_settings, show)
     print(f"\nstored {final.pairs} self pairs in {store.path} ({final.skipped} images gave no preference)")
     store.close()
 

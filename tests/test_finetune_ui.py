@@ -25,8 +25,8 @@ from core.loading import load_model
 from core.store import Pair, Store
 from core.world import make_scene, render
 from selfjudge_ui.access import AccessSettings
-from selfjudge_ui.finetune import (ALL, SCENES, ZERO_GPU_TRAINING, Finetune, adapter_name, build_finetune_tab, curves_figure,
-                                   progress_html, run_row, since_filter)
+from selfjudge_ui.finetune import (ALL, SCENES, ZERO_GPU_TRAINING, Finetune, adapter_name, build_finetune_tab,
+                                   curves_figure, progress_html, run_row, since_filter)
 from selfjudge_ui.settings import StudioSettings
 
 LOCAL = AccessSettings(public=False, on_space=False, admins=(), admin_token="")

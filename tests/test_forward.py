@@ -52,7 +52,8 @@ def test_batched_and_cached_equal_naive(family, request):
 def test_cached_in_small_chunks_equals_naive(tiny_llava):
     images, rows = scoring_rows(tiny_llava, seeds=(0,))
     naive = run_rows(tiny_llava.model, images, rows, "naive")
-    assert_same(run_rows(tiny_llava.model, images, rows, "cached", memory_budget=200 * kv_bytes_per_token(tiny_llava.model)), naive)
+    budget = 200 * kv_bytes_per_token(tiny_llava.model)
+    assert_same(run_rows(tiny_llava.model, images, rows, "cached", memory_budget=budget), naive)
 
 
 def test_naive_matches_a_plain_forward(tiny_llava):

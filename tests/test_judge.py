@@ -37,6 +37,15 @@ def test_settings_are_validated():
     assert not JudgeSettings(template="safety").higher_is_better
 
 
+def test_the_default_template_is_a_setting(monkeypatch):
+    assert JudgeSettings().template == "faithfulness"
+    monkeypatch.setenv("SELFJUDGE_JUDGE_TEMPLATE", "faithfulness_last")
+    assert JudgeSettings().template_text.endswith("The description is: {sentence}")
+    monkeypatch.setenv("SELFJUDGE_JUDGE_TEMPLATE", "no placeholder")
+    with pytest.raises(ValueError, match="template must be one of"):
+        JudgeSettings()
+
+
 def test_score_kinds_on_hand_built_logits():
     logits = torch.tensor([0.0, 2.0, 1.0, -1.0, 0.5])
     answers = AnswerTokens(yes=(1, 2), no=(3,))
