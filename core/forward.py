@@ -227,25 +227,62 @@ def _tree_mask(trie: _Trie, prefix_length: int, dtype: torch.dtype, device: torc
     return mask[None, None].to(device)
 
 
-def _packs(suffixes: list[tuple[int, ...]], prefix_length: int, max_tokens: int, pair_cost: float) -> list[list[int]]:
-    """Suffix positions grouped into packs, lexicographically (so rows sharing tokens pack together), each
-    pack's cost in KV token positions under max_tokens: (prefix + nodes) for the cache, plus
-    pair_cost per (node, key) pair for attention scores and the mask. A suffix alone always fits."""
-    order = sorted(range(len(suffixes)), key=lambda i: suffixes[i])
-    packs, current, nodes, previous = [], [], 0, ()
-    for i in order:
-        shared = _common_prefix([suffixes[i], previous]) if current else 0  # sorted: the most it shares
-        added = len(suffixes[i]) - shared
-        total = nodes + added
-        if current and prefix_length + total + pair_cost * total * (prefix_length + total) > max_tokens:
+def _row_packs(suffixes: list[tuple[int, ...]], rows: list[int], fits) -> list[list[int]]:
+    """Sorted rows grouped greedily into packs whose trie size fits (a row alone always does)."""
+    packs, current, nodes = [], [], 0
+    for i in rows:
+        added = len(suffixes[i]) - (_common_prefix([suffixes[i], suffixes[current[-1]]]) if current else 0)
+        if current and not fits(nodes + added):
             packs.append(current)
             current, nodes, added = [], 0, len(suffixes[i])
         current.append(i)
         nodes += added
-        previous = suffixes[i]
-    if current:
-        packs.append(current)
-    return packs
+    return packs + [current] if current else packs
+
+
+def _packs(suffixes: list[tuple[int, ...]], prefix_length: int, max_tokens: int, pair_cost: float,
+           merge_pairs: float) -> list[list[int]]:
+    """Suffix positions grouped into packs (lists of positions) for one prefix.
+
+    Rows starting with different tokens share no trie node: each first token roots an independent
+    subtree. Subtrees join one pack while the attention pairs wasted between them
+    (2 x pack nodes x subtree nodes) stay under merge_pairs (worth less than another pass) and the
+    pack's cost in KV token positions stays under max_tokens: (prefix + nodes) for the cache plus
+    pair_cost per (node, key) pair for attention scores and mask. A subtree over the budget is
+    split between rows, keeping rows that share tokens together.
+    """
+    def fits(nodes: int) -> bool:
+        return prefix_length + nodes + pair_cost * nodes * (prefix_length + nodes) <= max_tokens
+
+    order = sorted(range(len(suffixes)), key=lambda i: suffixes[i])  # rows sharing tokens side by side
+    subtrees: list[tuple[list[int], int]] = []  # (rows, trie nodes)
+    for i in order:
+        if subtrees and suffixes[subtrees[-1][0][-1]][0] == suffixes[i][0]:
+            rows, nodes = subtrees[-1]
+            subtrees[-1] = (rows + [i], nodes + len(suffixes[i]) - _common_prefix([suffixes[i], suffixes[rows[-1]]]))
+        else:
+            subtrees.append(([i], len(suffixes[i])))
+    packs, current, nodes = [], [], 0
+    for rows, size in subtrees:
+        if current and (2 * nodes * size > merge_pairs or not fits(nodes + size)):
+            packs.append(current)
+            current, nodes = [], 0
+        if fits(size):
+            current, nodes = current + rows, nodes + size
+        else:
+            packs += _row_packs(suffixes, rows, fits)
+    return packs + [current] if current else packs
+
+
+# Another pass costs about as much as this many tokens of work; subtrees merge into one pass while
+# the attention they waste on each other costs less.
+PASS_TOKENS = 32
+
+
+def merge_pairs(model: torch.nn.Module) -> float:
+    """Attention pairs worth one pass: a token costs ~12 x hidden^2 FLOPs per layer (projections and
+    MLP), a (query, key) pair ~4 x hidden (scores and weighted values), so PASS_TOKENS x 3 x hidden."""
+    return PASS_TOKENS * 3 * model.config.get_text_config().hidden_size
 
 
 def pair_cost(model: torch.nn.Module) -> float:
@@ -297,7 +334,7 @@ def _run_cached(model, images: list[ImageInputs], rows: list[Row], max_tokens: i
     passes: dict[tuple[int, bool], list[int | None]] = defaultdict(list)
     for image, length in prefix_length.items():
         passes[(length, image is not None)].append(image)
-    cost = pair_cost(model)
+    cost, worth_a_pass = pair_cost(model), merge_pairs(model)
     results: list[RowOutput | None] = [None] * len(rows)
     for (length, with_image), pass_images in passes.items():
         ids = torch.tensor([rows[by_image[image][0]].ids[:length] for image in pass_images], device=device)
@@ -310,7 +347,8 @@ def _run_cached(model, images: list[ImageInputs], rows: list[Row], max_tokens: i
         prefix = _Prefix(out.cache, out.logits[:, -1], length, rope.rope_deltas if rope is not None else None)
         for cache_row, image in enumerate(pass_images):
             members = by_image[image]
-            for pack in _packs([rows[i].ids[length:] for i in members], length, max_tokens, cost):
+            for pack in _packs([rows[i].ids[length:] for i in members], length, max_tokens, cost,
+                               worth_a_pass):
                 _run_pack(model, prefix, cache_row, rows, [members[k] for k in pack], results)
     if rope is not None:
         rope.rope_deltas = None
@@ -324,15 +362,18 @@ CUDA_FREE_SHARE = 0.5
 CPU_BUDGET = 2 * 1024**3
 
 
+def text_kv_bytes(text_config, dtype: torch.dtype) -> int:
+    """Bytes of KV cache per token of a language model config: layers x kv heads x head dim x 2 x dtype bytes."""
+    heads = text_config.num_attention_heads
+    kv_heads = getattr(text_config, "num_key_value_heads", None) or heads
+    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
+    return text_config.num_hidden_layers * kv_heads * head_dim * 2 * dtype.itemsize
+
+
 def kv_bytes_per_token(model: torch.nn.Module) -> int:
-    """Bytes of KV cache one token takes: layers x kv heads x head dim x 2 (keys, values) x dtype bytes."""
-    text = model.config.get_text_config()
-    heads = text.num_attention_heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    """Bytes of KV cache one token takes in this model (text_kv_bytes of its text config)."""
     # The cache holds the compute dtype, which the (never quantized) input embeddings have, also under 4-bit.
-    dtype = model.get_input_embeddings().weight.dtype
-    return text.num_hidden_layers * kv_heads * head_dim * 2 * dtype.itemsize
+    return text_kv_bytes(model.config.get_text_config(), model.get_input_embeddings().weight.dtype)
 
 
 def default_memory_budget(device: torch.device) -> int:

@@ -194,4 +194,7 @@ def test_the_trie_stores_each_shared_run_once_and_masks_other_branches():
                     [1, 1, 1, 1, 1, 0, 0],
                     [1, 1, 1, 1, 0, 1, 0],
                     [1, 1, 0, 0, 0, 0, 1]]
-    assert _packs([(5, 6, 7), (9,), (5, 6, 8)], 2, 1000, 0.0) == [[0, 2, 1]]  # lexicographic: sharers together
+    # lexicographic: rows sharing tokens together; the subtrees of 5 and 9 share nothing: apart when a
+    # pass is worth no wasted attention pair, together when it is worth many
+    assert _packs([(5, 6, 7), (9,), (5, 6, 8)], 2, 1000, 0.0, merge_pairs=0) == [[0, 2], [1]]
+    assert _packs([(5, 6, 7), (9,), (5, 6, 8)], 2, 1000, 0.0, merge_pairs=1e9) == [[0, 2, 1]]
