@@ -198,3 +198,19 @@ def test_the_trie_stores_each_shared_run_once_and_masks_other_branches():
     # pass is worth no wasted attention pair, together when it is worth many
     assert _packs([(5, 6, 7), (9,), (5, 6, 8)], 2, 1000, 0.0, merge_pairs=0) == [[0, 2], [1]]
     assert _packs([(5, 6, 7), (9,), (5, 6, 8)], 2, 1000, 0.0, merge_pairs=1e9) == [[0, 2, 1]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_in_bf16_the_packed_trie_matches_naive_and_the_budget_reads_free_memory(tiny_llava):
+    import copy
+
+    from core.forward import CUDA_FREE_SHARE, default_memory_budget
+
+    model = copy.deepcopy(tiny_llava.model).to("cuda", torch.bfloat16)
+    images, rows = scoring_rows(tiny_llava, seeds=(0,))
+    images = [type(image)(tensors={k: v.to(torch.bfloat16) if v.is_floating_point() else v
+                                   for k, v in image.tensors.items()}, placeholder=image.placeholder,
+                          expansion=image.expansion, token_values=image.token_values) for image in images]
+    assert_same(run_rows(model, images, rows, "cached"), run_rows(model, images, rows, "naive"), tolerance=0.1)
+    free, _ = torch.cuda.mem_get_info()
+    assert abs(default_memory_budget(torch.device("cuda")) - free * CUDA_FREE_SHARE) < 0.05 * free
