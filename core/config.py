@@ -17,6 +17,14 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"SELFJUDGE_{name}", default)
 
 
+def _env_int(name: str, default: int) -> int:
+    value = _env(name, str(default)).strip()
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"SELFJUDGE_{name} must be a whole number, not {value!r}") from None
+
+
 def _env_bool(name: str, default: bool) -> bool:
     value = _env(name, "1" if default else "0").strip().lower()
     if value not in ("1", "0", "true", "false", "yes", "no"):
@@ -33,12 +41,17 @@ class ModelSettings:
     adapter: str = field(default_factory=lambda: _env("ADAPTER", ""))
     device: str = field(default_factory=lambda: _env("DEVICE", "auto"))  # auto, cpu, cuda
     dtype: str = field(default_factory=lambda: _env("DTYPE", "auto"))  # auto, float32, bfloat16, float16
+    # KV cache one scoring pass may hold, in MiB; 0 = per device (half the free CUDA memory, 2 GiB on CPU).
+    memory_budget_mib: int = field(default_factory=lambda: _env_int("MEMORY_BUDGET_MIB", 0))
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda (SELFJUDGE_DEVICE), not {self.device!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be auto, float32, bfloat16 or float16 (SELFJUDGE_DTYPE), not {self.dtype!r}")
+        if self.memory_budget_mib < 0:
+            raise ValueError(f"memory budget must be 0 (per device) or a number of MiB (--memory-budget-mib / "
+                             f"SELFJUDGE_MEMORY_BUDGET_MIB), not {self.memory_budget_mib}")
 
 
 @dataclass

@@ -56,6 +56,7 @@ class LoadedModel:
     # per adapter folder, its peft name and the weights file's modification time when loaded.
     switchable: object | None = field(default=None, repr=False, compare=False)
     adapter_names: dict[str, tuple[str, int]] = field(default_factory=dict, repr=False, compare=False)
+    memory_budget: int = 0  # bytes of KV cache a scoring pass may hold; 0 = per device (core.forward)
 
     @property
     def device(self) -> torch.device:
@@ -121,7 +122,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
         adapter = settings.adapter
     model.eval()
     return LoadedModel(model=model, processor=processor, model_id=settings.model, adapter=adapter,
-                       quantized=settings.load_in_4bit)
+                       quantized=settings.load_in_4bit, memory_budget=settings.memory_budget_mib * 1024**2)
 
 
 def attach_adapter(model: torch.nn.Module, adapter_path: str) -> torch.nn.Module:

@@ -17,7 +17,8 @@ import multiprocessing
 import os
 import re
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,12 +31,13 @@ from core.dpo import LOSSES, DPOSettings
 from core.finetune import cancel_run, list_runs, planned_steps, record_exit, start_run
 from core.judge import GenerationSettings, JudgeSettings
 from core.loading import get_model
-from core.selfcurate import FRESH_SEED_OFFSET, RANKERS, CurationProgress, CurationSettings, curate
+from core.selfcurate import (FRESH_SEED_OFFSET, RANKERS, CurationProgress, CurationSettings, Curated, curated,
+                            store_curated)
 from core.store import SOURCES, NotFoundError, Store
 from selfjudge_ui import inputs
 from selfjudge_ui.access import require_admin
 from selfjudge_ui.explore import adapter_folders
-from selfjudge_ui.gpu import on_gpu
+from selfjudge_ui.gpu import on_gpu, zero_gpu
 from selfjudge_ui.settings import StudioSettings
 
 ALL = "all"
@@ -50,6 +52,15 @@ CURVES = [("DPO loss", [("loss", "loss")]),
           ("implicit reward beta * log-ratio", [("reward_chosen", "chosen"), ("reward_rejected", "rejected")]),
           ("reward margin (chosen - rejected)", [("margin", "margin")]),
           ("accuracy (chosen reward > rejected)", [("accuracy", "accuracy")])]
+
+
+# Why the Fine-tune tab does not train on ZeroGPU, and where training runs instead (docs/gpu-and-spaces.md).
+ZERO_GPU_TRAINING = (
+    "Fine-tuning is off on this ZeroGPU Space: ZeroGPU lends a GPU only inside one request, for minutes "
+    "(with a daily quota), and a DPO run needs one for its whole length. Self-curation below works here. "
+    "To train, export the pairs (Curate tab, Export) and either duplicate this Space on dedicated GPU "
+    "hardware, where this tab trains, or train locally: `python -m core.exchange import EXPORT` then "
+    "`python -m core.dpo --db data/selfjudge.db --out data/adapters/NAME --model MODEL --4bit`.")
 
 
 def _env_folder() -> str:
@@ -170,6 +181,8 @@ class Finetune:
         # Training processes this server started, by run id; reaped (and a silent death recorded) on poll.
         self._processes: dict[int, multiprocessing.Process] = {}
         self._lock = threading.Lock()
+        # On ZeroGPU the judging of a self-curation request is the part that gets the GPU.
+        self.judge_images_on_gpu = on_gpu(self._judge_all_images, _curate_seconds)
 
     def _db_path(self) -> Path:
         path = self.store_factory().path
@@ -238,6 +251,8 @@ class Finetune:
                        ) -> tuple:
         """Check everything, then train in a background process; returns the run id, a status line, the timer."""
         who = require_admin(profile, token, self.settings.access)
+        if zero_gpu():
+            raise gr.Error(ZERO_GPU_TRAINING)
         dpo = self.dpo_settings(beta, loss, lr, epochs, batch_size, lora_r, lora_alpha, train_projector, sft_weight)
         filters = self._filters(source, model_id, since)
         count = self.store_factory().count_pairs(**filters)
@@ -330,6 +345,29 @@ class Finetune:
         except ValueError as error:
             raise gr.Error(str(error)) from error
 
+    def judge_images(self, curation: CurationSettings, gen: GenerationSettings, judge_settings: JudgeSettings,
+                     progress=None) -> Iterator[Curated]:
+        """Each image's judged pair (core.selfcurate.curated), computed lazily; touches no store."""
+        if progress is not None:
+            progress(0.0, desc="Loading the model")
+        try:
+            loaded = get_model(self.settings.model)
+        except (RuntimeError, FileNotFoundError) as error:
+            raise gr.Error(f"Could not load the model: {error}") from error
+        try:
+            yield from curated(loaded, curation, gen, judge_settings)
+        except (ValueError, FileNotFoundError) as error:
+            raise gr.Error(f"Self-curation stopped: {error}.") from error
+
+    def _judge_all_images(self, curation: CurationSettings, gen: GenerationSettings, judge_settings: JudgeSettings,
+                          progress=None) -> list[Curated]:
+        found = []
+        for item in self.judge_images(curation, gen, judge_settings, progress):
+            found.append(item)
+            if progress is not None:
+                progress((len(found), curation.n), desc="judging candidates")
+        return found
+
     def self_curate(self, images, n, seed_offset, rank, candidates, max_new_tokens, alpha, seed,
                     token: str = "", profile: gr.OAuthProfile | None = None, progress=gr.Progress()) -> tuple:
         """Generate candidates for N images, rank them by the chosen score, store best-vs-worst as 'self' pairs.
@@ -345,31 +383,28 @@ class Finetune:
                                                                      limits.max_new_tokens),
                                  seed=inputs.check_integer("seed", seed, 0, inputs.MAX_SEED))
         judge_settings = JudgeSettings(alpha=inputs.check_number("alpha", alpha, 0.0, limits.max_alpha))
-        progress(0.0, desc="Loading the model")
-        try:
-            loaded = get_model(self.settings.model)
-        except (RuntimeError, FileNotFoundError) as error:
-            raise gr.Error(f"Could not load the model: {error}") from error
+        started = time.time()
+        if zero_gpu():
+            # The spaces.GPU call runs in a forked worker: it only computes the pairs, and this
+            # process writes them, so the store's SQLite connection never crosses the fork.
+            found = self.judge_images_on_gpu(curation, gen, judge_settings, progress)
+        else:
+            found = self.judge_images(curation, gen, judge_settings, progress)  # stored one image at a time
 
         def report(tally: CurationProgress) -> None:
             progress((tally.done, tally.total), desc=f"{tally.pairs} pairs kept, {tally.skipped} without preference")
 
-        try:
-            final = curate(loaded, self.store_factory(), curation, gen, judge_settings, on_progress=report)
-        except (ValueError, FileNotFoundError) as error:
-            raise gr.Error(f"Self-curation stopped: {error}.") from error
+        final = store_curated(self.store_factory(), found, curation.n, on_progress=report)
         where = "images of the server folder" if curation.folder else (
             f"scenes (seeds {curation.seed_offset}-{curation.seed_offset + curation.n - 1})")
         status = (f"Self-curated {final.total} {where}, ranked by **{curation.rank}**: stored {final.pairs} pairs "
-                  f"(source self), {final.skipped} images gave no preference; {final.seconds:.0f} s.")
+                  f"(source self), {final.skipped} images gave no preference; {time.time() - started:.0f} s.")
         next_offset = curation.seed_offset + (0 if curation.folder else curation.n)
         return status, next_offset
 
 
-def _curate_seconds(*args, **kwargs) -> int:
-    n = args[1] if len(args) > 1 and isinstance(args[1], (int, float)) else 10
-    candidates = args[4] if len(args) > 4 and isinstance(args[4], (int, float)) else 4
-    return int(30 + 3 * n * candidates)
+def _curate_seconds(curation: CurationSettings, gen: GenerationSettings, *args, **kwargs) -> int:
+    return int(30 + 3 * curation.n * gen.n)
 
 
 # Layout -------------------------------------------------------------------------------------------
@@ -389,6 +424,9 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
                                  placeholder="needed to fine-tune and self-curate")
     gr.Markdown("Train a LoRA adapter with DPO on the stored preference pairs. Training runs in a background "
                 "process: the studio stays usable, the curves update every few seconds.")
+    training_here = not zero_gpu()
+    if not training_here:
+        gr.Markdown(f"**{ZERO_GPU_TRAINING}**", elem_id="finetune-zero-gpu")
     with gr.Row():
         source = gr.Dropdown([ALL, *SOURCES], value=ALL, label="Pairs: source", scale=1)
         model = gr.Dropdown([ALL], value=ALL, label="Pairs: model", allow_custom_value=True, scale=2)
@@ -411,7 +449,8 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
                                minimum=0, maximum=10)
         name = gr.Textbox(label="Adapter name (letters, digits, - and _; empty: dated)", max_lines=1, max_length=80)
     with gr.Row():
-        start_button = gr.Button("Start fine-tuning", variant="primary", elem_id="finetune-start")
+        start_button = gr.Button("Start fine-tuning", variant="primary", elem_id="finetune-start",
+                                 interactive=training_here)
         cancel_button = gr.Button("Cancel run", variant="stop", elem_id="finetune-cancel")
         explore_button = gr.Button("Open adapter in Explore", elem_id="finetune-explore")
     status = gr.Markdown(elem_id="finetune-status")
@@ -464,8 +503,7 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
     else:
         explore_button.click(lambda run: handlers.adapter_for_explore(run)[2], [run_id], [status],
                              api_name="open_adapter_in_explore")
-    curate_fn = on_gpu(handlers.self_curate, _curate_seconds)
-    curate_button.click(curate_fn, [images, n, seed_offset, rank, candidates, max_new_tokens, alpha, seed,
+    curate_button.click(handlers.self_curate, [images, n, seed_offset, rank, candidates, max_new_tokens, alpha, seed,
                                     admin_token], [curate_status, seed_offset], api_name="self_curate").success(
         handlers.count_pairs, filters, [pair_count, model], api_visibility="private")
     return handlers

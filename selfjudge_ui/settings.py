@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--4bit", dest="load_in_4bit", action="store_true", default=None,
                    help="load the model in 4-bit NF4 with bitsandbytes (env SELFJUDGE_4BIT=1)")
     p.add_argument("--adapter", help="LoRA adapter folder to apply to the model (env SELFJUDGE_ADAPTER)")
+    p.add_argument("--memory-budget-mib", type=int, help="KV cache one scoring pass may hold, in MiB (default 0: "
+                   "half the free CUDA memory, 2 GiB on CPU; env SELFJUDGE_MEMORY_BUDGET_MIB)")
     p.add_argument("--data", dest="data_dir", type=Path, help="data folder for the store, images and adapters (default data/; env SELFJUDGE_DATA)")
     p.add_argument("--host", help="address to serve on, e.g. 0.0.0.0 (default 127.0.0.1; env SELFJUDGE_HOST)")
     p.add_argument("--port", type=int, help="port to serve on (default 7860 or the next free; env SELFJUDGE_PORT)")

@@ -243,9 +243,10 @@ def test_compare_runs_base_and_adapter(studio, tiny_llava_dir, monkeypatch):
 
 def test_cli_flags_fill_the_settings(tmp_path):
     args = parser().parse_args(["--model", "org/model", "--4bit", "--adapter", "ad", "--data", str(tmp_path),
-                                "--host", "0.0.0.0", "--port", "7001", "--share"])
+                                "--host", "0.0.0.0", "--port", "7001", "--share", "--memory-budget-mib", "512"])
     settings = settings_from_args(args)
     assert (settings.model.model, settings.model.load_in_4bit, settings.model.adapter) == ("org/model", True, "ad")
+    assert settings.model.memory_budget_mib == 512
     assert (settings.data.data_dir, settings.host, settings.port, settings.share) == (tmp_path, "0.0.0.0", 7001,
                                                                                       True)
     assert launch_options(settings)["max_file_size"] == "20mb"

@@ -62,6 +62,18 @@ def test_settings_validate_with_helpful_messages():
         ModelSettings(device="tpu")
 
 
+def test_the_memory_budget_setting_reaches_the_loaded_model(tiny_llava_dir, monkeypatch):
+    monkeypatch.setenv("SELFJUDGE_MEMORY_BUDGET_MIB", "3")
+    assert ModelSettings().memory_budget_mib == 3
+    assert load_model(_settings(tiny_llava_dir, memory_budget_mib=3)).memory_budget == 3 * 1024**2
+    assert load_model(_settings(tiny_llava_dir, memory_budget_mib=0)).memory_budget == 0  # 0: per device
+    with pytest.raises(ValueError, match="memory budget must be 0 \\(per device\\) or a number of MiB"):
+        ModelSettings(memory_budget_mib=-1)
+    monkeypatch.setenv("SELFJUDGE_MEMORY_BUDGET_MIB", "lots")
+    with pytest.raises(ValueError, match="SELFJUDGE_MEMORY_BUDGET_MIB must be a whole number, not 'lots'"):
+        ModelSettings()
+
+
 @pytest.mark.parametrize("four_bit", [False, True])
 def test_shipped_model_loads_offline_and_describes_scenes(four_bit):
     assert (EMBEDDED_MODEL / "model.safetensors").exists(), "the embedded model must ship in assets/"
