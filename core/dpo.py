@@ -428,7 +428,8 @@ def train_dpo(model_source: LoadedModel | ModelSettings, pairs: list[PreferenceE
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
-        raise FileExistsError(f"an adapter named {out_dir.name!r} already exists; choose another adapter name or delete it")
+        raise FileExistsError(f"an adapter named {out_dir.name!r} already exists; "
+                              "choose another adapter name or delete it")
     if not pairs:
         raise ValueError("no preference pairs to train on; add some (Pairs tab or python -m core.selfcurate)")
     pairs = pairs[:settings.max_pairs] if settings.max_pairs else list(pairs)

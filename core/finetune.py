@@ -261,7 +261,8 @@ def start_run(db_path: str | Path, name: str, out_dir: str | Path, settings: DPO
         if owner is not None:
             raise RunBusyError(_busy_message(owner))
         if Path(out_dir).exists():
-            raise FileExistsError(f"an adapter named {Path(out_dir).name!r} already exists; choose another adapter name")
+            raise FileExistsError(f"an adapter named {Path(out_dir).name!r} already exists; "
+                                  "choose another adapter name")
         store = Store(db_path)
         try:
             n_pairs = store.count_pairs(source=source, model_id=model_id, since=since)

@@ -62,6 +62,9 @@ TEXT_LIMITS = {"prompt": MAX_PROMPT_CHARS, "chosen": MAX_ANSWER_CHARS, "rejected
 # up to 672x1344; Idefics3/SmolVLM: longest edge 1536; Qwen2-VL: whatever its max_pixels allows), so
 # shrinking to 1536 keeps what the models see while a 24-megapixel photo no longer costs ~37 MB.
 MAX_STORED_SIDE = 1536
+# Scores that are numbers (or null where undefined); the margin and the statistics read "debiased".
+NUMERIC_SCORES = ("raw", "blind", "debiased", "min_debiased", "likelihood", "alpha", "hallucinated", "recall")
+MAX_SCORE_TEXT = 64
 # C0 and C1 control characters except tab, line feed and carriage return (NUL, escape, DEL, ...).
 CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
@@ -107,6 +110,14 @@ def check_text(name: str, text: object, max_chars: int, required: bool = True) -
     return text
 
 
+def strip_control_characters(text: str) -> str:
+    """Model-generated text made storable: control characters (a random model can emit them) removed, ends stripped.
+
+    Typed text is refused instead (check_text), so a person sees what was wrong.
+    """
+    return CONTROL_CHARACTER.sub("", text).strip()
+
+
 def comparable_text(text: str) -> str:
     """The text as compared for sameness: invisible format characters (zero-width space, BOM, soft hyphen...)
     dropped, runs of whitespace (any kind) made one space, ends stripped."""
@@ -119,14 +130,28 @@ def is_score(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def score_problem(key: object, value: object) -> str:
+    """Why a score entry cannot be stored ('' if it can): known scores are finite numbers or null, other
+    entries (the judge's kind, whether the text was edited, ...) short JSON scalars."""
+    if not isinstance(key, str) or not key or len(key) > MAX_SCORE_TEXT:
+        return f"score names must be 1-{MAX_SCORE_TEXT} characters of text, not {_shown(key)}"
+    if key in NUMERIC_SCORES:
+        return "" if value is None or is_score(value) else "must be a finite number or null"
+    if value is None or isinstance(value, bool) or is_score(value):
+        return ""
+    if isinstance(value, str) and len(value) <= MAX_SCORE_TEXT and not CONTROL_CHARACTER.search(value):
+        return ""
+    return "must be a finite number, true/false, null or a short text"
+
+
 def _scores_json(name: str, scores: dict) -> str:
     if not isinstance(scores, dict):
         raise ValueError(f"{name} must be a dict of score name -> number, not {type(scores).__name__}")
     for key, value in scores.items():
-        if not isinstance(key, str) or not key or len(key) > 64:
-            raise ValueError(f"{name} keys must be score names of 1-64 characters, not {_shown(key)}")
-        if not is_score(value):
-            raise ValueError(f"{name}[{key!r}] must be a finite number, not {_shown(value)}")
+        problem = score_problem(key, value)
+        if problem:
+            raise ValueError(f"{name}[{_shown(key)}] {problem}, not {_shown(value)}" if isinstance(key, str)
+                             and key and len(key) <= MAX_SCORE_TEXT else f"{name}: {problem}")
     return json.dumps(scores, sort_keys=True, allow_nan=False)
 
 
@@ -186,7 +211,8 @@ class Pair:
                              "a preference needs two different answers")
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {_shown(self.source)}")
-        if not isinstance(self.image_sha256, str) or (self.image_sha256 and not SHA256_PATTERN.match(self.image_sha256)):
+        sha = self.image_sha256
+        if not isinstance(sha, str) or (sha and not SHA256_PATTERN.match(sha)):
             raise ValueError(f"image_sha256 must be 64 lowercase hex digits, not {_shown(self.image_sha256)}")
         _scores_json("chosen_scores", self.chosen_scores)
         _scores_json("rejected_scores", self.rejected_scores)
@@ -248,10 +274,10 @@ def repair_pair_row(row: dict) -> tuple[dict, list[str]]:
         if not isinstance(scores, dict):
             notes.append(f"{name}: unreadable ({_shown(value)}), emptied")
             scores = {}
-        dropped = sorted(str(key) for key, score in scores.items() if not (isinstance(key, str) and is_score(score)))
+        dropped = sorted(str(key)[:MAX_SCORE_TEXT] for key, score in scores.items() if score_problem(key, score))
         if dropped:
-            notes.append(f"{name}: {', '.join(dropped)} not a finite number, removed")
-        row[name] = {key: score for key, score in scores.items() if isinstance(key, str) and is_score(score)}
+            notes.append(f"{name}: {', '.join(dropped)} not a valid score, removed")
+        row[name] = {key: score for key, score in scores.items() if not score_problem(key, score)}
     try:
         row["created_at"] = timestamp(row.get("created_at"))
     except ValueError:

@@ -129,9 +129,12 @@ def test_deleted_pair_does_not_count_as_duplicate(store):
     ({"prompt": "   "}, "prompt is empty"),
     ({"rejected": ""}, "rejected is empty"),
     ({"source": "robot"}, "source must be one of human, self"),
-    ({"chosen_scores": {"debiased": float("nan")}}, r"chosen_scores\['debiased'\] must be a finite number, not nan"),
+    ({"chosen_scores": {"debiased": float("nan")}},
+     r"chosen_scores\['debiased'\] must be a finite number or null, not nan"),
+    ({"chosen_scores": {"kind": "x" * 65}}, r"chosen_scores\['kind'\] must be a finite number, true/false, null or a "
+                                             r"short text, not 'xxx"),
     ({"rejected_scores": {"debiased": "NaN-as-string"}},
-     r"rejected_scores\['debiased'\] must be a finite number, not 'NaN-as-string'"),
+     r"rejected_scores\['debiased'\] must be a finite number or null, not 'NaN-as-string'"),
     ({"chosen": "There is a blue\u200b square. ", "rejected": "There is a blue  square."},
      "chosen and rejected are identical \\(ignoring whitespace and invisible characters\\)"),
     ({"note": "a\x00b"}, "note contains the control character U\\+0000 at position 2; remove it"),
@@ -441,7 +444,7 @@ def test_migration_3_repairs_or_flags_every_stored_row(tmp_path):
     assert pairs[1] == Pair(image_sha256=sha, prompt="p", chosen="a", rejected="b", chosen_scores={"raw": 1.5},
                             rejected_scores={"debiased": 0.5}, model_id="shapes-llava", source="human", id=1,
                             created_at="1970-01-01T00:00:00.000+00:00",
-                            problems="chosen_scores: debiased not a finite number, removed; "
+                            problems="chosen_scores: debiased not a valid score, removed; "
                                      "created_at: 'not a date' is not a date, set to 1970-01-01")
     assert pairs[1].margin is None
     assert (pairs[2].chosen, pairs[2].chosen_scores, pairs[2].rejected_scores, pairs[2].problems) == (
@@ -449,7 +452,8 @@ def test_migration_3_repairs_or_flags_every_stored_row(tmp_path):
                      "rejected_scores: unreadable ('{bad json'), emptied")
     assert pairs[3].problems == "chosen and rejected are the same text"
     assert pairs[4].deleted_at is not None
-    assert pairs[4].problems == "rejected: control characters removed; identical to another pair once repaired, so deleted"
+    assert pairs[4].problems == ("rejected: control characters removed; identical to another pair once repaired, "
+                                 "so deleted")
     # Editing a flagged pair into a sound one settles its problems.
     assert store.update_pair(3, rejected="different").problems == ""
     assert store.get_pair(3).problems == ""
