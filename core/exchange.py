@@ -13,8 +13,10 @@ Import reads either layout (a folder, its data file, or a .zip of the folder), v
 field of every row and every picture first (a bad one is refused with its line or row number,
 and nothing is written), then adds all the pairs in one transaction, skipping those already
 stored. What an import may hold is bounded before anything is unpacked or decoded:
-MAX_IMPORT_BYTES unpacked, MAX_IMPORT_MEMBERS files in a zip, MAX_IMPORT_PAIRS rows, and
-IMPORT_IMAGE_LIMITS per picture (bytes and pixels, read from its header).
+MAX_IMPORT_BYTES unpacked, MAX_DATA_FILE_BYTES for data.jsonl, MAX_IMPORT_MEMBERS files in
+a zip, MAX_IMPORT_PAIRS rows, and IMPORT_IMAGE_LIMITS per picture (bytes and pixels, read
+from its header). Rows are read one at a time, so memory holds the pictures' bytes (at most
+MAX_IMPORT_BYTES) and one decoded picture.
 
     python -m core.exchange export --format parquet [--source self] [--model-id ID] [--search TEXT]
     python -m core.exchange import data/exports/pairs-20250101T120000Z-parquet
@@ -29,14 +31,14 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from core.config import DataSettings
 from core.images import ImageLimits, decode_image
@@ -53,7 +55,8 @@ IMAGE_REFERENCE = re.compile(r"^images/([0-9a-f]{64})\.png$")
 ZIP_MEMBER = re.compile(r"^(?:[^/]+/)?(data\.jsonl|data\.parquet|manifest\.json|images/[0-9a-f]{64}\.png)$")
 # Bounds on one import, checked from the zip's directory and the Parquet footer before anything
 # is unpacked or read; a picture's pixels are checked from its header before it is decoded.
-MAX_IMPORT_BYTES = 512 * 1024**2
+MAX_IMPORT_BYTES = 256 * 1024**2  # a little over the studio's 200 MB upload cap
+MAX_DATA_FILE_BYTES = 64 * 1024**2  # data.jsonl: 10,000 rows at the text limits fit in about 150 MB; ours ~1 KB each
 MAX_IMPORT_MEMBERS = 10_002  # up to 10,000 pictures + data file + manifest
 MAX_IMPORT_PAIRS = 10_000
 IMPORT_IMAGE_LIMITS = ImageLimits()
@@ -241,64 +244,81 @@ def _check_rows(count: int, what: str) -> None:
 
 
 def _read_jsonl(data_file: Path) -> ImportRows:
-    if data_file.stat().st_size > MAX_IMPORT_BYTES:
-        raise ValueError(f"{data_file.name} is over {MAX_IMPORT_BYTES // 2**20} MiB; split it into smaller exports")
-    try:
-        lines = data_file.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise ValueError(f"{data_file.name} is not UTF-8 text") from None
-    _check_rows(sum(bool(line.strip()) for line in lines), data_file.name)
-    items = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
+    if data_file.stat().st_size > MAX_DATA_FILE_BYTES:
+        raise ValueError(f"{data_file.name} is over {MAX_DATA_FILE_BYTES // 2**20} MiB; split it into smaller exports")
+    items, image_bytes = [], 0
+    with open(data_file, encoding="utf-8") as handle:
+        for number, line in enumerate(_lines(handle, data_file.name), start=1):
+            if not line.strip():
+                continue
+            _check_rows(len(items) + 1, data_file.name)
             try:
-                row = json.loads(line)
-            except RecursionError:
-                raise ValueError("the JSON is nested too deeply") from None
-            references = row.get("images") if isinstance(row, dict) else None
-            if not (isinstance(references, list) and len(references) == 1 and isinstance(references[0], str)):
-                raise ValueError("images must list exactly one image path")
-            match = IMAGE_REFERENCE.match(references[0])
-            if not match:
-                raise ValueError(f"image path {references[0][:80]!r} must look like images/<sha256>.png")
-            # The path is rebuilt from validated hex only, never from the file's string.
-            image_file = data_file.parent / "images" / f"{match.group(1)}.png"
-            if not image_file.is_file():
-                raise ValueError(f"its image images/{match.group(1)}.png is not in the export")
-            if image_file.stat().st_size > IMPORT_IMAGE_LIMITS.max_bytes:
-                raise ValueError(f"its image is over {IMPORT_IMAGE_LIMITS.max_bytes // 2**20} MiB")
-            pair = pair_from_row(row)
-            items.append((pair, _image(image_file.read_bytes())))
-        except ValueError as error:  # JSONDecodeError and ImageError are ValueErrors too
-            raise ValueError(f"{data_file.name} line {number}: {error}") from None
+                pair, image_file = _jsonl_row(line, data_file.parent)
+                image_bytes += image_file.stat().st_size
+                if image_bytes > MAX_IMPORT_BYTES:
+                    raise ValueError(f"the pictures so far add up to over {MAX_IMPORT_BYTES // 2**20} MiB; split "
+                                     "the export into smaller ones")
+                items.append((pair, _image(image_file.read_bytes())))
+            except ValueError as error:  # JSONDecodeError and ImageError are ValueErrors too
+                raise ValueError(f"{data_file.name} line {number}: {error}") from None
     return items
+
+
+def _lines(handle: IO[str], name: str) -> Iterator[str]:
+    try:
+        yield from handle
+    except UnicodeDecodeError:
+        raise ValueError(f"{name} is not UTF-8 text") from None
+
+
+def _jsonl_row(line: str, folder: Path) -> tuple[Pair, Path]:
+    try:
+        row = json.loads(line)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+    references = row.get("images") if isinstance(row, dict) else None
+    if not (isinstance(references, list) and len(references) == 1 and isinstance(references[0], str)):
+        raise ValueError("images must list exactly one image path")
+    match = IMAGE_REFERENCE.match(references[0])
+    if not match:
+        raise ValueError(f"image path {references[0][:80]!r} must look like images/<sha256>.png")
+    # The path is rebuilt from validated hex only, never from the file's string.
+    image_file = folder / "images" / f"{match.group(1)}.png"
+    if not image_file.is_file():
+        raise ValueError(f"its image images/{match.group(1)}.png is not in the export")
+    if image_file.stat().st_size > IMPORT_IMAGE_LIMITS.max_bytes:
+        raise ValueError(f"its image is over {IMPORT_IMAGE_LIMITS.max_bytes // 2**20} MiB")
+    return pair_from_row(row), image_file
 
 
 def _read_parquet(data_file: Path) -> ImportRows:
     try:
-        metadata = pq.ParquetFile(data_file).metadata
+        parquet = pq.ParquetFile(data_file)
+        metadata = parquet.metadata
         _check_rows(metadata.num_rows, data_file.name)
         unpacked = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
         if unpacked > MAX_IMPORT_BYTES:
             raise ValueError(f"{data_file.name} unpacks to {unpacked / 2**20:,.0f} MiB; an import takes at most "
                              f"{MAX_IMPORT_BYTES // 2**20} MiB: split it into smaller exports")
-        rows = pq.read_table(data_file).to_pylist()
+        rows = (row for batch in parquet.iter_batches(batch_size=64) for row in batch.to_pylist())
+        items = []
+        for number, row in enumerate(rows, start=1):
+            try:
+                items.append(_parquet_row(row))
+            except ValueError as error:
+                raise ValueError(f"{data_file.name} row {number}: {error}") from None
     except (pa.ArrowException, OSError) as error:
         raise ValueError(f"{data_file.name} is not a readable Parquet file ({type(error).__name__})") from None
-    items = []
-    for number, row in enumerate(rows, start=1):
-        try:
-            images = row.get("images")
-            if not (isinstance(images, list) and len(images) == 1 and isinstance(images[0], dict)
-                    and isinstance(images[0].get("bytes"), bytes) and images[0]["bytes"]):
-                raise ValueError("images must hold exactly one embedded image (bytes)")
-            pair = pair_from_row(row)
-            items.append((pair, _image(images[0]["bytes"])))
-        except ValueError as error:
-            raise ValueError(f"{data_file.name} row {number}: {error}") from None
     return items
+
+
+def _parquet_row(row: dict) -> tuple[Pair, bytes]:
+    images = row.get("images")
+    if not (isinstance(images, list) and len(images) == 1 and isinstance(images[0], dict)
+            and isinstance(images[0].get("bytes"), bytes) and images[0]["bytes"]):
+        raise ValueError("images must hold exactly one embedded image (bytes)")
+    pair = pair_from_row(row)
+    return pair, _image(images[0]["bytes"])
 
 
 def extract_zip(archive_path: Path, into: Path) -> Path:
