@@ -58,9 +58,10 @@ MAX_NOTE_CHARS = 2000
 MAX_NAME_CHARS = 200  # model_id and adapter
 TEXT_LIMITS = {"prompt": MAX_PROMPT_CHARS, "chosen": MAX_ANSWER_CHARS, "rejected": MAX_ANSWER_CHARS,
                "note": MAX_NOTE_CHARS, "model_id": MAX_NAME_CHARS, "adapter": MAX_NAME_CHARS}
-# The longest side of a stored picture. Processors see far less (LLaVA-1.5: 336; LLaVA-NeXT tiles:
-# up to 672x1344; Idefics3/SmolVLM: longest edge 1536; Qwen2-VL: whatever its max_pixels allows), so
-# shrinking to 1536 keeps what the models see while a 24-megapixel photo no longer costs ~37 MB.
+# The longest side of a stored picture. No supported processor looks at more by default (embedded
+# shapes-llava: 96; LLaVA-1.5: 336; LLaVA-NeXT: grids up to 1008; Idefics3/SmolVLM: 4 x 364 = 1456;
+# Qwen2-VL: max_pixels 1,003,520, about 1002x1002), so pairs keep what the model saw, while a
+# 4096x4096 photo costs 3.5 MiB instead of 40.5 MiB (python -m bench.bench_reliability).
 MAX_STORED_SIDE = 1536
 # Scores that are numbers (or null where undefined); the margin and the statistics read "debiased".
 NUMERIC_SCORES = ("raw", "blind", "debiased", "min_debiased", "likelihood", "alpha", "hallucinated", "recall")
