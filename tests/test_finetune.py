@@ -297,3 +297,15 @@ def test_kill_9_of_the_studio_during_a_fine_tune(db_with_pairs, tiny_llava_dir, 
     run = Store(db_with_pairs).get_run(again)
     assert run["status"] == "cancelled" and not out.exists() and not partial_dir(out).exists()
     assert [r["status"] for r in list_runs(db_with_pairs)] == ["cancelled", "failed"]
+
+
+def test_studio_start_up_fails_the_runs_a_killed_studio_left_running(db_with_pairs, tiny_settings, tmp_path):
+    from core.config import DataSettings
+    from selfjudge_ui import build_app
+    from selfjudge_ui.settings import StudioSettings
+
+    _, running, done = _leave_active_runs(db_with_pairs, tmp_path / "adapters")
+    build_app(StudioSettings(model=tiny_settings, data=DataSettings(data_dir=db_with_pairs.parent)))
+    runs = {run["id"]: run for run in list_runs(db_with_pairs)}
+    assert [runs[i]["status"] for i in (running, done)] == ["failed", "finished"]
+    assert "start it again" in runs[running]["error"]
