@@ -111,16 +111,18 @@ def training_lock(db_path: str | Path) -> Iterator[IO[str]]:
         handle.close()
 
 
-def _end_run(store: Store, run: dict, status: str, error: str = "") -> None:
-    """Mark a run failed or cancelled (if it is still active) and delete its checkpoints and any
-    adapter it published without recording it, so that nothing of it is kept or resumed."""
+def _end_run(store: Store, run: dict, status: str, error: str = "", died: bool = False) -> None:
+    """Mark a run failed or cancelled (if it is still active) and delete its checkpoints, so nothing of it
+    is resumed. `died`: its process ended unannounced, so an adapter folder it published without
+    recording it (a run only starts when that folder does not exist) is deleted too."""
     if run["status"] in ACTIVE_STATUSES:
         store.update_run(run["id"], status=status, **({"error": error} if error else {}))
     out_dir = run["params"].get("out_dir")
     if out_dir:
         discard_partial(out_dir)
-        if run["status"] in ACTIVE_STATUSES and Path(out_dir).exists():
+        if died and run["status"] in ACTIVE_STATUSES and Path(out_dir).exists():
             shutil.rmtree(out_dir, ignore_errors=True)
+
 
 def stored_examples(store: Store, source: str = "", model_id: str = "", since: str = "") -> list[PreferenceExample]:
     """Every live pair in the store (optionally of one source, model, or created since a time) with its image,
@@ -197,7 +199,8 @@ def _watch_parent(parent_pid: int, db_path: str, run_id: int) -> None:
         store = Store(db_path)
         try:
             _end_run(store, store.get_run(run_id), "failed",
-                     "the studio process that started this run stopped, so the run was abandoned; start it again")
+                     "the studio process that started this run stopped, so the run was abandoned; start it again",
+                     died=True)
         finally:
             store.close()
             os._exit(1)
@@ -309,7 +312,7 @@ def recover_runs(db_path: str | Path) -> list[int]:
                      and (owner is None or run["id"] != owner["run"])]
             for run in stale:
                 _end_run(store, run, "failed", f"the process training this run stopped while it was {run['status']} "
-                                               "(the studio was stopped or killed); start it again")
+                                               "(the studio was stopped or killed); start it again", died=True)
         finally:
             store.close()
         return [run["id"] for run in stale]
@@ -345,7 +348,7 @@ def record_exit(db_path: str | Path, run_id: int, exitcode: int) -> dict:
                         "gradient checkpointing or a 4-bit base" if -exitcode == signal.SIGKILL else "")
             else:
                 how, hint = f"exited with code {exitcode} before finishing", ""
-            _end_run(store, run, "failed", f"the training process {how}{hint}")
+            _end_run(store, run, "failed", f"the training process {how}{hint}", died=True)
         elif run["status"] in ("failed", "cancelled"):
             _end_run(store, run, run["status"])
         return store.get_run(run_id)

@@ -309,3 +309,14 @@ def test_studio_start_up_fails_the_runs_a_killed_studio_left_running(db_with_pai
     runs = {run["id"]: run for run in list_runs(db_with_pairs)}
     assert [runs[i]["status"] for i in (running, done)] == ["failed", "finished"]
     assert "start it again" in runs[running]["error"]
+
+
+def test_a_run_refused_for_an_existing_adapter_name_leaves_that_adapter_alone(db_with_pairs, tiny_settings,
+                                                                              tmp_path):
+    taken = tmp_path / "adapters" / "taken"
+    taken.mkdir(parents=True)
+    (taken / "adapter_config.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="an adapter named 'taken' already exists"):
+        run_training(db_with_pairs, "taken", taken, DPOSettings(), tiny_settings)
+    assert list_runs(db_with_pairs)[0]["status"] == "failed"
+    assert (taken / "adapter_config.json").read_text() == "{}"
