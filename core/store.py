@@ -112,9 +112,10 @@ def check_text(name: str, text: object, max_chars: int, required: bool = True) -
 
 
 def strip_control_characters(text: str) -> str:
-    """Model-generated text made storable: control characters (a random model can emit them) removed, ends stripped.
+    """The text with control characters removed and its ends stripped.
 
-    Typed text is refused instead (check_text), so a person sees what was wrong.
+    The studio applies it to what is typed (control characters are invisible) and to model output
+    (a random model can emit them); `check_text`, used by Pair, refuses them in imports and direct calls.
     """
     return CONTROL_CHARACTER.sub("", text).strip()
 
