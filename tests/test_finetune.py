@@ -273,8 +273,10 @@ def test_kill_9_of_the_studio_during_a_fine_tune(db_with_pairs, tiny_llava_dir, 
         assert worker["run"] == run_id and worker["pid"] != studio.pid
         studio.send_signal(signal.SIGKILL)
         studio.wait(10)
-        # No orphan: the worker sees its studio gone, fails the run and exits.
-        _wait_for(lambda: _process_gone(worker["pid"]), 30, "the orphaned worker to exit")
+        # No orphan: the worker sees its studio gone, fails the run and exits. Its lock goes with its
+        # last thread, which can be a moment after its main thread shows as a zombie.
+        _wait_for(lambda: _process_gone(worker["pid"]) and training_owner(db_with_pairs) is None, 30,
+                  "the orphaned worker to exit")
     finally:
         if studio.poll() is None:
             studio.kill()
