@@ -6,11 +6,44 @@ Defaults work offline on CPU: the embedded model in assets/, data under data/.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_MODEL = REPO_ROOT / "assets" / "shapes-llava"
+# An absolute path in a message: /a/b/c or C:\\a\\b, up to a quote, space or bracket.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:])(?:[A-Za-z]:\\|/)[^\s'\"<>()\[\],;]*")
+
+
+def display_model_id(path_or_id: str) -> str:
+    """A model or adapter as people and other machines know it: a hub id as it is, a local folder by its name.
+
+    "llava-hf/llava-1.5-7b-hf" stays; "/srv/app/assets/shapes-llava", "./assets/shapes-llava" and
+    "C:\\models\\x" become "shapes-llava" and "x", so no server path is shown or stored.
+    """
+    text = path_or_id.strip()
+    if not text:
+        return ""
+    windows = len(text) > 2 and text[1] == ":" and text[2] in "\\/"
+    try:
+        exists = Path(text).expanduser().is_dir()
+    except (OSError, ValueError):  # a name too long, or one no file system accepts
+        exists = False
+    local = text.startswith(("/", "\\", "./", "../", "~")) or windows or "\\" in text or exists
+    if not local:
+        return text
+    name = text.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return name or text
+
+
+def without_paths(message: str) -> str:
+    """The message with every absolute path cut to its last part, so no server path reaches a person."""
+    def last_part(match: re.Match) -> str:
+        parts = [part for part in re.split(r"[\\/]", match.group()) if part]
+        return parts[-1] if parts else match.group()
+
+    return ABSOLUTE_PATH.sub(last_part, message)
 
 
 def _env(name: str, default: str) -> str:

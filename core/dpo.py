@@ -361,21 +361,37 @@ def load_checkpoint(checkpoint: Path, model, optimizer) -> dict:
     return state
 
 
-def prepare_work_dir(work: Path, settings: DPOSettings, fingerprint: str) -> Path | None:
-    """Create the run folder, or check an existing one belongs to this run; return its last checkpoint."""
-    identity = {"settings": asdict(settings), "pairs_sha256": fingerprint}
+def prepare_work_dir(work: Path, settings: DPOSettings, fingerprint: str, run_key: str = "") -> Path | None:
+    """Create the run folder, or check an existing one belongs to this run; return its last checkpoint.
+
+    Checkpoints are resumed only by the same run (`run_key`, e.g. the store's run id) with the same
+    settings and pairs. Those of another run (one cancelled, failed or abandoned) are deleted, never
+    resumed; the same run with other settings or pairs is refused.
+    """
+    identity = {"settings": asdict(settings), "pairs_sha256": fingerprint, "run": run_key}
     run_file = work / "run.json"
     checkpoint = last_checkpoint(work) if run_file.exists() else None
     if checkpoint is not None:
-        if json.loads(run_file.read_text()) != identity:
-            raise ValueError(f"{work} holds checkpoints of a run with other settings or pairs; delete that "
-                             "folder to start over, or resume with the same settings and pairs")
-        return checkpoint
-    # Nothing complete to resume (new run, or one that failed in its first epoch): start afresh.
+        try:
+            saved = json.loads(run_file.read_text())
+        except ValueError:
+            saved = {}
+        if saved == identity:
+            return checkpoint
+        if isinstance(saved, dict) and saved.get("run", "") == run_key:
+            raise ValueError(f"the checkpoints in {work.name} are of a run with other settings or pairs; delete "
+                             "that folder to start over, or resume with the same settings and pairs")
+    # Nothing of this run to resume (a new run, one that failed in its first epoch, or another
+    # run's leftovers): start afresh.
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps(identity, indent=2) + "\n")
     return None
+
+
+def discard_partial(out_dir: str | Path) -> None:
+    """Delete a run's epoch checkpoints (its hidden .NAME.partial folder), so nothing ever resumes them."""
+    shutil.rmtree(partial_dir(Path(out_dir)), ignore_errors=True)
 
 
 # Training -----------------------------------------------------------------------------------------
@@ -392,22 +408,24 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device, dtype: torc
 
 def train_dpo(model_source: LoadedModel | ModelSettings, pairs: list[PreferenceExample], out_dir: str | Path,
               settings: DPOSettings, on_step: Callable[[dict], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> TrainResult:
+              should_stop: Callable[[], bool] | None = None, run_key: str = "") -> TrainResult:
     """Train a LoRA adapter with DPO and save it to `out_dir` (resuming from a crashed run's checkpoints).
 
     `on_step` gets each step's metrics; `should_stop` is asked between steps and, when true,
     ends the run as "cancelled" with its checkpoints discarded. A run that raises keeps its
-    complete epoch checkpoints, and calling again with the same arguments resumes from them.
+    complete epoch checkpoints, and calling again with the same arguments (run_key included)
+    resumes from them; another run_key discards them.
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
-        raise FileExistsError(f"{out_dir} already exists; choose another adapter name or delete it")
+        raise FileExistsError(f"an adapter named {out_dir.name!r} already exists; "
+                              "choose another adapter name or delete it")
     if not pairs:
         raise ValueError("no preference pairs to train on; add some (Pairs tab or python -m core.selfcurate)")
     pairs = pairs[:settings.max_pairs] if settings.max_pairs else list(pairs)
     loaded = model_source if isinstance(model_source, LoadedModel) else load_model(model_source)
     work = partial_dir(out_dir)
-    checkpoint = prepare_work_dir(work, settings, pairs_fingerprint(pairs))
+    checkpoint = prepare_work_dir(work, settings, pairs_fingerprint(pairs), run_key)
     input_dtype = loaded.model.dtype  # pixel values go in the base's float dtype (LoRA may be float32)
     with lora_attached(loaded.model, settings) as model:
         return _train(model, loaded, input_dtype, pairs, out_dir, work, checkpoint, settings, on_step, should_stop)

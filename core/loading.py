@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
-from core.config import ModelSettings
+from core.config import ModelSettings, display_model_id, without_paths  # display_model_id: for the UI
 
 # Kept in full precision under 4-bit: quantizing these hurts most and saves least. transformers 5
 # matches these as regexes from the start of a module's full name, or as suffixes.
@@ -109,13 +109,13 @@ def load_model(settings: ModelSettings) -> LoadedModel:
         processor = AutoProcessor.from_pretrained(settings.model)
         model = AutoModelForImageTextToText.from_pretrained(settings.model, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
-        raise RuntimeError(f"could not load {settings.model!r} as an image-text-to-text model "
-                           f"(AutoModelForImageTextToText + AutoProcessor): {exc}") from exc
+        raise RuntimeError(f"could not load {display_model_id(settings.model)!r} as an image-text-to-text model "
+                           f"(AutoModelForImageTextToText + AutoProcessor): {without_paths(str(exc))}") from exc
     if not settings.load_in_4bit:
         model = model.to(device)
     if getattr(processor, "chat_template", None) is None:
-        raise RuntimeError(f"{settings.model!r} has no chat template in its processor; the judge builds every "
-                           "prompt with it. Add a chat_template to the processor config.")
+        raise RuntimeError(f"{display_model_id(settings.model)!r} has no chat template in its processor; the judge "
+                           "builds every prompt with it. Add a chat_template to the processor config.")
     adapter = ""
     if settings.adapter:
         model = attach_adapter(model, settings.adapter)
@@ -130,7 +130,8 @@ def attach_adapter(model: torch.nn.Module, adapter_path: str) -> torch.nn.Module
     from peft import PeftModel
 
     if not (Path(adapter_path) / "adapter_config.json").exists():
-        raise FileNotFoundError(f"{adapter_path!r} is not a LoRA adapter folder (no adapter_config.json)")
+        raise FileNotFoundError(f"{display_model_id(adapter_path)!r} is not a LoRA adapter folder "
+                                "(no adapter_config.json)")
     return PeftModel.from_pretrained(model, adapter_path)
 
 

@@ -29,7 +29,7 @@ from core.judge import GenerationSettings, JudgeResult, JudgeSettings, ScoredCan
 from core.loading import LoadedModel, load_model
 from core.metrics import parse_objects
 from core.prompts import DESCRIBE_QUESTION
-from core.store import Pair, Store
+from core.store import Pair, Store, comparable_text, strip_control_characters
 from core.world import make_scene, render
 
 FRESH_SEED_OFFSET = 2_000_000
@@ -161,7 +161,10 @@ def make_pair(source: Source, result: JudgeResult, rank: str, loaded: LoadedMode
     if picked is None:
         return None
     best, worst = picked
-    return Pair(image_sha256="", prompt=result.question, chosen=best.text.strip(), rejected=worst.text.strip(),
+    chosen, rejected = strip_control_characters(best.text), strip_control_characters(worst.text)
+    if not chosen or not rejected or comparable_text(chosen) == comparable_text(rejected):
+        return None  # the same answer once cleaned: no preference to learn
+    return Pair(image_sha256="", prompt=result.question, chosen=chosen, rejected=rejected,
                 chosen_scores=candidate_scores(best, source.truth),
                 rejected_scores=candidate_scores(worst, source.truth), model_id=loaded.model_id,
                 adapter=loaded.adapter, source="self", note=f"self-curated ({rank}) from {source.label}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from core.finetune import recover_runs
 from core.store import Store
 from selfjudge_ui.access import admin_controls
 from selfjudge_ui.curate import build_curate_tab
@@ -46,6 +47,7 @@ def build_app(settings: StudioSettings | None = None) -> gr.Blocks:
     """The studio's Blocks, queued (one run per action at a time; the rest wait their turn)."""
     settings = settings or StudioSettings()
     store_factory = store_opener(settings.data.db_path)
+    recover_runs(settings.data.db_path)  # runs a killed studio left "running" are marked failed
     # Uploaded and generated files are removed from gradio's cache after a day.
     with gr.Blocks(title="SelfJudge Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(_header(settings))

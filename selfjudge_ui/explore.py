@@ -27,7 +27,7 @@ from core.judge import judge
 from core.loading import LoadedModel, adapter_in_use, get_model
 from core.prompts import DESCRIBE_QUESTION
 from core.safety import SafetySettings, format_verdict
-from core.store import DuplicatePairError, Pair, Store
+from core.store import DuplicatePairError, Pair, Store, comparable_text, strip_control_characters
 from core.world import Scene, make_scene, render
 from selfjudge_ui import inputs, plots, views
 from selfjudge_ui.gpu import on_gpu
@@ -197,14 +197,19 @@ class Explore:
         chosen_index = self._candidate_number("chosen candidate", chosen_number, result) - 1
         rejected_index = self._candidate_number("rejected candidate", rejected_number, result) - 1
         chosen, rejected = result["candidates"][chosen_index], result["candidates"][rejected_index]
+        # Model output is cleaned of control characters; text a person typed is refused if it has any.
+        rejected_text = strip_control_characters(rejected["text"])
+        model_chosen = strip_control_characters(chosen["text"])
+        if chosen_text == chosen["text"]:
+            chosen_text = model_chosen
         text = inputs.check_text("chosen text", chosen_text, self.limits.max_answer_chars)
         note = inputs.check_text("note", note, self.limits.max_note_chars, required=False)
-        if text == rejected["text"]:
+        if comparable_text(text) == comparable_text(rejected_text):
             raise gr.Error("Chosen and rejected are the same text; pick two different candidates "
                            "or edit the chosen text.")
-        chosen_scores = {**views.pair_scores(chosen, result["settings"]), "edited": text != chosen["text"]}
+        chosen_scores = {**views.pair_scores(chosen, result["settings"]), "edited": text != model_chosen}
         try:
-            pair = Pair(image_sha256="", prompt=result["question"], chosen=text, rejected=rejected["text"],
+            pair = Pair(image_sha256="", prompt=result["question"], chosen=text, rejected=rejected_text,
                         chosen_scores=chosen_scores, rejected_scores=views.pair_scores(rejected, result["settings"]),
                         model_id=result["model_id"], adapter=result["adapter"], source="human", note=note)
             pair_id = self.store_factory().add_pair(pair, image)
@@ -314,18 +319,18 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
                                      elem_id="explore-examples")
             with gr.Row():
                 random_button = gr.Button("Random shapes scene", elem_id="explore-random")
-                scene_seed = gr.Number(label="Scene seed (Enter to draw it)", precision=0, value=None,
-                                       minimum=0, maximum=inputs.MAX_SEED, elem_id="explore-scene-seed")
+                scene_seed = inputs.number_box(label="Scene seed (Enter to draw it)", precision=0, value=None,
+                                               minimum=0, maximum=inputs.MAX_SEED, elem_id="explore-scene-seed")
             truth = gr.Markdown()
         with gr.Column(scale=1):
             question = gr.Textbox(label="Question", value=DESCRIBE_QUESTION, max_lines=3,
                                   max_length=limits.max_question_chars)
             with gr.Row():
-                n = gr.Slider(1, limits.max_candidates, value=4, step=1, label="Candidates (N)")
+                n = inputs.slider_box(1, limits.max_candidates, value=4, step=1, label="Candidates (N)")
                 strategy = gr.Dropdown(inputs.GENERATION_STRATEGIES, value="sample", label="Generation")
-                seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, maximum=inputs.MAX_SEED)
-            alpha = gr.Slider(0, limits.max_alpha, value=1.0, step=0.1,
-                              label="alpha: S = (1+alpha) Score(image) - alpha Score(no image)")
+                seed = inputs.number_box(value=0, precision=0, label="Seed", minimum=0, maximum=inputs.MAX_SEED)
+            alpha = inputs.slider_box(0, limits.max_alpha, value=1.0, step=0.1,
+                                      label="alpha: S = (1+alpha) Score(image) - alpha Score(no image)")
             with gr.Row():
                 kind = gr.Radio(inputs.SCORE_KINDS, value="logit", label="Score kind")
                 prompt = gr.Dropdown(inputs.PROMPT_CHOICES, value="faithfulness", label="Judge prompt")
@@ -359,11 +364,11 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
     with gr.Accordion("Self-judged decoding", open=False, elem_id="explore-decode-section"):
         with gr.Row():
             decode_strategy = gr.Radio(inputs.DECODE_STRATEGIES, value="debiased-judged", label="Strategy")
-            k = gr.Slider(1, limits.max_candidates, value=4, step=1, label="Proposals per step (k)")
-            max_new_tokens = gr.Slider(8, limits.max_new_tokens, value=64, step=8, label="Max new tokens")
+            k = inputs.slider_box(1, limits.max_candidates, value=4, step=1, label="Proposals per step (k)")
+            max_new_tokens = inputs.slider_box(8, limits.max_new_tokens, value=64, step=8, label="Max new tokens")
         with gr.Row():
             safety_on = gr.Checkbox(False, label="Safety defence (refuse if a sentence judges itself harmful)")
-            safety_probability = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Refuse at P(harmful) >=")
+            safety_probability = inputs.slider_box(0.01, 0.99, value=0.5, step=0.01, label="Refuse at P(harmful) >=")
         decode_button = gr.Button("Decode", elem_id="explore-decode")
         decoded_text = gr.Markdown(elem_id="explore-decoded")
         safety_report = gr.Markdown(elem_id="explore-safety")

@@ -434,19 +434,22 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
                            scale=2)
         pair_count = gr.Markdown(elem_id="finetune-pair-count")
     with gr.Row():
-        beta = gr.Number(defaults.beta, label="beta", minimum=0.001, maximum=10)
+        beta = inputs.number_box(defaults.beta, label="beta", minimum=0.001, maximum=10)
         loss = gr.Radio(list(LOSSES), value=defaults.loss, label="Loss")
-        lr = gr.Number(defaults.lr, label="Learning rate", minimum=1e-7, maximum=0.1)
-        epochs = gr.Number(defaults.epochs, label="Epochs", precision=0, minimum=1, maximum=handlers.limits.max_epochs)
-        batch_size = gr.Number(defaults.batch_size, label="Batch size (pairs)", precision=0, minimum=1,
-                               maximum=handlers.limits.max_batch_size)
+        lr = inputs.number_box(defaults.lr, label="Learning rate", minimum=1e-7, maximum=0.1)
+        epochs = inputs.number_box(defaults.epochs, label="Epochs", precision=0, minimum=1,
+                                   maximum=handlers.limits.max_epochs)
+        batch_size = inputs.number_box(defaults.batch_size, label="Batch size (pairs)", precision=0, minimum=1,
+                                       maximum=handlers.limits.max_batch_size)
     with gr.Row():
-        lora_r = gr.Number(defaults.lora_r, label="LoRA r", precision=0, minimum=1, maximum=handlers.limits.max_lora_r)
-        lora_alpha = gr.Number(defaults.lora_alpha, label="LoRA alpha", precision=0, minimum=1,
-                               maximum=handlers.limits.max_lora_alpha)
+        lora_r = inputs.number_box(defaults.lora_r, label="LoRA r", precision=0, minimum=1,
+                                   maximum=handlers.limits.max_lora_r)
+        lora_alpha = inputs.number_box(defaults.lora_alpha, label="LoRA alpha", precision=0, minimum=1,
+                                       maximum=handlers.limits.max_lora_alpha)
         train_projector = gr.Checkbox(defaults.train_projector, label="Also train the projector")
-        sft_weight = gr.Number(defaults.sft_weight, label="Chosen NLL weight (RPO; 0: plain DPO, the proof used 2)",
-                               minimum=0, maximum=10)
+        sft_weight = inputs.number_box(defaults.sft_weight,
+                                       label="Chosen NLL weight (RPO; 0: plain DPO, the proof used 2)",
+                                       minimum=0, maximum=10)
         name = gr.Textbox(label="Adapter name (letters, digits, - and _; empty: dated)", max_lines=1, max_length=80)
     with gr.Row():
         start_button = gr.Button("Start fine-tuning", variant="primary", elem_id="finetune-start",
@@ -455,7 +458,7 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
         explore_button = gr.Button("Open adapter in Explore", elem_id="finetune-explore")
     status = gr.Markdown(elem_id="finetune-status")
     with gr.Row():
-        run_id = gr.Number(label="Run", precision=0, minimum=1, scale=1, elem_id="finetune-run-id")
+        run_id = inputs.number_box(label="Run", precision=0, minimum=1, scale=1, elem_id="finetune-run-id")
         progress = gr.HTML(elem_id="finetune-progress")
     curves = gr.Plot(label="Training curves")
     with gr.Row():
@@ -470,15 +473,18 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
         with gr.Row():
             image_choices = [SCENES, FOLDER] if handlers.limits.curate_folder else [SCENES]
             images = gr.Radio(image_choices, value=SCENES, label="Images")
-            n = gr.Number(20, label="Images (N)", precision=0, minimum=1, maximum=handlers.limits.max_curate_images)
-            seed_offset = gr.Number(FRESH_SEED_OFFSET, label="First scene seed", precision=0,
-                                    minimum=FRESH_SEED_OFFSET, maximum=inputs.MAX_SEED)
+            n = inputs.number_box(20, label="Images (N)", precision=0, minimum=1,
+                                  maximum=handlers.limits.max_curate_images)
+            seed_offset = inputs.number_box(FRESH_SEED_OFFSET, label="First scene seed", precision=0,
+                                            minimum=FRESH_SEED_OFFSET, maximum=inputs.MAX_SEED)
             rank = gr.Radio(list(RANKERS), value="debiased", label="Rank candidates by")
         with gr.Row():
-            candidates = gr.Slider(2, settings.limits.max_candidates, value=4, step=1, label="Candidates per image")
-            max_new_tokens = gr.Slider(8, settings.limits.max_new_tokens, value=64, step=8, label="Max new tokens")
-            alpha = gr.Slider(0, settings.limits.max_alpha, value=1.0, step=0.1, label="alpha (debiasing)")
-            seed = gr.Number(0, label="Sampling seed", precision=0, minimum=0, maximum=inputs.MAX_SEED)
+            candidates = inputs.slider_box(2, settings.limits.max_candidates, value=4, step=1,
+                                           label="Candidates per image")
+            max_new_tokens = inputs.slider_box(8, settings.limits.max_new_tokens, value=64, step=8,
+                                               label="Max new tokens")
+            alpha = inputs.slider_box(0, settings.limits.max_alpha, value=1.0, step=0.1, label="alpha (debiasing)")
+            seed = inputs.number_box(0, label="Sampling seed", precision=0, minimum=0, maximum=inputs.MAX_SEED)
         curate_button = gr.Button("Self-curate", variant="primary", elem_id="finetune-self-curate")
         curate_status = gr.Markdown(elem_id="finetune-curate-status")
 

@@ -13,7 +13,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from core.store import Store
+from core.store import Store, strip_control_characters
 from core.world import make_scene, render
 from selfjudge_ui import launch_options
 from selfjudge_ui.settings import parser, settings_from_args
@@ -75,8 +75,10 @@ def test_score_accept_and_the_pair_is_in_the_store(studio):
     assert len(pairs) == before + 1
     pair = pairs[0]
     assert message == f"Saved pair #{pair.id}: chosen #{chosen_number}, rejected #{rejected_number}."
+    # Control characters (the random tiny model emits some) are removed; the model is named, not its path.
     assert (pair.prompt, pair.chosen, pair.rejected, pair.note, pair.source, pair.model_id) == (
-        QUESTION, best["text"] + " Edited.", worst["text"], "looks right", "human", settings.model.model)
+        QUESTION, strip_control_characters(best["text"] + " Edited."), strip_control_characters(worst["text"]),
+        "looks right", "human", Path(settings.model.model).name)
     assert pair.chosen_scores == {"raw": best["mean_raw"], "blind": best["mean_blind"],
                                   "debiased": best["mean_debiased"], "min_debiased": best["min_debiased"],
                                   "likelihood": best["likelihood"], "rank": best["rank"], "alpha": 1.0,
@@ -121,13 +123,15 @@ def _bomb(path: Path) -> Path:
     (lambda d: _bomb(d / "bomb.png"), {}, "too many pixels"),
     (None, {"question": "   "}, "The question is empty"),
     (None, {"question": "x" * 501}, "limit is 500"),
-    # gradio's sliders check their own bounds first; inputs.check_number repeats it for direct calls
-    (None, {"n": 0}, "Value 0 is less than minimum value 1"),
-    (None, {"n": 9}, "Value 9 is greater than maximum value 8"),
+    # inputs.number_box / slider_box check their bounds first, naming the field; inputs.check_number repeats it
+    (None, {"n": 0}, r"Candidates \(N\) must be at least 1, not 0"),
+    (None, {"n": 9}, r"Candidates \(N\) must be at most 8, not 9"),
     (None, {"n": 2.5}, "number of candidates must be a whole number"),
-    (None, {"alpha": -0.5}, "Value -0.5 is less than minimum value 0"),
-    (None, {"alpha": 11}, "Value 11 is greater than maximum value 10"),
-    (None, {"seed": -1}, "Value -1 is less than minimum value 0"),
+    (None, {"n": "many"}, r"Candidates \(N\) must be a number, not 'many'"),
+    (None, {"alpha": -0.5}, r"alpha: S = .* must be at least 0, not -0.5"),
+    (None, {"alpha": 11}, r"alpha: S = .* must be at most 10, not 11"),
+    (None, {"seed": -1}, "Seed must be at least 0, not -1"),
+    (None, {"seed": 1.5}, "seed must be a whole number, not 1.5"),
     (None, {"prompt": "custom", "custom": "Is it true?"}, "must contain {sentence}"),
     (None, {"kind": "probability"}, "not in the list of choices"),
 ])
@@ -249,7 +253,9 @@ def test_cli_flags_fill_the_settings(tmp_path):
     assert settings.model.memory_budget_mib == 512
     assert (settings.data.data_dir, settings.host, settings.port, settings.share) == (tmp_path, "0.0.0.0", 7001,
                                                                                       True)
-    assert launch_options(settings)["max_file_size"] == "20mb"
+    assert launch_options(settings)["max_file_size"] == "200mb"
+    assert settings.access.private_pairs is True  # the default: on a public deployment only admins read pairs
+    assert settings_from_args(parser().parse_args(["--no-private-pairs"])).access.private_pairs is False
 
 
 def test_shipped_examples_are_the_scenes_of_their_seeds():
