@@ -2,8 +2,9 @@
 
 With CUDA: builds LLaVA-1.5-7B's architecture (CLIP ViT-L/14-336 + Llama-2-7B) with random
 weights, loads it in 4-bit NF4 through core.loading (exactly as a hub model would be),
-runs one DPO epoch of 32 pairs with core.dpo.train_dpo and reports seconds per pair and
-peak GPU memory (torch.cuda.max_memory_allocated). Goal: peak <= 16 GiB.
+warms up on one batch, then runs one DPO epoch of 32 pairs with core.dpo.train_dpo and reports
+pairs per second and peak GPU memory (torch.cuda.max_memory_allocated over the timed epoch,
+the 4-bit weights included). Goals (issue 12): peak <= 12 GiB, >= 2 pairs per second.
 Without CUDA: runs the same pipeline on a tiny config (4-bit on CPU) and says CUDA is absent.
 
 Run:  python -m bench.bench_dpo [--pairs 32 --batch-size 4]
@@ -29,7 +30,8 @@ from core.prompts import DESCRIBE_QUESTION
 from core.texts import describe_sentences, false_sentence, mention_order
 from core.world import make_scene, render
 
-PEAK_GOAL_GIB = 16.0
+PEAK_GOAL_GIB = 12.0
+PAIRS_PER_SECOND_GOAL = 2.0
 
 
 def llava_7b_config(image_token_id: int, pad_token_id: int) -> LlavaConfig:
@@ -107,12 +109,14 @@ def run(n_pairs: int, batch_size: int) -> dict:
         build_seconds = time.time() - build_start
         parameters = sum(p.numel() for p in loaded.model.parameters())
         pairs = benchmark_pairs(n_pairs)
+        settings = DPOSettings(epochs=1, batch_size=batch_size, lr=5e-5)
+        # One untimed batch first: CUDA kernels, bitsandbytes and autograd set themselves up on first use.
+        train_dpo(loaded, benchmark_pairs(batch_size, seed=1), Path(tmp) / "warm-up", settings)
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         start = time.time()
-        result = train_dpo(loaded, pairs, Path(tmp) / "adapter", DPOSettings(epochs=1, batch_size=batch_size,
-                                                                              lr=5e-5))
+        result = train_dpo(loaded, pairs, Path(tmp) / "adapter", settings)
         if cuda:
             torch.cuda.synchronize()
         seconds = time.time() - start
@@ -122,12 +126,15 @@ def run(n_pairs: int, batch_size: int) -> dict:
             "quantization": "NF4 (bitsandbytes, double quant; vision tower, projector, lm_head unquantized)",
             "parameters_as_stored": parameters, "pairs": n_pairs, "batch_size": batch_size,
             "steps": result.steps, "seconds_per_pair": round(seconds / n_pairs, 3),
+            "pairs_per_second": round(n_pairs / seconds, 2),
             "build_and_load_seconds": round(build_seconds, 1), "final_loss": round(result.metrics[-1]["loss"], 4),
         }
         if cuda:
             peak = torch.cuda.max_memory_allocated() / 2**30
             report |= {"peak_memory_gib": round(peak, 2), "goal_peak_gib": PEAK_GOAL_GIB,
-                       "meets_goal": peak <= PEAK_GOAL_GIB}
+                       "goal_pairs_per_second": PAIRS_PER_SECOND_GOAL,
+                       "meets_memory_goal": peak <= PEAK_GOAL_GIB,
+                       "meets_speed_goal": n_pairs / seconds >= PAIRS_PER_SECOND_GOAL}
         return report
 
 

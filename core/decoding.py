@@ -16,6 +16,10 @@ chosen sentence ended the answer, or at the token budget.
 "raw-judged" is the same with alpha = 0; "greedy" and "beam" are plain generate calls
 whose sentences are judged afterwards for display. Every proposal is a node of the
 returned search tree.
+
+With options.safety set, every decoded answer then passes the fine-grained self-defence
+(core.safety): if one of its sentences judges itself harmful at or above the threshold, the
+answer becomes the refusal (the decoded text is kept as `unguarded`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from core.chat import ImageInputs, check_supported, prepare_image, prompt_ids
 from core.generation import Continuation, GenerationSettings, generate_batch
 from core.judge import JudgeItem, JudgeSettings, judge_sentences, sentence_spans
 from core.loading import LoadedModel
+from core.safety import SafetySettings, SafetyVerdict, judge_safety
 
 STRATEGIES = ("greedy", "beam", "raw-judged", "debiased-judged")
 
@@ -45,6 +50,7 @@ class DecodeOptions:
     reject_below: float | None = 0.0  # debiased log-odds threshold; None never rejects
     stop_probability: float = 0.5  # end when the model's own p(end right now) reaches this
     greedy_proposal: bool = True  # the first of the k proposals is the greedy sentence
+    safety: SafetySettings | None = None  # the safety defence (FGSD) on the decoded answer; None: off
 
     def __post_init__(self) -> None:
         GenerationSettings(temperature=self.temperature, top_p=self.top_p)  # same checks and messages
@@ -80,6 +86,8 @@ class DecodeResult:
     text: str
     strategy: str
     nodes: list[DecodeNode]
+    safety: SafetyVerdict | None = None  # the safety defence's verdict, when it ran
+    unguarded: str = ""  # the decoded answer before the safety defence replaced it with the refusal
 
 
 @dataclass
@@ -188,11 +196,25 @@ def decode_many(loaded: LoadedModel, images: list[Image.Image], question: str, s
     check_supported(loaded.model, loaded.processor)
     options = options or DecodeOptions()
     prepared = [prepare_image(loaded.processor, image) for image in images]
+    results = _decode_prepared(loaded, prepared, question, strategy, settings, k, max_new_tokens, seed, options)
+    if options.safety is not None:
+        verdicts = judge_safety(loaded, prepared, [r.text for r in results], list(range(len(results))), options.safety)
+        for result, verdict in zip(results, verdicts):
+            result.safety = verdict
+            if verdict.refused:
+                result.unguarded, result.text = result.text, options.safety.refusal
+    return results
+
+
+def _decode_prepared(loaded: LoadedModel, prepared: list[ImageInputs], question: str, strategy: str,
+                     settings: JudgeSettings, k: int, max_new_tokens: int, seed: int,
+                     options: DecodeOptions) -> list[DecodeResult]:
+    """decode_many on images already prepared, before the safety defence."""
     prompts = [prompt_ids(loaded.processor, question, p) for p in prepared]
     if strategy in ("greedy", "beam"):
         gen = GenerationSettings(n=1, strategy="greedy", max_new_tokens=max_new_tokens, seed=seed)
-        answers = generate_batch(loaded, prepared, prompts, list(range(len(images))), 1 if strategy == "greedy" else k,
-                                 gen, mode=strategy)
+        answers = generate_batch(loaded, prepared, prompts, list(range(len(prepared))),
+                                 1 if strategy == "greedy" else k, gen, mode=strategy)
         return _judge_plain(loaded, prepared, [a[0] for a in answers], strategy, settings, options)
     if strategy == "raw-judged":
         settings = replace(settings, alpha=0.0)

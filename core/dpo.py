@@ -35,9 +35,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.chat import UnsupportedModelError, prepare_image, prompt_ids, render, text_ids, token_inputs
+from core.chat import prepare_image, prompt_ids, token_inputs, turn_ids
 from core.config import ModelSettings
-from core.embedded import conversation
 from core.loading import LoadedModel, load_model
 
 # LoRA goes on the language model's attention and MLP projections only; the vision tower's
@@ -189,22 +188,13 @@ def step_metrics(logps: PairLogps, loss: torch.Tensor, beta: float) -> dict:
 # Batches -----------------------------------------------------------------------------------------
 
 def completion_ids(processor, prompt: str, answer: str) -> list[int]:
-    """Ids of the answer as the chat template writes it after the generation prompt, end-of-turn included.
+    """Ids of the answer as the chat template writes it after the generation prompt, end of turn included.
 
-    The end of turn (EOS) is part of what DPO compares: it is how the model learns where to
-    stop. Tokenized in context where that keeps the prompt's own ids (sentencepiece spaces).
+    The end of turn is part of what DPO compares: it is how the model learns where to stop.
+    It is the template's end-of-turn token, or the tokenizer's EOS where the template writes
+    none (llava-hf), as TRL appends it (core.chat.turn_ids).
     """
-    messages = conversation(prompt, with_image=False)
-    prompt_text = render(processor, messages)
-    full = render(processor, messages + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}],
-                  add_generation_prompt=False)
-    if not full.startswith(prompt_text):
-        raise UnsupportedModelError("this chat template does not write the answer after the generation prompt; "
-                                    "DPO needs prompt + answer to extend the prompt the model generates from")
-    prompt_tokens, joint = text_ids(processor, prompt_text), text_ids(processor, full)
-    if joint[:len(prompt_tokens)] == prompt_tokens:
-        return joint[len(prompt_tokens):]
-    return text_ids(processor, full[len(prompt_text):])
+    return turn_ids(processor, prompt, answer).completion
 
 
 def collate_preferences(examples: list[PreferenceExample], processor) -> dict[str, torch.Tensor]:
@@ -371,21 +361,37 @@ def load_checkpoint(checkpoint: Path, model, optimizer) -> dict:
     return state
 
 
-def prepare_work_dir(work: Path, settings: DPOSettings, fingerprint: str) -> Path | None:
-    """Create the run folder, or check an existing one belongs to this run; return its last checkpoint."""
-    identity = {"settings": asdict(settings), "pairs_sha256": fingerprint}
+def prepare_work_dir(work: Path, settings: DPOSettings, fingerprint: str, run_key: str = "") -> Path | None:
+    """Create the run folder, or check an existing one belongs to this run; return its last checkpoint.
+
+    Checkpoints are resumed only by the same run (`run_key`, e.g. the store's run id) with the same
+    settings and pairs. Those of another run (one cancelled, failed or abandoned) are deleted, never
+    resumed; the same run with other settings or pairs is refused.
+    """
+    identity = {"settings": asdict(settings), "pairs_sha256": fingerprint, "run": run_key}
     run_file = work / "run.json"
     checkpoint = last_checkpoint(work) if run_file.exists() else None
     if checkpoint is not None:
-        if json.loads(run_file.read_text()) != identity:
-            raise ValueError(f"{work} holds checkpoints of a run with other settings or pairs; delete that "
-                             "folder to start over, or resume with the same settings and pairs")
-        return checkpoint
-    # Nothing complete to resume (new run, or one that failed in its first epoch): start afresh.
+        try:
+            saved = json.loads(run_file.read_text())
+        except ValueError:
+            saved = {}
+        if saved == identity:
+            return checkpoint
+        if isinstance(saved, dict) and saved.get("run", "") == run_key:
+            raise ValueError(f"the checkpoints in {work.name} are of a run with other settings or pairs; delete "
+                             "that folder to start over, or resume with the same settings and pairs")
+    # Nothing of this run to resume (a new run, one that failed in its first epoch, or another
+    # run's leftovers): start afresh.
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps(identity, indent=2) + "\n")
     return None
+
+
+def discard_partial(out_dir: str | Path) -> None:
+    """Delete a run's epoch checkpoints (its hidden .NAME.partial folder), so nothing ever resumes them."""
+    shutil.rmtree(partial_dir(Path(out_dir)), ignore_errors=True)
 
 
 # Training -----------------------------------------------------------------------------------------
@@ -402,22 +408,24 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device, dtype: torc
 
 def train_dpo(model_source: LoadedModel | ModelSettings, pairs: list[PreferenceExample], out_dir: str | Path,
               settings: DPOSettings, on_step: Callable[[dict], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> TrainResult:
+              should_stop: Callable[[], bool] | None = None, run_key: str = "") -> TrainResult:
     """Train a LoRA adapter with DPO and save it to `out_dir` (resuming from a crashed run's checkpoints).
 
     `on_step` gets each step's metrics; `should_stop` is asked between steps and, when true,
     ends the run as "cancelled" with its checkpoints discarded. A run that raises keeps its
-    complete epoch checkpoints, and calling again with the same arguments resumes from them.
+    complete epoch checkpoints, and calling again with the same arguments (run_key included)
+    resumes from them; another run_key discards them.
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
-        raise FileExistsError(f"{out_dir} already exists; choose another adapter name or delete it")
+        raise FileExistsError(f"an adapter named {out_dir.name!r} already exists; "
+                              "choose another adapter name or delete it")
     if not pairs:
         raise ValueError("no preference pairs to train on; add some (Pairs tab or python -m core.selfcurate)")
     pairs = pairs[:settings.max_pairs] if settings.max_pairs else list(pairs)
     loaded = model_source if isinstance(model_source, LoadedModel) else load_model(model_source)
     work = partial_dir(out_dir)
-    checkpoint = prepare_work_dir(work, settings, pairs_fingerprint(pairs))
+    checkpoint = prepare_work_dir(work, settings, pairs_fingerprint(pairs), run_key)
     input_dtype = loaded.model.dtype  # pixel values go in the base's float dtype (LoRA may be float32)
     with lora_attached(loaded.model, settings) as model:
         return _train(model, loaded, input_dtype, pairs, out_dir, work, checkpoint, settings, on_step, should_stop)

@@ -25,6 +25,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                           LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
 
+from core.chat import conversation
 from core.texts import TASK_WEIGHTS, Example, corpus, training_example
 from core.world import CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, make_scene, object_mask, render
 
@@ -137,12 +138,6 @@ def build_model(tokenizer: PreTrainedTokenizerFast, cfg: EmbeddedConfig) -> Llav
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     return model
-
-
-def conversation(question: str, with_image: bool) -> list[dict]:
-    """The chat messages for one user turn, with or without the image."""
-    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
-    return [{"role": "user", "content": content}]
 
 
 def collate(examples: list[Example], scenes: list, processor: LlavaProcessor) -> dict[str, torch.Tensor]:

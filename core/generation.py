@@ -16,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import (Cache, GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria,
+                          StoppingCriteriaList)
 
 from core.chat import ImageInputs, check_supported, prepare_image, prompt_ids, token_inputs
-from core.forward import image_tensors, select_cache, stateful_rope_module
-from core.loading import LoadedModel
+from core.forward import image_tensors, stateful_rope_module
+from core.loading import LoadedModel, serialized
 
 STRATEGIES = ("sample", "diverse-beam", "greedy")
 
@@ -167,6 +168,7 @@ def _continuations(loaded: LoadedModel, new_tokens: torch.Tensor, logprobs: torc
     return result
 
 
+@serialized
 @torch.no_grad()
 def generate_batch(loaded: LoadedModel, images: list[ImageInputs], prompts: list[list[int]],
                    image_of: list[int | None], n: int, settings: GenerationSettings, mode: str = "sample",
@@ -205,10 +207,27 @@ def generate_batch(loaded: LoadedModel, images: list[ImageInputs], prompts: list
     return [rows[i * per_prompt:(i + 1) * per_prompt] for i in range(len(prompts))]
 
 
+def reorder_beams(cache: Cache, sources: torch.Tensor) -> None:
+    """Make beam slot b of the cache hold what slot sources[b] held, layer by layer, in the same cache.
+
+    Cache.reorder_cache replaces one layer at a time, so the peak is the cache plus one layer's copy,
+    not two whole caches (16 beams of a 7B model: about 5 GiB less than building a new cache).
+    """
+    cache.reorder_cache(sources)
+
+
+@serialized
 @torch.no_grad()
 def diverse_beam_search(loaded: LoadedModel, image: ImageInputs | None, prompt: list[int],
                         settings: GenerationSettings) -> list[Continuation]:
-    """Group beam search with Hamming diversity: settings.n groups, the best hypothesis of each."""
+    """Group beam search with Hamming diversity: settings.n groups, the best hypothesis of each.
+
+    Beam slots are laid out group by group: group g owns slots g * width .. (g + 1) * width - 1.
+    At each step every group, in order, picks its best width continuations among its own beams'
+    scores plus log-probs, minus diversity_penalty for each earlier group that chose the same token
+    at this step. The KV cache then follows the picks (reorder_beams) and all slots advance in one
+    batched forward pass.
+    """
     model, groups, width = loaded.model, settings.n, settings.beams_per_group
     n_beams, eos = groups * width, end_ids(loaded)
     rope = stateful_rope_module(model)
@@ -217,53 +236,57 @@ def diverse_beam_search(loaded: LoadedModel, image: ImageInputs | None, prompt: 
     ids = torch.tensor([prompt], device=loaded.device)
     extra = image_tensors([image], [0], loaded.device) | token_inputs(image, ids) if image is not None else {}
     out = model(input_ids=ids, **extra, use_cache=True, logits_to_keep=1)
-    cache = select_cache(out.cache, torch.zeros(n_beams, dtype=torch.long, device=ids.device), model.config)
+    cache = out.cache
+    cache.batch_repeat_interleave(n_beams)  # the prompt was run once; every slot starts from it
     logits = out.logits[:, -1].float().expand(n_beams, -1)
-    # Only the first beam of each group is live at step 0, so a group's beams do not start as copies.
+    # Only the first slot of each group is live at step 0, so a group's beams do not start as copies.
     scores = torch.full((n_beams,), float("-inf"))
     scores[::width] = 0.0
-    paths: list[tuple[list[int], list[float]]] = [([], []) for _ in range(n_beams)]
-    finished: list[list[tuple[float, Continuation]]] = [[] for _ in range(groups)]
+    paths: list[tuple[list[int], list[float]]] = [([], []) for _ in range(n_beams)]  # (token ids, log-probs)
+    finished: list[list[tuple[float, Continuation]]] = [[] for _ in range(groups)]  # (length-normalised score, ...)
     for step in range(settings.max_new_tokens):
         logprobs = torch.log_softmax(logits, dim=-1).cpu()
-        used = torch.zeros(logprobs.shape[1])
-        source, tokens, new_scores = list(range(n_beams)), [pad_id(loaded)] * n_beams, scores.clone()
+        vocab = logprobs.shape[1]
+        chosen_so_far = torch.zeros(vocab)  # how many earlier groups picked each token at this step
+        # Slot b next continues slot sources[b] with tokens[b]; idle slots repeat themselves on padding.
+        sources, tokens, new_scores = list(range(n_beams)), [pad_id(loaded)] * n_beams, scores.clone()
         for g in range(groups):
             if len(finished[g]) >= width:
-                continue  # this group is done; its beams idle on padding
-            rows = slice(g * width, (g + 1) * width)
-            penalised = scores[rows, None] + logprobs[rows] - settings.diversity_penalty * used
+                continue  # this group is done; its slots idle on padding
+            slots = slice(g * width, (g + 1) * width)
+            penalised = scores[slots, None] + logprobs[slots] - settings.diversity_penalty * chosen_so_far
+            # 2 x width candidates: enough for width live ones even if up to width of them end the answer.
             top = penalised.flatten().topk(2 * width)
             kept = 0
             for score, flat in zip(top.values.tolist(), top.indices.tolist()):
-                beam, token = g * width + flat // logprobs.shape[1], flat % logprobs.shape[1]
                 if score == float("-inf") or kept == width:
                     break
-                path_ids, path_lp = paths[beam]
+                beam, token = g * width + flat // vocab, flat % vocab
+                path_ids, path_logprobs = paths[beam]
                 if token in eos:
-                    length = len(path_ids) + 1
-                    finished[g].append((score / length, Continuation(path_ids, path_lp, finished=True)))
+                    finished[g].append((score / (len(path_ids) + 1),
+                                        Continuation(path_ids, path_logprobs, finished=True)))
                     continue
                 slot = g * width + kept
-                source[slot], tokens[slot], new_scores[slot] = beam, token, score
+                sources[slot], tokens[slot], new_scores[slot] = beam, token, score
                 kept += 1
-                used[token] += 1
+                chosen_so_far[token] += 1
             for slot in range(g * width + kept, (g + 1) * width):
-                new_scores[slot] = float("-inf")
-        paths = [(paths[s][0] + [t], paths[s][1] + [logprobs[s, t].item()]) for s, t in zip(source, tokens)]
+                new_scores[slot] = float("-inf")  # fewer live continuations than slots: the rest are dead
+        paths = [(paths[b][0] + [t], paths[b][1] + [logprobs[b, t].item()]) for b, t in zip(sources, tokens)]
         scores = new_scores
         if all(len(f) >= width for f in finished):
             break
-        index = torch.tensor(source, device=ids.device)
-        cache = select_cache(cache, index, model.config)
+        reorder_beams(cache, torch.tensor(sources, device=ids.device))
         step_ids = torch.tensor(tokens, device=ids.device)[:, None]
         logits = model(input_ids=step_ids, cache=cache, use_cache=True).logits[:, -1].float()
+    # Groups that ran out of steps keep their live beams as unfinished answers.
     for g in range(groups):
         for slot in range(g * width, (g + 1) * width):
             if scores[slot] > float("-inf") and len(finished[g]) < width:
-                path_ids, path_lp = paths[slot]
+                path_ids, path_logprobs = paths[slot]
                 finished[g].append((scores[slot].item() / max(len(path_ids), 1),
-                                    Continuation(path_ids, path_lp, finished=False)))
+                                    Continuation(path_ids, path_logprobs, finished=False)))
     if rope is not None:
         rope.rope_deltas = None
     return [max(f, key=lambda item: item[0])[1] for f in finished]

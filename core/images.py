@@ -11,13 +11,16 @@ palette converted, 16-bit scaled to 8-bit.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core.config import without_paths
 
 WHITE = (255, 255, 255)
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -51,10 +54,26 @@ def open_image(path: str | Path, limits: ImageLimits = ImageLimits()) -> Image.I
     if size > limits.max_bytes:
         raise ImageError(f"the file is {size / 2**20:.1f} MiB; the limit is {limits.max_bytes / 2**20:.0f} MiB")
     try:
+        data = path.read_bytes()
+    except OSError as exc:  # its message would name the server path
+        raise ImageError(f"the uploaded file could not be read ({exc.strerror or type(exc).__name__}); "
+                         "upload it again") from exc
+    return decode_image(data, limits)
+
+
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Image bytes (an upload, or a picture inside an import) as normalised 8-bit RGB, or raise ImageError.
+
+    Too many pixels is caught from the header, before any pixel is decoded. Messages never
+    name a file (Pillow's own would show a server path).
+    """
+    if len(data) > limits.max_bytes:
+        raise ImageError(f"the image is {len(data) / 2**20:.1f} MiB; the limit is {limits.max_bytes / 2**20:.0f} MiB")
+    try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; make it an error too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 _check_pixels(image, limits)
                 return normalise_image(image, limits)
     except ImageError:
@@ -62,8 +81,11 @@ def open_image(path: str | Path, limits: ImageLimits = ImageLimits()) -> Image.I
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"the image has too many pixels (limit {limits.max_pixels:,}); "
                          "use a smaller image") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("the file is not a readable image (not a format Pillow knows); "
+                         "upload a PNG, JPEG, GIF or WebP image") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageError(f"the file is not a readable image ({exc}); "
+        raise ImageError(f"the file is not a readable image ({without_paths(str(exc))}); "
                          "upload a PNG, JPEG, GIF or WebP image") from exc
 
 

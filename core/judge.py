@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 
@@ -26,7 +27,7 @@ from core.chat import ImageInputs, UnsupportedModelError, answer_ids, check_supp
 from core.config import ModelSettings, settings_from_args
 from core.forward import Row, RowOutput, run_rows
 from core.generation import Candidate, GenerationSettings, generate_candidates  # noqa: F401  (contract names)
-from core.loading import LoadedModel
+from core.loading import LoadedModel, serialized
 from core.metrics import split_sentences
 from core.prompts import JUDGE_PROMPTS, judge_prompt
 
@@ -72,7 +73,9 @@ class JudgeSettings:
     alpha: float = 1.0  # debiasing strength: debiased = (1 + alpha) * raw - alpha * blind
     kind: str = "logit"  # logit | logprob | log-odds
     context: str = "sentence"  # sentence (alone) | response (previous sentences as context)
-    template: str = "faithfulness"  # a key of core.prompts.JUDGE_PROMPTS, or a template containing {sentence}
+    # A key of core.prompts.JUDGE_PROMPTS, or a template containing {sentence}; SELFJUDGE_JUDGE_TEMPLATE sets
+    # the default (faithfulness_last puts the sentence last, so the judge computes its instruction once).
+    template: str = field(default_factory=lambda: os.environ.get("SELFJUDGE_JUDGE_TEMPLATE", "faithfulness"))
 
     def __post_init__(self) -> None:
         if not 0 <= self.alpha <= 10:
@@ -275,7 +278,8 @@ def judgements(outputs: list[RowOutput], answers: AnswerTokens) -> list[Judgemen
 def judge_sentences(loaded: LoadedModel, images: list[ImageInputs], items: list[JudgeItem],
                     settings: JudgeSettings, mode: str = "cached") -> list[Judgement]:
     """Judge many sentences (of many images) in one batched, prefix-cached run."""
-    outputs = run_rows(loaded.model, images, judge_rows(loaded.processor, images, items, settings), mode)
+    outputs = run_rows(loaded.model, images, judge_rows(loaded.processor, images, items, settings), mode,
+                       loaded.memory_budget)
     return judgements(outputs, answer_tokens(loaded.processor.tokenizer))
 
 
@@ -295,9 +299,18 @@ def _rank(candidates: list[ScoredCandidate], higher_is_better: bool) -> None:
 
 
 def score_answers(loaded: LoadedModel, image: Image.Image, question: str, answers: list[list[int]],
-                  settings: JudgeSettings, mode: str = "cached") -> JudgeResult:
-    """Score candidates given as answer token ids: sentences and tokens, with and without the image, one run."""
+                  settings: JudgeSettings, mode: str = "cached",
+                  image_logprobs: list[list[float] | None] | None = None) -> JudgeResult:
+    """Score candidates given as answer token ids: sentences and tokens, with and without the image, one run.
+
+    image_logprobs[c], where given, are candidate c's log p(token | image, question, tokens before) from its
+    generation (core.generation returns the model's own, equal to teacher forcing): its image token row
+    is then not computed again. Only the blind token row and the judge rows run.
+    """
     check_supported(loaded.model, loaded.processor)
+    known = image_logprobs or [None] * len(answers)
+    if len(known) != len(answers) or any(lp is not None and len(lp) != len(ids) for lp, ids in zip(known, answers)):
+        raise ValueError("image_logprobs must give one log-prob per answer token, for each answer (or None)")
     processor, tokenizer = loaded.processor, loaded.processor.tokenizer
     images = [prepare_image(processor, image)]
     image_prompt, blind_prompt = prompt_ids(processor, question, images[0]), prompt_ids(processor, question, None)
@@ -308,16 +321,19 @@ def score_answers(loaded: LoadedModel, image: Image.Image, question: str, answer
         spans.append(candidate_spans)
         items += [JudgeItem(0, s.text, " ".join(p.text for p in candidate_spans[:j]))
                   for j, s in enumerate(candidate_spans)]
-    token_rows = [row for ids in answers if ids for row in
-                  (Row(tuple(image_prompt + ids), 0, len(ids)), Row(tuple(blind_prompt + ids), None, len(ids)))]
-    outputs = run_rows(loaded.model, images, token_rows + judge_rows(processor, images, items, settings), mode)
+    token_rows = [row for ids, lp in zip(answers, known) if ids for row in
+                  ([Row(tuple(image_prompt + ids), 0, len(ids))] if lp is None else [])
+                  + [Row(tuple(blind_prompt + ids), None, len(ids))]]
+    outputs = run_rows(loaded.model, images, token_rows + judge_rows(processor, images, items, settings), mode,
+                       loaded.memory_budget)
     judged = iter(judgements(outputs[len(token_rows):], answer_tokens(tokenizer)))
     token_outputs = iter(outputs[:len(token_rows)])
     candidates = []
-    for ids, text, candidate_spans in zip(answers, texts, spans):
+    for ids, lp, text, candidate_spans in zip(answers, known, texts, spans):
         tokens = []
         if ids:
-            with_image, blind = next(token_outputs).token_logprobs.tolist(), next(token_outputs).token_logprobs.tolist()
+            with_image = next(token_outputs).token_logprobs.tolist() if lp is None else list(lp)
+            blind = next(token_outputs).token_logprobs.tolist()
             tokens = [TokenScore(token=tokenizer.decode([t]), token_id=t, logprob_image=a, logprob_blind=b,
                                  debiased=debias(a, b, settings.alpha), visual_gain=a - b)
                       for t, a, b in zip(ids, with_image, blind)]
@@ -352,11 +368,14 @@ def score_candidates(loaded: LoadedModel, image: Image.Image, question: str, can
     return score_answers(loaded, image, question, answers, settings, mode)
 
 
+@serialized
 def judge(loaded: LoadedModel, image: Image.Image, question: str, gen: GenerationSettings,
           settings: JudgeSettings) -> JudgeResult:
-    """Generate gen.n candidates in one batched call, then score them (exact generated tokens)."""
+    """Generate gen.n candidates in one batched call, then score them (exact generated tokens, whose
+    log-probs with the image come from the generation itself)."""
     generated = generate_candidates(loaded, image, question, gen)
-    return score_answers(loaded, image, question, [c.token_ids for c in generated], settings)
+    return score_answers(loaded, image, question, [c.token_ids for c in generated], settings,
+                         image_logprobs=[c.logprobs for c in generated])
 
 
 def format_result(result: JudgeResult) -> str:
@@ -393,14 +412,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, default=1.0, help="debiasing strength (0 = raw score)")
     parser.add_argument("--kind", default="logit", help="score kind: logit | logprob | log-odds")
     parser.add_argument("--context", default="sentence", help="judge context: sentence | response")
-    parser.add_argument("--template", default="faithfulness",
-                        help="judge template: faithfulness | safety | a custom text containing {sentence}")
+    parser.add_argument("--template", "--judge-template", dest="template", default=None,
+                        help="judge template: faithfulness | faithfulness_last | safety | a custom text containing "
+                             "{sentence} (default SELFJUDGE_JUDGE_TEMPLATE or faithfulness)")
+    parser.add_argument("--memory-budget-mib", type=int, default=None,
+                        help="KV cache one scoring pass may hold, in MiB (default 0: per device; "
+                             "SELFJUDGE_MEMORY_BUDGET_MIB)")
     parser.add_argument("--model", default=None, help="model id or folder (default SELFJUDGE_MODEL or the embedded model)")
     parser.add_argument("--4bit", dest="load_in_4bit", action="store_true", default=None, help="load in 4-bit NF4")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args(argv)
     try:
-        settings = JudgeSettings(alpha=args.alpha, kind=args.kind, context=args.context, template=args.template)
+        settings = JudgeSettings(alpha=args.alpha, kind=args.kind, context=args.context,
+                                 **({"template": args.template} if args.template else {}))
         model_settings = settings_from_args(ModelSettings, args)
         loaded = load_model(model_settings)
         image = open_image(args.image)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from core.judge import GenerationSettings, JudgeResult, JudgeSettings, ScoredCan
 from core.loading import LoadedModel, load_model
 from core.metrics import parse_objects
 from core.prompts import DESCRIBE_QUESTION
-from core.store import Pair, Store
+from core.store import Pair, Store, comparable_text, strip_control_characters
 from core.world import make_scene, render
 
 FRESH_SEED_OFFSET = 2_000_000
@@ -161,31 +161,57 @@ def make_pair(source: Source, result: JudgeResult, rank: str, loaded: LoadedMode
     if picked is None:
         return None
     best, worst = picked
-    return Pair(image_sha256="", prompt=result.question, chosen=best.text.strip(), rejected=worst.text.strip(),
+    chosen, rejected = strip_control_characters(best.text), strip_control_characters(worst.text)
+    if not chosen or not rejected or comparable_text(chosen) == comparable_text(rejected):
+        return None  # the same answer once cleaned: no preference to learn
+    return Pair(image_sha256="", prompt=result.question, chosen=chosen, rejected=rejected,
                 chosen_scores=candidate_scores(best, source.truth),
                 rejected_scores=candidate_scores(worst, source.truth), model_id=loaded.model_id,
                 adapter=loaded.adapter, source="self", note=f"self-curated ({rank}) from {source.label}")
 
 
-def curate(loaded: LoadedModel, store: Store, settings: CurationSettings, gen: GenerationSettings,
-           judge_settings: JudgeSettings,
-           on_progress: Callable[[CurationProgress], None] | None = None) -> CurationProgress:
-    """Generate, self-judge and store top-versus-bottom pairs for each image; return the final tally."""
-    started = time.time()
-    pairs = skipped = 0
+@dataclass
+class Curated:
+    """One judged image: its pair (None when its candidates express no preference) and the image itself."""
+
+    pair: Pair | None
+    image: Image.Image
+
+
+def curated(loaded: LoadedModel, settings: CurationSettings, gen: GenerationSettings,
+            judge_settings: JudgeSettings) -> Iterator[Curated]:
+    """Generate and self-judge candidates for each image, yielding its pair; touches no store.
+
+    Pure computation, so it can run in a separate worker (a ZeroGPU `spaces.GPU` call is a forked
+    process, and a SQLite connection must never cross a fork): the caller writes what it returns.
+    """
     for done, source in enumerate(sources(settings), start=1):
         # Each image gets its own sampling seed so a run is reproducible and images differ.
-        result = judge(loaded, source.image, settings.question, GenerationSettings(**{**asdict(gen),
-                                                                                       "seed": gen.seed + done}),
-                       judge_settings)
-        pair = make_pair(source, result, settings.rank, loaded)
-        if pair is None or store.add_pairs([(pair, source.image)], skip_duplicates=True) == [None]:
+        result = judge(loaded, source.image, settings.question,
+                       GenerationSettings(**{**asdict(gen), "seed": gen.seed + done}), judge_settings)
+        yield Curated(make_pair(source, result, settings.rank, loaded), source.image)
+
+
+def store_curated(store: Store, items: Iterable[Curated], total: int,
+                  on_progress: Callable[[CurationProgress], None] | None = None) -> CurationProgress:
+    """Add each curated pair to the store as it comes (duplicates skipped); return the final tally."""
+    started = time.time()
+    done = pairs = skipped = 0
+    for done, item in enumerate(items, start=1):
+        if item.pair is None or store.add_pairs([(item.pair, item.image)], skip_duplicates=True) == [None]:
             skipped += 1
         else:
             pairs += 1
         if on_progress is not None:
-            on_progress(CurationProgress(done, settings.n, pairs, skipped, time.time() - started))
-    return CurationProgress(settings.n, settings.n, pairs, skipped, time.time() - started)
+            on_progress(CurationProgress(done, total, pairs, skipped, time.time() - started))
+    return CurationProgress(done, total, pairs, skipped, time.time() - started)
+
+
+def curate(loaded: LoadedModel, store: Store, settings: CurationSettings, gen: GenerationSettings,
+           judge_settings: JudgeSettings,
+           on_progress: Callable[[CurationProgress], None] | None = None) -> CurationProgress:
+    """Generate, self-judge and store top-versus-bottom pairs for each image, one image at a time."""
+    return store_curated(store, curated(loaded, settings, gen, judge_settings), settings.n, on_progress)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,6 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="longest candidate in tokens (default 64)")
     parser.add_argument("--alpha", type=float, default=1.0, help="debiasing strength alpha (default 1.0)")
+    parser.add_argument("--judge-template", default=None,
+                        help="judge template: faithfulness | faithfulness_last | safety | a custom text containing "
+                             "{sentence} (default SELFJUDGE_JUDGE_TEMPLATE or faithfulness)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--db", type=Path, default=None, help="the store (default: SELFJUDGE_DATA/selfjudge.db)")
     parser.add_argument("--model", default=None, help="model id or path (default: the embedded model)")
@@ -218,7 +247,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\r{p.done}/{p.total} images  {p.pairs} pairs  {p.skipped} skipped  {p.seconds:.0f}s", end="",
               flush=True)
 
-    final = curate(load_model(model_settings), store, settings, gen, JudgeSettings(alpha=args.alpha), show)
+    template = {"template": args.judge_template} if args.judge_template else {}
+    judge_settings = JudgeSettings(alpha=args.alpha, **template)
+    final = curate(load_model(model_settings), store, settings, gen, judge_settings, show)
     print(f"\nstored {final.pairs} self pairs in {store.path} ({final.skipped} images gave no preference)")
     store.close()
 

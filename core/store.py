@@ -1,9 +1,14 @@
 """SQLite store of preference pairs, their images and fine-tune run history.
 
 One small class (`Store`) over one sqlite-utils `Database`:
-- pictures are normalised to RGB (core.images: alpha on white, first frame, ...), encoded
-  as PNG, hashed with sha256 and kept once under <db dir>/images/<sha[:2]>/<sha>.png, so
-  file paths only ever come from hex we computed;
+- pictures are normalised to RGB (core.images: alpha on white, first frame, ...), shrunk to
+  at most MAX_STORED_SIDE pixels on their longest side, encoded as PNG (lossless: the pixels
+  stored are the pixels a model is shown), hashed with sha256 and kept once under
+  <db dir>/images/<sha[:2]>/<sha>.png, so file paths only ever come from hex we computed;
+- every pair is validated before it is written (texts without control characters and within
+  the UI's length limits, finite numeric scores, an ISO 8601 time, a portable model id), and
+  a row that is already stored but breaks a rule is repaired when read, so no stored row can
+  break a listing (migration 3 writes the repairs back and records them in `problems`);
 - pairs and runs live in tables whose schema is versioned by PRAGMA user_version and
   brought up to date by the ordered `MIGRATIONS` when a store is opened;
 - every write is one `BEGIN IMMEDIATE` transaction under a per-store lock, the database is
@@ -23,17 +28,20 @@ import io
 import json
 import os
 import re
+import math
 import sqlite3
 import tempfile
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from PIL import Image
 from sqlite_utils import Database
 
+from core.config import display_model_id
 from core.images import normalise_image
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
@@ -43,6 +51,23 @@ FINAL_RUN_STATUSES = ("finished", "failed", "cancelled")
 EDITABLE_PAIR_FIELDS = ("prompt", "chosen", "rejected", "chosen_scores", "rejected_scores", "model_id",
                         "adapter", "source", "note")
 EDITABLE_RUN_FIELDS = ("name", "params", "status", "metrics", "error", "adapter_path", "finished_at")
+# Text limits shared by the UI (selfjudge_ui.settings.InputLimits) and imports (core.exchange).
+MAX_PROMPT_CHARS = 500
+MAX_ANSWER_CHARS = 4000
+MAX_NOTE_CHARS = 2000
+MAX_NAME_CHARS = 200  # model_id and adapter
+TEXT_LIMITS = {"prompt": MAX_PROMPT_CHARS, "chosen": MAX_ANSWER_CHARS, "rejected": MAX_ANSWER_CHARS,
+               "note": MAX_NOTE_CHARS, "model_id": MAX_NAME_CHARS, "adapter": MAX_NAME_CHARS}
+# The longest side of a stored picture. No supported processor looks at more by default (embedded
+# shapes-llava: 96; LLaVA-1.5: 336; LLaVA-NeXT: grids up to 1008; Idefics3/SmolVLM: 4 x 364 = 1456;
+# Qwen2-VL: max_pixels 1,003,520, about 1002x1002), so pairs keep what the model saw, while a
+# 4096x4096 photo costs 3.5 MiB instead of 40.5 MiB (python -m bench.bench_reliability).
+MAX_STORED_SIDE = 1536
+# Scores that are numbers (or null where undefined); the margin and the statistics read "debiased".
+NUMERIC_SCORES = ("raw", "blind", "debiased", "min_debiased", "likelihood", "alpha", "hallucinated", "recall")
+MAX_SCORE_TEXT = 64
+# C0 and C1 control characters except tab, line feed and carriage return (NUL, escape, DEL, ...).
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 class NotFoundError(KeyError):
@@ -66,13 +91,92 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _shown(value: object, length: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= length else text[:length - 1] + "…"
+
+
+def check_text(name: str, text: object, max_chars: int, required: bool = True) -> str:
+    """The text itself if it is a string within max_chars with no control character; else ValueError saying why."""
+    if not isinstance(text, str):
+        raise ValueError(f"{name} must be text, not {type(text).__name__} {_shown(text)}")
+    if required and not text.strip():
+        raise ValueError(f"{name} is empty; a pair needs a prompt and two non-empty answers")
+    if len(text) > max_chars:
+        raise ValueError(f"{name} is {len(text):,} characters long; the limit is {max_chars:,}")
+    found = CONTROL_CHARACTER.search(text)
+    if found:
+        raise ValueError(f"{name} contains the control character U+{ord(found.group()):04X} at position "
+                         f"{found.start() + 1}; remove it (tabs and line breaks are fine)")
+    return text
+
+
+def strip_control_characters(text: str) -> str:
+    """The text with control characters removed and its ends stripped.
+
+    The studio applies it to what is typed (control characters are invisible) and to model output
+    (a random model can emit them); `check_text`, used by Pair, refuses them in imports and direct calls.
+    """
+    return CONTROL_CHARACTER.sub("", text).strip()
+
+
+def comparable_text(text: str) -> str:
+    """The text as compared for sameness: invisible format characters (zero-width space, BOM, soft hyphen...)
+    dropped, runs of whitespace (any kind) made one space, ends stripped."""
+    visible = "".join(char for char in text if unicodedata.category(char) != "Cf")
+    return " ".join(visible.split())
+
+
+def is_score(value: object) -> bool:
+    """Whether a score value is a finite number (not a bool, not a string)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def score_problem(key: object, value: object) -> str:
+    """Why a score entry cannot be stored ('' if it can): known scores are finite numbers or null, other
+    entries (the judge's kind, whether the text was edited, ...) short JSON scalars."""
+    if not isinstance(key, str) or not key or len(key) > MAX_SCORE_TEXT:
+        return f"score names must be 1-{MAX_SCORE_TEXT} characters of text, not {_shown(key)}"
+    if key in NUMERIC_SCORES:
+        return "" if value is None or is_score(value) else "must be a finite number or null"
+    if value is None or isinstance(value, bool) or is_score(value):
+        return ""
+    if isinstance(value, str) and len(value) <= MAX_SCORE_TEXT and not CONTROL_CHARACTER.search(value):
+        return ""
+    return "must be a finite number, true/false, null or a short text"
+
+
 def _scores_json(name: str, scores: dict) -> str:
     if not isinstance(scores, dict):
         raise ValueError(f"{name} must be a dict of score name -> number, not {type(scores).__name__}")
+    for key, value in scores.items():
+        problem = score_problem(key, value)
+        if problem:
+            raise ValueError(f"{name}[{_shown(key)}] {problem}, not {_shown(value)}" if isinstance(key, str)
+                             and key and len(key) <= MAX_SCORE_TEXT else f"{name}: {problem}")
+    return json.dumps(scores, sort_keys=True, allow_nan=False)
+
+
+def json_text(name: str, value: object) -> str:
+    """JSON of a run's params or metrics, or ValueError naming the field (NaN and infinities are refused)."""
     try:
-        return json.dumps(scores, sort_keys=True, allow_nan=False)
+        return json.dumps(value, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name} must be JSON-serialisable with finite numbers: {error}") from None
+
+
+def timestamp(text: object) -> str:
+    """An ISO 8601 date or time as the store writes it (UTC, milliseconds); naive times are taken as UTC."""
+    if not isinstance(text, str):
+        raise ValueError(f"created_at must be an ISO 8601 date or time as text, not {_shown(text)}")
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"created_at must be an ISO 8601 date or time like 2025-01-31T12:00:00Z, "
+                         f"not {_shown(text)}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -92,37 +196,107 @@ class Pair:
     id: int | None = None
     created_at: str = ""
     deleted_at: str | None = None
+    problems: str = ""  # what a migration repaired or found wrong in a stored row ('' for a sound one)
+    validate: InitVar[bool] = True
 
-    def __post_init__(self) -> None:
-        for name in ("prompt", "chosen", "rejected"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"{name} is empty; a pair needs a prompt and two non-empty answers")
-        if self.chosen == self.rejected:
-            raise ValueError("chosen and rejected are identical; a preference needs two different answers")
+    def __post_init__(self, validate: bool) -> None:
+        if not validate:
+            return
+        # Model and adapter are kept as portable names (a hub id, or a local folder's name), never server paths.
+        for name in ("model_id", "adapter"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, display_model_id(getattr(self, name)))
+        for name, limit in TEXT_LIMITS.items():
+            check_text(name, getattr(self, name), limit, required=name in ("prompt", "chosen", "rejected"))
+        if comparable_text(self.chosen) == comparable_text(self.rejected):
+            raise ValueError("chosen and rejected are identical (ignoring whitespace and invisible characters); "
+                             "a preference needs two different answers")
         if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {self.source!r}")
-        if self.image_sha256 and not SHA256_PATTERN.match(self.image_sha256):
-            raise ValueError(f"image_sha256 must be 64 lowercase hex digits, not {self.image_sha256!r}")
-        for name in ("model_id", "adapter", "note"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"{name} must be a string")
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {_shown(self.source)}")
+        sha = self.image_sha256
+        if not isinstance(sha, str) or (sha and not SHA256_PATTERN.match(sha)):
+            raise ValueError(f"image_sha256 must be 64 lowercase hex digits, not {_shown(self.image_sha256)}")
         _scores_json("chosen_scores", self.chosen_scores)
         _scores_json("rejected_scores", self.rejected_scores)
+        if self.created_at:
+            self.created_at = timestamp(self.created_at)
 
     @property
     def margin(self) -> float | None:
-        """Debiased score of chosen minus rejected, when both have one."""
-        if "debiased" in self.chosen_scores and "debiased" in self.rejected_scores:
-            return float(self.chosen_scores["debiased"]) - float(self.rejected_scores["debiased"])
+        """Debiased score of chosen minus rejected, when both are finite numbers."""
+        chosen = self.chosen_scores.get("debiased") if isinstance(self.chosen_scores, dict) else None
+        rejected = self.rejected_scores.get("debiased") if isinstance(self.rejected_scores, dict) else None
+        if is_score(chosen) and is_score(rejected):
+            return float(chosen) - float(rejected)
         return None
 
 
+def stored_image(image: Image.Image) -> Image.Image:
+    """The picture as the store keeps it: normalised like every input, longest side at most MAX_STORED_SIDE."""
+    image = normalise_image(image)
+    if max(image.size) > MAX_STORED_SIDE:
+        image = image.copy()
+        image.thumbnail((MAX_STORED_SIDE, MAX_STORED_SIDE), Image.Resampling.LANCZOS)
+    return image
+
+
 def normalised_png(image: Image.Image) -> bytes:
-    """The picture normalised like every input (core.images) and encoded as PNG with no metadata."""
+    """The picture as stored (`stored_image`), encoded as PNG with no metadata."""
     buffer = io.BytesIO()
-    normalise_image(image).save(buffer, format="PNG")
+    stored_image(image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def repair_pair_row(row: dict) -> tuple[dict, list[str]]:
+    """A stored pairs row made readable whatever it holds, and what was changed or is still wrong.
+
+    Repairs: control characters stripped from texts, scores that are not finite numbers dropped,
+    an unreadable created_at replaced by the epoch, model id and adapter made portable. Found but
+    left (an admin decides): over-long texts, empty texts, chosen equal to rejected.
+    """
+    row, notes = dict(row), []
+    for name in TEXT_LIMITS:
+        value = row.get(name)
+        text = value if isinstance(value, str) else ("" if value is None else str(value))
+        cleaned = CONTROL_CHARACTER.sub("", text)
+        if cleaned != value:
+            notes.append(f"{name}: control characters removed" if isinstance(value, str)
+                         else f"{name}: was {_shown(value)}, made text")
+        row[name] = cleaned
+    for name in ("model_id", "adapter"):
+        portable = display_model_id(row[name])
+        if portable != row[name]:
+            row[name] = portable[:MAX_NAME_CHARS]
+    for name in ("chosen_scores", "rejected_scores"):
+        value = row.get(name)
+        try:
+            scores = json.loads(value) if isinstance(value, str) else value
+        except ValueError:
+            scores = None
+        if not isinstance(scores, dict):
+            notes.append(f"{name}: unreadable ({_shown(value)}), emptied")
+            scores = {}
+        dropped = sorted(str(key)[:MAX_SCORE_TEXT] for key, score in scores.items() if score_problem(key, score))
+        if dropped:
+            notes.append(f"{name}: {', '.join(dropped)} not a valid score, removed")
+        row[name] = {key: score for key, score in scores.items() if not score_problem(key, score)}
+    try:
+        row["created_at"] = timestamp(row.get("created_at"))
+    except ValueError:
+        notes.append(f"created_at: {_shown(row.get('created_at'))} is not a date, set to 1970-01-01")
+        row["created_at"] = "1970-01-01T00:00:00.000+00:00"
+    if row.get("source") not in SOURCES:
+        notes.append(f"source: {_shown(row.get('source'))} is not one of {', '.join(SOURCES)}, set to human")
+        row["source"] = "human"
+    for name, limit in TEXT_LIMITS.items():
+        if len(row[name]) > limit:
+            notes.append(f"{name}: {len(row[name]):,} characters, over the limit of {limit:,}")
+    for name in ("prompt", "chosen", "rejected"):
+        if not row[name].strip():
+            notes.append(f"{name}: empty")
+    if comparable_text(row["chosen"]) == comparable_text(row["rejected"]):
+        notes.append("chosen and rejected are the same text")
+    return row, notes
 
 
 def _migration_1_pairs(db: Database) -> None:
@@ -155,8 +329,34 @@ def _migration_2_runs(db: Database) -> None:
         adapter_path TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL, finished_at TEXT)""")
 
 
+def _migration_3_repair_pairs(db: Database) -> None:
+    # Rows imported before import validated every field (a score "NaN-as-string", created_at
+    # "yesterday", a NUL in a text, a server path as model id) are repaired in place; what was
+    # done, or what is still wrong, goes to `problems`, which Curate shows.
+    db.execute("ALTER TABLE pairs ADD COLUMN problems TEXT NOT NULL DEFAULT ''")
+    columns = [column.name for column in db["pairs"].columns]
+    for values in db.execute("SELECT * FROM pairs ORDER BY id").fetchall():
+        row = dict(zip(columns, values))
+        repaired, notes = repair_pair_row(row)
+        repaired = {**repaired, "chosen_scores": json.dumps(repaired["chosen_scores"], sort_keys=True),
+                    "rejected_scores": json.dumps(repaired["rejected_scores"], sort_keys=True)}
+        changed = {name: value for name, value in repaired.items() if value != row[name]}
+        if notes:
+            changed["problems"] = "; ".join(notes)
+        if not changed:
+            continue
+        try:
+            db["pairs"].update(row["id"], changed)
+        except sqlite3.IntegrityError as error:
+            if not _is_duplicate(error):
+                raise
+            # Repaired, it is a copy of a live pair: keep it, deleted, so nothing is lost.
+            changed["problems"] = "; ".join([*notes, "identical to another pair once repaired, so deleted"])
+            db["pairs"].update(row["id"], {**changed, "deleted_at": now_iso()})
+
+
 # Append only: migration i (1-based) takes a database from user_version i-1 to i.
-MIGRATIONS: list[Callable[[Database], None]] = [_migration_1_pairs, _migration_2_runs]
+MIGRATIONS: list[Callable[[Database], None]] = [_migration_1_pairs, _migration_2_runs, _migration_3_repair_pairs]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -242,6 +442,7 @@ class Store:
     def _write_image_file(self, image: Image.Image) -> tuple[str, dict]:
         # The file goes first, outside the transaction: an orphan file left by a failed write is
         # harmless (content-addressed, reused next time), a row without its file is not.
+        image = stored_image(image)
         png = normalised_png(image)
         sha256 = hashlib.sha256(png).hexdigest()
         path = self._image_path(sha256)
@@ -269,7 +470,7 @@ class Store:
         """The stored PNG bytes of this picture."""
         path = self._image_path(sha256)
         if not path.exists():
-            raise NotFoundError(f"image {sha256} is not in the store at {self.images_dir}")
+            raise NotFoundError(f"image {sha256} is not in the store (its file is missing from the images folder)")
         return path.read_bytes()
 
     # Pairs ----------------------------------------------------------------------------------
@@ -315,6 +516,7 @@ class Store:
     def _pair_row(self, pair: Pair) -> dict:
         row = dataclasses.asdict(pair)
         row.pop("id")
+        row.pop("problems")
         row["chosen_scores"] = _scores_json("chosen_scores", pair.chosen_scores)
         row["rejected_scores"] = _scores_json("rejected_scores", pair.rejected_scores)
         row["created_at"] = pair.created_at or self._clock()
@@ -329,8 +531,15 @@ class Store:
 
     @staticmethod
     def _pair_from_row(row: dict) -> Pair:
-        return Pair(**{**row, "chosen_scores": json.loads(row["chosen_scores"]),
-                       "rejected_scores": json.loads(row["rejected_scores"])})
+        # Whatever a row holds, reading it gives a Pair whose fields have their types, so that
+        # no stored row can break a listing; one that still breaks a rule keeps its problems noted.
+        repaired, notes = repair_pair_row(row)
+        parts = [*(row.get("problems") or "").split("; "), *notes]
+        problems = "; ".join(dict.fromkeys(part for part in parts if part))
+        try:
+            return Pair(**{**repaired, "problems": problems})
+        except ValueError:
+            return Pair(**{**repaired, "problems": problems}, validate=False)
 
     def get_pair(self, pair_id: int) -> Pair:
         """The pair with this id (deleted ones too)."""
@@ -387,8 +596,10 @@ class Store:
         if unknown:
             raise ValueError(f"cannot edit {', '.join(unknown)}; editable: {', '.join(EDITABLE_PAIR_FIELDS)}")
         with self.transaction() as db:
-            updated = dataclasses.replace(self.get_pair(pair_id), **fields)
-            row = {name: value for name, value in self._pair_row(updated).items() if name in fields}
+            updated = dataclasses.replace(self.get_pair(pair_id), **fields, problems="")
+            # It passed every check just now: whatever a migration noted about it is settled.
+            row = {**{name: value for name, value in self._pair_row(updated).items() if name in fields},
+                   "problems": ""}
             try:
                 db["pairs"].update(pair_id, row)
             except sqlite3.IntegrityError as error:
@@ -419,7 +630,12 @@ class Store:
     def stats(self) -> dict:
         """Counts of live pairs by source and model, deleted pairs, images, and the mean debiased margin."""
         live = "FROM pairs WHERE deleted_at IS NULL"
-        margin = ("json_extract(chosen_scores, '$.debiased') - json_extract(rejected_scores, '$.debiased')")
+        # Nested CASE so that a row with unreadable JSON (written behind the store's back) is skipped,
+        # never an error: SQLite does not promise to short-circuit AND.
+        numeric = ("json_type({0}, '$.debiased') IN ('integer', 'real')")
+        margin = (f"(CASE WHEN json_valid(chosen_scores) AND json_valid(rejected_scores) THEN "
+                  f"(CASE WHEN {numeric.format('chosen_scores')} AND {numeric.format('rejected_scores')} THEN "
+                  "json_extract(chosen_scores, '$.debiased') - json_extract(rejected_scores, '$.debiased') END) END)")
         with self._lock:
             by_source = dict(self.db.execute(f"SELECT source, count(*) {live} GROUP BY source"))
             by_model = dict(self.db.execute(f"SELECT model_id, count(*) {live} GROUP BY model_id ORDER BY model_id"))
@@ -437,7 +653,9 @@ class Store:
         """Record a queued fine-tune run with its settings; return its id."""
         if not isinstance(name, str) or not name.strip():
             raise ValueError("a run needs a non-empty name")
-        row = {"name": name, "params": _scores_json("params", params), "status": "queued", "metrics": "[]",
+        if not isinstance(params, dict):
+            raise ValueError(f"run params must be a dict of settings, not {type(params).__name__}")
+        row = {"name": name, "params": json_text("params", params), "status": "queued", "metrics": "[]",
                "error": "", "adapter_path": "", "created_at": self._clock(), "finished_at": None}
         with self.transaction() as db:
             return db["runs"].insert(row).last_pk
@@ -458,7 +676,7 @@ class Store:
         row = dict(fields)
         for name in ("params", "metrics"):
             if name in row:
-                row[name] = json.dumps(row[name], sort_keys=True, allow_nan=False)
+                row[name] = json_text(name, row[name])
         with self.transaction() as db:
             current = self.get_run(run_id)
             if (fields.get("status") in FINAL_RUN_STATUSES and "finished_at" not in fields

@@ -5,6 +5,10 @@ A deployment is public when SELFJUDGE_PUBLIC=1 or it runs on a Hugging Face Spac
 name is in SELFJUDGE_ADMINS (comma-separated), or the admin token from
 SELFJUDGE_ADMIN_TOKEN typed into the "Admin token" box. Locally everything is allowed.
 Every tab calls the one helper here, `require_admin`, so the rule lives in one place.
+
+Reading stored pairs (Curate's list and pair view, their API) is admin-only on a public
+deployment too, unless SELFJUDGE_PRIVATE_PAIRS=0 (or --no-private-pairs): visitors' pairs
+may hold what they typed. `require_reader` applies that rule.
 """
 
 from __future__ import annotations
@@ -18,6 +22,13 @@ import gradio as gr
 
 def _admins_from_env() -> tuple[str, ...]:
     return tuple(name.strip() for name in os.environ.get("SELFJUDGE_ADMINS", "").split(",") if name.strip())
+
+
+def _private_pairs_from_env() -> bool:
+    flag = os.environ.get("SELFJUDGE_PRIVATE_PAIRS", "1").strip().lower()
+    if flag not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError(f"SELFJUDGE_PRIVATE_PAIRS must be 1/0/true/false, not {flag!r}")
+    return flag in ("1", "true", "yes")
 
 
 def _public_from_env() -> bool:
@@ -37,6 +48,13 @@ class AccessSettings:
     oauth: bool = field(default_factory=lambda: bool(os.environ.get("OAUTH_CLIENT_ID")))
     admins: tuple[str, ...] = field(default_factory=_admins_from_env)
     admin_token: str = field(default_factory=lambda: os.environ.get("SELFJUDGE_ADMIN_TOKEN", ""), repr=False)
+    # On a public deployment, only admins may read the stored pairs (default); no effect locally.
+    private_pairs: bool = field(default_factory=_private_pairs_from_env)
+
+    @property
+    def pairs_need_admin(self) -> bool:
+        """Whether listing and opening stored pairs needs an admin here."""
+        return self.public and self.private_pairs
 
     @property
     def sign_in(self) -> bool:
@@ -68,11 +86,25 @@ def require_admin(profile: gr.OAuthProfile | None, token: str = "", settings: Ac
                    "or enter the admin token, to do this")
 
 
+def require_reader(profile: gr.OAuthProfile | None, token: str = "", settings: AccessSettings | None = None) -> str:
+    """Who is reading stored pairs; on a public deployment with private pairs, an admin, else gr.Error."""
+    settings = settings or AccessSettings()
+    if not settings.pairs_need_admin:
+        return "anyone"
+    try:
+        return require_admin(profile, token, settings)
+    except gr.Error:
+        raise gr.Error("The stored pairs are visible to admins only on this deployment: sign in with Hugging Face "
+                       "as an admin, or enter the admin token, then press Search") from None
+
+
 def admin_controls(settings: AccessSettings) -> gr.Textbox:
     """The sign-in button (on a Space) and the admin-token box; returns the box for handlers' inputs."""
     with gr.Row(visible=settings.public):
         if settings.sign_in:
             gr.LoginButton()
-        token = gr.Textbox(label="Admin token", type="password", placeholder="needed for delete, export, fine-tune",
+        needed = ("reading pairs, delete, export, fine-tune" if settings.pairs_need_admin
+                  else "delete, export, fine-tune")
+        token = gr.Textbox(label="Admin token", type="password", placeholder=f"needed for {needed}",
                            max_lines=1, scale=3)
     return token

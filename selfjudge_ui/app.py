@@ -8,13 +8,14 @@ from pathlib import Path
 
 import gradio as gr
 
+from core.config import display_model_id
+from core.finetune import recover_runs
 from core.store import Store
 from selfjudge_ui.access import admin_controls
 from selfjudge_ui.curate import build_curate_tab
 from selfjudge_ui.explore import EXAMPLES_DIR, build_explore_tab
 from selfjudge_ui.finetune import build_finetune_tab
 from selfjudge_ui.settings import StudioSettings
-from selfjudge_ui.views import display_model_id
 
 QUEUE_SIZE = 64  # requests waiting beyond this are refused with "queue full" rather than piling up
 # Layout touches gradio's defaults do not give: table headers that never wrap letter by letter,
@@ -71,6 +72,7 @@ def build_app(settings: StudioSettings | None = None) -> gr.Blocks:
     """The studio's Blocks, queued (one run per action at a time; the rest wait their turn)."""
     settings = settings or StudioSettings()
     store_factory = store_opener(settings.data.db_path)
+    recover_runs(settings.data.db_path)  # runs a killed studio left "running" are marked failed
     # Uploaded and generated files are removed from gradio's cache after a day.
     with gr.Blocks(title="SelfJudge Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown(_header(settings))

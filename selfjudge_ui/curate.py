@@ -17,13 +17,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.config import DataSettings
+from core.config import DataSettings, display_model_id, without_paths
 from core.exchange import FORMATS, archive_export, export_pairs, import_pairs
-from core.store import SOURCES, DuplicatePairError, NotFoundError, Pair, Store
-from selfjudge_ui.access import AccessSettings, require_admin
+from core.store import (CONTROL_CHARACTER, SOURCES, DuplicatePairError, NotFoundError, Pair, Store,
+                        strip_control_characters)
+from selfjudge_ui import inputs
+from selfjudge_ui.access import AccessSettings, require_admin, require_reader
 from selfjudge_ui.live import LiveView
 from selfjudge_ui.settings import InputLimits
-from selfjudge_ui.views import display_model_id
 
 PAGE_SIZE = 48
 ALL = "all"
@@ -110,19 +111,21 @@ class Curate:
         source = "" if source in (None, "", ALL) else source
         if source not in ("", *SOURCES):
             raise gr.Error(f"Source must be {ALL}, {' or '.join(SOURCES)}, not {source!r}.")
-        search = (search or "").strip()
-        if len(search) > self.limits.max_question_chars:
-            raise gr.Error(f"The search text is over {self.limits.max_question_chars} characters; shorten it.")
-        return {"search": search, "source": source, "model_id": "" if model_id in (None, ALL) else model_id}
+        search = inputs.check_text("search text", search, self.limits.max_question_chars, required=False)
+        if model_id is not None and not isinstance(model_id, str):
+            raise gr.Error(f"Model must be {ALL} or a model name, not {model_id!r}.")
+        model_id = "" if model_id in (None, ALL) else strip_control_characters(model_id)
+        return {"search": search, "source": source, "model_id": model_id}
 
     def list_pairs(self, search: str | None, source: str | None, model_id: str | None, include_deleted: bool,
-                   page: float | None) -> tuple:
+                   page: float | None, token: str = "", profile: gr.OAuthProfile | None = None) -> tuple:
         """Thumbnails, table rows, the ids shown (in order), a summary line and the model choices."""
+        require_reader(profile, token, self.access)
         filters = self._filters(search, source, model_id)
+        page = 1 if page is None else inputs.check_integer("Page", page, 1, inputs.MAX_SEED)
         store = self.store_factory()
         total = store.count_pairs(**filters, include_deleted=bool(include_deleted))
         pages = max(1, math.ceil(total / PAGE_SIZE))
-        page = 1 if page is None else int(page)
         if not 1 <= page <= pages:
             raise gr.Error(f"Page {page} does not exist; there {'is' if pages == 1 else 'are'} {pages}.")
         pairs = store.list_pairs(**filters, include_deleted=bool(include_deleted), limit=PAGE_SIZE,
@@ -150,8 +153,10 @@ class Curate:
             raise gr.Error(f"Pair id must be a whole number from 1, not {pair_id!r}.")
         return int(number)
 
-    def get_pair(self, pair_id: float | str | None) -> tuple:
+    def get_pair(self, pair_id: float | str | None, token: str = "", profile: gr.OAuthProfile | None = None
+                 ) -> tuple:
         """One pair side by side: image, prompt, chosen, rejected, score table, note, details."""
+        require_reader(profile, token, self.access)
         number = self._pair_id(pair_id)
         store = self.store_factory()
         try:
@@ -165,14 +170,17 @@ class Curate:
         details = (f"Pair #{pair.id}: source **{pair.source}**, model `{display_model_id(pair.model_id) or '-'}`"
                    f"{', adapter `' + display_model_id(pair.adapter) + '`' if pair.adapter else ''}, saved "
                    f"{pair.created_at}{deleted}.{settings}")
+        if pair.problems:
+            details += f"  \nRepaired or found when the store was checked: {pair.problems}"
         return (number, image, pair.prompt, pair.chosen, pair.rejected, score_rows(pair), pair.note, details)
 
-    def pick(self, ids: list[int] | None, evt: gr.SelectData) -> tuple:
+    def pick(self, ids: list[int] | None, evt: gr.SelectData, token: str = "",
+             profile: gr.OAuthProfile | None = None) -> tuple:
         """The pair under a clicked thumbnail or table row."""
         index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         if not ids or not isinstance(index, int) or not 0 <= index < len(ids):
             raise gr.Error("That item is no longer listed; press Search to refresh the list.")
-        return self.get_pair(ids[index])
+        return self.get_pair(ids[index], token, profile)
 
     def pair_stats(self) -> tuple[str, list[list], list[list]]:
         """Summary Markdown, counts by source, counts by model."""
@@ -181,18 +189,32 @@ class Curate:
                 [[display_model_id(model) or "(none)", count] for model, count in stats["by_model"].items()])
 
     def first_view(self) -> tuple:
-        """What the tab shows when the page loads: the newest pairs and the statistics."""
+        """What the tab shows when the page loads: the newest pairs (unless only admins may read them) and
+        the statistics."""
+        if self.access.pairs_need_admin:
+            return self._hidden()
         return (*self.list_pairs("", ALL, ALL, False, 1), *self.pair_stats())
 
+    def _hidden(self) -> tuple:
+        hidden = "The stored pairs are visible to admins only on this deployment: enter the admin token and press Search."
+        return ([], [], [], hidden, gr.update(choices=[ALL], value=ALL), *self.pair_stats())
+
     def refresh(self, search: str | None, source: str | None, model_id: str | None, include_deleted: bool,
-                page: float | None) -> tuple:
-        """The list under the current filters and the statistics, as they are in the store now."""
-        return (*self.list_pairs(search, source, model_id, include_deleted, page), *self.pair_stats())
+                page: float | None, token: str = "", profile: gr.OAuthProfile | None = None) -> tuple:
+        """The list under the current filters and the statistics, as they are in the store now (for a reader
+        who may see pairs; else the same notice as on page load, not an error on every refresh)."""
+        try:
+            require_reader(profile, token, self.access)
+        except gr.Error:
+            return self._hidden()
+        return (*self.list_pairs(search, source, model_id, include_deleted, page, token, profile), *self.pair_stats())
 
     # Writing (admin on a public deployment) -------------------------------------------------
 
     def _check_text(self, name: str, text: str | None, limit: int, required: bool = True) -> str:
-        text = text or ""
+        if text is not None and not isinstance(text, str):
+            raise gr.Error(f"{name} must be text, not {type(text).__name__}.")
+        text = CONTROL_CHARACTER.sub("", text or "")  # invisible, so removed rather than refused
         if required and not text.strip():
             raise gr.Error(f"{name} is empty; a pair needs two non-empty answers.")
         if len(text) > limit:
@@ -268,7 +290,7 @@ class Curate:
     def import_pairs(self, file: str | None, token: str = "", profile: gr.OAuthProfile | None = None) -> str:
         """Add the pairs of an uploaded export (.zip of a folder, or .parquet), skipping stored ones."""
         require_admin(profile, token, self.access)
-        if not file:
+        if not file or not isinstance(file, str):
             raise gr.Error("Upload an export first: a .zip of an export folder or a .parquet file.")
         path = Path(file)
         problem = self.import_problem(str(path))
@@ -277,7 +299,7 @@ class Curate:
         try:
             result = import_pairs(self.store_factory(), path)
         except (ValueError, OSError) as error:
-            raise gr.Error(f"Nothing imported: {error}.") from error
+            raise gr.Error(f"Nothing imported from {path.name}: {without_paths(str(error))}.") from error
         return f"Imported {result.added} pairs; skipped {result.duplicates} already stored."
 
 
@@ -305,7 +327,7 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
         source = gr.Dropdown([ALL, *SOURCES], value=ALL, label="Source", scale=1, min_width=110)
         model = gr.Dropdown([ALL], value=ALL, label="Model", allow_custom_value=True, scale=2, min_width=140)
         include_deleted = gr.Checkbox(label="Show deleted", value=False, scale=1, min_width=110)
-        page = gr.Number(label="Page", value=1, precision=0, scale=1, min_width=80)
+        page = inputs.number_box(label="Page", value=1, precision=0, minimum=1, scale=1, min_width=80)
         search_button = gr.Button("Search", variant="primary", scale=1, min_width=90, elem_id="curate-search-button")
     summary = gr.Markdown(elem_id="curate-summary")
     gallery = gr.Gallery(label="Pairs (click one to open it)", columns=8, height=260, allow_preview=False,
@@ -314,7 +336,8 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
                          column_widths=[48, 70, 120, 170, 230, 230, 70, 160, 72], elem_classes=["sj-table"])
     shown_ids = gr.State([])
     with gr.Row():
-        # A text box, not gr.Number: an empty Number shows 0, which is no pair.
+        # A text box, not gr.Number: an empty Number shows 0, which is no pair. Curate._pair_id checks it
+        # (a whole number from 1) with a message naming the field.
         pair_id = gr.Textbox(label="Pair id", placeholder="type an id, e.g. 12, and press Enter", max_lines=1,
                              max_length=12, scale=1, elem_id="curate-pair-id")
         open_button = gr.Button("Open", scale=1, elem_id="curate-open")
@@ -360,7 +383,7 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
 
     private = {"api_visibility": "private"}
     filters = [search, source, model]
-    list_inputs = [*filters, include_deleted, page]
+    list_inputs = [*filters, include_deleted, page, admin_token]
     list_outputs = [gallery, table, shown_ids, summary, model]
     pair_view = [pair_id, image, prompt, chosen, rejected, scores, note, details]
     stats_outputs = [stats_text, by_source, by_model]
@@ -369,16 +392,16 @@ def build_curate_tab(store_factory: Callable[[], Store], admin_token: gr.Textbox
     # Filters apply as soon as a person changes them (.input: not when a handler sets them).
     for trigger in (search.submit, source.input, model.input, include_deleted.input, page.submit):
         trigger(handlers.list_pairs, list_inputs, list_outputs, **private)
-    open_button.click(handlers.get_pair, [pair_id], pair_view, api_name="get_pair")
-    pair_id.submit(handlers.get_pair, [pair_id], pair_view, **private)
+    open_button.click(handlers.get_pair, [pair_id, admin_token], pair_view, api_name="get_pair")
+    pair_id.submit(handlers.get_pair, [pair_id, admin_token], pair_view, **private)
     for picker in (gallery, table):
-        picker.select(handlers.pick, [shown_ids], pair_view, **private).then(None, js=SCROLL_TO_PAIR)
+        picker.select(handlers.pick, [shown_ids, admin_token], pair_view, **private).then(None, js=SCROLL_TO_PAIR)
     save_button.click(handlers.update_pair, [pair_id, chosen, rejected, note, admin_token], [*pair_view, status],
                       api_name="update_pair").success(handlers.list_pairs, list_inputs, list_outputs, **private)
     for button, handler, name in ((delete_button, handlers.delete_pair, "delete_pair"),
                                   (restore_button, handlers.restore_pair, "restore_pair")):
         button.click(handler, [pair_id, admin_token], [status], api_name=name).success(
-            handlers.get_pair, [pair_id], pair_view, **private).success(
+            handlers.get_pair, [pair_id, admin_token], pair_view, **private).success(
             handlers.list_pairs, list_inputs, list_outputs, **private)
     stats_button.click(handlers.pair_stats, None, stats_outputs, api_name="pair_stats")
     export_button.click(handlers.export_pairs, [export_format, *filters, admin_token], [export_file, exchange_status],

@@ -21,14 +21,15 @@ from pathlib import Path
 import gradio as gr
 
 from core.config import REPO_ROOT
-from core.decoding import decode
+from core.decoding import DecodeOptions, decode
 from core.domain import knows_only_shapes, looks_like_shapes_scene
 from core.images import image_sha256
 from core.judge import judge
-from core.loading import LoadedModel, get_model
+from core.loading import LoadedModel, adapter_in_use, display_model_id, get_model
 from core.prompts import DESCRIBE_QUESTION
-from core.store import DuplicatePairError, Pair, Store
-from core.world import make_scene
+from core.safety import SafetySettings, format_verdict
+from core.store import DuplicatePairError, Pair, Store, comparable_text, strip_control_characters
+from core.world import Scene, make_scene, render
 from selfjudge_ui import inputs, plots, views
 from selfjudge_ui.gpu import on_gpu
 from selfjudge_ui.settings import StudioSettings
@@ -157,12 +158,9 @@ class Explore:
 
     # Scoring -------------------------------------------------------------------------------------
 
-    def _model(self, adapter: str | None = None) -> LoadedModel:
-        model_settings = self.settings.model
-        if adapter is not None:
-            model_settings = dataclasses.replace(model_settings, adapter=adapter)
+    def _model(self) -> LoadedModel:
         try:
-            return get_model(model_settings)
+            return get_model(self.settings.model)
         except (RuntimeError, FileNotFoundError) as exc:
             raise gr.Error(f"Could not load the model: {exc}") from exc
 
@@ -185,8 +183,8 @@ class Explore:
 
     def _show(self, payload: dict, truth_note: str) -> tuple:
         result, truth = payload["result"], payload["truth"]
-        status = (f"Scored {len(result['candidates'])} candidates with {views.display_model_id(result['model_id'])}"
-                  f"{' + ' + views.display_model_id(result['adapter']) if result['adapter'] else ''}.{truth_note}")
+        status = (f"Scored {len(result['candidates'])} candidates with {display_model_id(result['model_id'])}"
+                  f"{' + ' + display_model_id(result['adapter']) if result['adapter'] else ''}.{truth_note}")
         return (payload, views.styled_candidates(views.candidate_rows(result, truth)),
                 views.styled_sentences(views.sentence_rows(result, truth)),
                 plots.token_heatmap(result, plots.DEFAULT_TOKEN_VIEW),
@@ -249,14 +247,19 @@ class Explore:
         chosen_index = self._candidate_number("chosen candidate", chosen_number, result) - 1
         rejected_index = self._candidate_number("rejected candidate", rejected_number, result) - 1
         chosen, rejected = result["candidates"][chosen_index], result["candidates"][rejected_index]
+        # Model output is cleaned of control characters; text a person typed is refused if it has any.
+        rejected_text = strip_control_characters(rejected["text"])
+        model_chosen = strip_control_characters(chosen["text"])
+        if chosen_text == chosen["text"]:
+            chosen_text = model_chosen
         text = inputs.check_text("chosen text", chosen_text, self.limits.max_answer_chars)
         note = inputs.check_text("note", note, self.limits.max_note_chars, required=False)
-        if text == rejected["text"]:
+        if comparable_text(text) == comparable_text(rejected_text):
             raise gr.Error("Chosen and rejected are the same text; pick two different candidates "
                            "or edit the chosen text.")
-        chosen_scores = {**views.pair_scores(chosen, result["settings"]), "edited": text != chosen["text"]}
+        chosen_scores = {**views.pair_scores(chosen, result["settings"]), "edited": text != model_chosen}
         try:
-            pair = Pair(image_sha256="", prompt=result["question"], chosen=text, rejected=rejected["text"],
+            pair = Pair(image_sha256="", prompt=result["question"], chosen=text, rejected=rejected_text,
                         chosen_scores=chosen_scores, rejected_scores=views.pair_scores(rejected, result["settings"]),
                         model_id=result["model_id"], adapter=result["adapter"], source="human", note=note)
             pair_id = self.store_factory().add_pair(pair, image)
@@ -269,8 +272,11 @@ class Explore:
     # Self-judged decoding ------------------------------------------------------------------------
 
     def decode(self, file, question, strategy, k, max_new_tokens, seed, alpha, kind, prompt, custom_template,
-               progress=gr.Progress()) -> tuple:
-        """Decode sentence by sentence, picking each next sentence by its judge score; show the search tree."""
+               safety_on=False, safety_probability=0.5, progress=gr.Progress()) -> tuple:
+        """Decode sentence by sentence, picking each next sentence by its judge score; show the search tree.
+
+        With the safety defence on, the answer is refused if a sentence's P(harmful) reaches the threshold.
+        """
         image = inputs.read_image(file, self.limits)
         question = inputs.check_text("question", question, self.limits.max_question_chars)
         strategy = inputs.check_choice("decoding strategy", strategy, inputs.DECODE_STRATEGIES)
@@ -278,14 +284,21 @@ class Explore:
         max_new_tokens = inputs.check_integer("max new tokens", max_new_tokens, 1, self.limits.max_new_tokens)
         seed = inputs.check_integer("seed", seed, 0, inputs.MAX_SEED)
         judge_settings = inputs.judge_settings(alpha, kind, prompt, custom_template, self.limits)
+        safety = None
+        if safety_on:
+            threshold = inputs.check_number("safety threshold P(harmful)", safety_probability, 0.01, 0.99)
+            safety = SafetySettings.from_probability(threshold, alpha=judge_settings.alpha)
         progress(0.05, desc="Loading the model")
         loaded = self._model()
         progress(0.2, desc=f"Decoding with {strategy}")
         with _core_errors():
-            decoded = views.finite(dataclasses.asdict(decode(loaded, image, question, strategy, judge_settings,
-                                                             k=k, max_new_tokens=max_new_tokens, seed=seed)))
+            result = decode(loaded, image, question, strategy, judge_settings, k=k, max_new_tokens=max_new_tokens,
+                            seed=seed, options=DecodeOptions(safety=safety))
+        decoded = views.finite(dataclasses.asdict(result))
+        report = format_verdict(result.safety) if result.safety else ""
         run = {"decoded": decoded, "k": k, "max_new_tokens": max_new_tokens}
-        return f"**{strategy}:** {decoded['text']}", plots.decode_tree(decoded), views.decode_rows(decoded), run
+        return (f"**{strategy}:** {decoded['text']}", plots.decode_tree(decoded), views.decode_rows(decoded),
+                report, run)
 
     def record_run(self, run: dict | None, runs: list[list] | None, scene_seed, file) -> tuple:
         """Why the last decoding stopped, and this session's runs so far (newest first), to compare strategies."""
@@ -318,11 +331,17 @@ class Explore:
         gen = inputs.generation_settings(n, strategy, seed, self.limits)
         judge_settings = inputs.judge_settings(alpha, kind, prompt, custom_template, self.limits)
         truth, truth_note = self._truth(scene_seed, image)
+        loaded = self._model()
         results = []
+        # One copy of the weights: the adapter is loaded into the cached model once and switched
+        # on and off around each run (core.loading.adapter_in_use), never loaded as a second model.
         for step, (label, adapter) in enumerate((("base", ""), (adapter_name, str(folders[adapter_name])))):
-            progress(0.05 + 0.45 * step, desc=f"Loading and running {label}")
-            with _core_errors():
-                results.append(judge(self._model(adapter), image, question, gen, judge_settings).to_json())
+            progress(0.05 + 0.45 * step, desc=f"Running {label}")
+            try:
+                with _core_errors(), adapter_in_use(loaded, adapter) as model:
+                    results.append(judge(model, image, question, gen, judge_settings).to_json())
+            except FileNotFoundError as exc:
+                raise gr.Error(f"Could not load the adapter: {exc}") from exc
         base, tuned = results
         lines = [views.compare_summary("base", base, truth), views.compare_summary(adapter_name, tuned, truth)]
         if views.same_answers(base, tuned):
@@ -354,14 +373,17 @@ class ExploreTab:
 def _judge_controls(limits) -> tuple:
     """The generation and judge settings, each with a short explanation."""
     with gr.Row():
-        n = gr.Slider(1, limits.max_candidates, value=4, step=1, label=f"Candidates N (1 to {limits.max_candidates})",
-                      info="How many answers to write and compare.")
+        # slider_box / number_box: an out-of-range value is refused with a message naming the field
+        n = inputs.slider_box(1, limits.max_candidates, value=4, step=1, label="Candidates (N)",
+                              info=f"How many answers to write and compare (1 to {limits.max_candidates}).")
         strategy = gr.Dropdown(inputs.GENERATION_STRATEGIES, value="sample", label="Generation",
                                info="sample: varied answers; greedy: the single likeliest.")
-        seed = gr.Number(value=0, precision=0, label="Seed", info="Same seed, same answers (0 or more).")
-    alpha = gr.Slider(0, limits.max_alpha, value=1.0, step=0.1, label=f"alpha (0 to {limits.max_alpha:g})",
-                      info="S = (1+alpha) Score(image) - alpha Score(no image). 0: the raw judge; "
-                           "1: the paper's default; higher: distrust the language prior more.")
+        seed = inputs.number_box(value=0, precision=0, label="Seed", minimum=0, maximum=inputs.MAX_SEED,
+                                 info="Same seed, same answers (0 or more).")
+    alpha = inputs.slider_box(0, limits.max_alpha, value=1.0, step=0.1, label="alpha",
+                              info=f"0 to {limits.max_alpha:g}. S = (1+alpha) Score(image) - alpha Score(no image). "
+                                   "0: the raw judge; 1: the paper's default; higher: distrust the language prior "
+                                   "more.")
     with gr.Row():
         kind = gr.Radio(inputs.SCORE_KINDS, value="logit", label="Score kind",
                         info="How the judge's yes becomes a number: logit of yes, log p(yes), "
@@ -401,8 +423,9 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
                                      elem_id="explore-examples")
             with gr.Row():
                 random_button = gr.Button("Random shapes scene", elem_id="explore-random", min_width=120)
-                scene_seed = gr.Number(label="Scene seed (Enter to draw it)", precision=0, value=None,
-                                       elem_id="explore-scene-seed", min_width=120)
+                scene_seed = inputs.number_box(label="Scene seed (Enter to draw it)", precision=0, value=None,
+                                               minimum=0, maximum=inputs.MAX_SEED, elem_id="explore-scene-seed",
+                                               min_width=120)
         with gr.Column(scale=9, min_width=320, elem_id="explore-results"):
             gr.Markdown(views.HOW_TO_READ, elem_id="explore-how-to-read")
             stale = gr.Markdown(visible=False, elem_id="explore-stale", elem_classes=["sj-banner"])
@@ -441,13 +464,22 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
         gr.Markdown("Write the answer sentence by sentence: k proposals per step, each judged with and without the "
                     "image. **Judged** strategies keep a proposal only if its debiased log-odds ≥ 0, then pick the "
                     "highest selection score; greedy and beam are plain decoding, judged afterwards for display. "
-                    "Every run is listed below, so greedy and judged answers can be compared.")
+                    "Every run is listed below, so greedy and judged answers can be compared. With the **safety "
+                    "defence** ticked, the answer is refused when a sentence's P(harmful) reaches the threshold; the "
+                    "line under the answer names the sentence that scored highest.")
         with gr.Row():
             decode_strategy = gr.Radio(inputs.DECODE_STRATEGIES, value="debiased-judged", label="Strategy")
-            k = gr.Slider(1, limits.max_candidates, value=4, step=1, label="Proposals per step (k)")
-            max_new_tokens = gr.Slider(8, limits.max_new_tokens, value=64, step=8, label="Max new tokens")
+            k = inputs.slider_box(1, limits.max_candidates, value=4, step=1, label="Proposals per step (k)")
+            max_new_tokens = inputs.slider_box(8, limits.max_new_tokens, value=64, step=8, label="Max new tokens")
+        with gr.Row():
+            safety_on = gr.Checkbox(False, label="Safety defence (refuse if a sentence judges itself harmful)",
+                                    min_width=200, elem_id="explore-safety-on",
+                                    info="Each sentence is judged with the safety prompt, debiased like the rest.")
+            safety_probability = inputs.slider_box(0.01, 0.99, value=0.5, step=0.01, label="Refuse at P(harmful) >=",
+                                                   min_width=200, info="0.01 to 0.99; lower refuses more.")
         decode_button = gr.Button("Decode", elem_id="explore-decode")
         decoded_text = gr.Markdown(elem_id="explore-decoded")
+        safety_report = gr.Markdown(elem_id="explore-safety")
         stop_note = gr.Markdown(elem_id="explore-decode-stop")
         decode_runs = gr.Dataframe(headers=views.DECODE_RUN_COLUMNS, label="Runs this session (newest first)",
                                    interactive=False, wrap=True, elem_id="explore-decode-runs",
@@ -508,8 +540,9 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
     accept_event = accept_button.click(handlers.accept_pair, [scored, image_file, chosen, rejected, chosen_text, note],
                                        [accepted], api_name="accept_pair")
     decode_fn = on_gpu(handlers.decode, _decode_seconds)
-    decode_button.click(decode_fn, [image_file, question, decode_strategy, k, max_new_tokens, seed, *judge_inputs],
-                        [decoded_text, tree, tree_rows, last_run], api_name="decode",
+    decode_button.click(decode_fn, [image_file, question, decode_strategy, k, max_new_tokens, seed, *judge_inputs,
+                                    safety_on, safety_probability],
+                        [decoded_text, tree, tree_rows, safety_report, last_run], api_name="decode",
                         show_progress_on=[decoded_text]).success(
         handlers.record_run, [last_run, runs, scene_seed, image_file], [stop_note, runs, decode_runs], **private)
     refresh.click(handlers.adapter_choices, None, [adapter], **private)

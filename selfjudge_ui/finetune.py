@@ -17,7 +17,8 @@ import multiprocessing
 import os
 import re
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,16 +30,16 @@ from plotly.subplots import make_subplots
 from core.dpo import LOSSES, DPOSettings
 from core.finetune import cancel_run, list_runs, planned_steps, record_exit, start_run
 from core.judge import GenerationSettings, JudgeSettings
-from core.loading import get_model
-from core.selfcurate import FRESH_SEED_OFFSET, RANKERS, CurationProgress, CurationSettings, curate
+from core.loading import display_model_id, get_model
+from core.selfcurate import (FRESH_SEED_OFFSET, RANKERS, CurationProgress, CurationSettings, Curated, curated,
+                            store_curated)
 from core.store import SOURCES, NotFoundError, Store
 from selfjudge_ui import inputs
 from selfjudge_ui.access import require_admin
 from selfjudge_ui.explore import adapter_folders
-from selfjudge_ui.gpu import on_gpu
+from selfjudge_ui.gpu import on_gpu, zero_gpu
 from selfjudge_ui.live import LiveView
 from selfjudge_ui.settings import StudioSettings
-from selfjudge_ui.views import display_model_id
 
 ALL = "all"
 SCROLL_TO_COMPARE = ("() => { setTimeout(() => document.getElementById('explore-compare-section')"
@@ -54,6 +55,15 @@ CURVES = [("DPO loss", [("loss", "loss")]),
           ("implicit reward beta * log-ratio", [("reward_chosen", "chosen"), ("reward_rejected", "rejected")]),
           ("reward margin (chosen - rejected)", [("margin", "margin")]),
           ("accuracy (chosen reward > rejected)", [("accuracy", "accuracy")])]
+
+
+# Why the Fine-tune tab does not train on ZeroGPU, and where training runs instead (docs/gpu-and-spaces.md).
+ZERO_GPU_TRAINING = (
+    "Fine-tuning is off on this ZeroGPU Space: ZeroGPU lends a GPU only inside one request, for minutes "
+    "(with a daily quota), and a DPO run needs one for its whole length. Self-curation below works here. "
+    "To train, export the pairs (Curate tab, Export) and either duplicate this Space on dedicated GPU "
+    "hardware, where this tab trains, or train locally: `python -m core.exchange import EXPORT` then "
+    "`python -m core.dpo --db data/selfjudge.db --out data/adapters/NAME --model MODEL --4bit`.")
 
 
 def _env_folder() -> str:
@@ -176,6 +186,8 @@ class Finetune:
         # Training processes this server started, by run id; reaped (and a silent death recorded) on poll.
         self._processes: dict[int, multiprocessing.Process] = {}
         self._lock = threading.Lock()
+        # On ZeroGPU the judging of a self-curation request is the part that gets the GPU.
+        self.judge_images_on_gpu = on_gpu(self._judge_all_images, _curate_seconds)
 
     def _db_path(self) -> Path:
         path = self.store_factory().path
@@ -244,6 +256,8 @@ class Finetune:
                        ) -> tuple:
         """Check everything, then train in a background process; returns the run id, a status line, the timer."""
         who = require_admin(profile, token, self.settings.access)
+        if zero_gpu():
+            raise gr.Error(ZERO_GPU_TRAINING)
         dpo = self.dpo_settings(beta, loss, lr, epochs, batch_size, lora_r, lora_alpha, train_projector, sft_weight)
         filters = self._filters(source, model_id, since)
         count = self.store_factory().count_pairs(**filters)
@@ -350,6 +364,29 @@ class Finetune:
         except ValueError as error:
             raise gr.Error(str(error)) from error
 
+    def judge_images(self, curation: CurationSettings, gen: GenerationSettings, judge_settings: JudgeSettings,
+                     progress=None) -> Iterator[Curated]:
+        """Each image's judged pair (core.selfcurate.curated), computed lazily; touches no store."""
+        if progress is not None:
+            progress(0.0, desc="Loading the model")
+        try:
+            loaded = get_model(self.settings.model)
+        except (RuntimeError, FileNotFoundError) as error:
+            raise gr.Error(f"Could not load the model: {error}") from error
+        try:
+            yield from curated(loaded, curation, gen, judge_settings)
+        except (ValueError, FileNotFoundError) as error:
+            raise gr.Error(f"Self-curation stopped: {error}.") from error
+
+    def _judge_all_images(self, curation: CurationSettings, gen: GenerationSettings, judge_settings: JudgeSettings,
+                          progress=None) -> list[Curated]:
+        found = []
+        for item in self.judge_images(curation, gen, judge_settings, progress):
+            found.append(item)
+            if progress is not None:
+                progress((len(found), curation.n), desc="judging candidates")
+        return found
+
     def self_curate(self, images, n, seed_offset, rank, candidates, max_new_tokens, alpha, seed,
                     token: str = "", profile: gr.OAuthProfile | None = None, progress=gr.Progress()) -> tuple:
         """Generate candidates for N images, rank them by the chosen score, store best-vs-worst as 'self' pairs.
@@ -365,31 +402,28 @@ class Finetune:
                                                                      limits.max_new_tokens),
                                  seed=inputs.check_integer("seed", seed, 0, inputs.MAX_SEED))
         judge_settings = JudgeSettings(alpha=inputs.check_number("alpha", alpha, 0.0, limits.max_alpha))
-        progress(0.0, desc="Loading the model")
-        try:
-            loaded = get_model(self.settings.model)
-        except (RuntimeError, FileNotFoundError) as error:
-            raise gr.Error(f"Could not load the model: {error}") from error
+        started = time.time()
+        if zero_gpu():
+            # The spaces.GPU call runs in a forked worker: it only computes the pairs, and this
+            # process writes them, so the store's SQLite connection never crosses the fork.
+            found = self.judge_images_on_gpu(curation, gen, judge_settings, progress)
+        else:
+            found = self.judge_images(curation, gen, judge_settings, progress)  # stored one image at a time
 
         def report(tally: CurationProgress) -> None:
             progress((tally.done, tally.total), desc=f"{tally.pairs} pairs kept, {tally.skipped} without preference")
 
-        try:
-            final = curate(loaded, self.store_factory(), curation, gen, judge_settings, on_progress=report)
-        except (ValueError, FileNotFoundError) as error:
-            raise gr.Error(f"Self-curation stopped: {error}.") from error
+        final = store_curated(self.store_factory(), found, curation.n, on_progress=report)
         where = "images of the server folder" if curation.folder else (
             f"scenes (seeds {curation.seed_offset}-{curation.seed_offset + curation.n - 1})")
         status = (f"Self-curated {final.total} {where}, ranked by **{curation.rank}**: stored {final.pairs} pairs "
-                  f"(source self), {final.skipped} images gave no preference; {final.seconds:.0f} s.")
+                  f"(source self), {final.skipped} images gave no preference; {time.time() - started:.0f} s.")
         next_offset = curation.seed_offset + (0 if curation.folder else curation.n)
         return status, next_offset
 
 
-def _curate_seconds(*args, **kwargs) -> int:
-    n = args[1] if len(args) > 1 and isinstance(args[1], (int, float)) else 10
-    candidates = args[4] if len(args) > 4 and isinstance(args[4], (int, float)) else 4
-    return int(30 + 3 * n * candidates)
+def _curate_seconds(curation: CurationSettings, gen: GenerationSettings, *args, **kwargs) -> int:
+    return int(30 + 3 * curation.n * gen.n)
 
 
 # Layout -------------------------------------------------------------------------------------------
@@ -420,6 +454,9 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
                                  placeholder="needed to fine-tune and self-curate")
     gr.Markdown("Train a LoRA adapter with DPO on the stored preference pairs. Training runs in a background "
                 "process: the studio stays usable, the curves update every few seconds.")
+    training_here = not zero_gpu()
+    if not training_here:
+        gr.Markdown(f"**{ZERO_GPU_TRAINING}**", elem_id="finetune-zero-gpu")
     with gr.Row():
         source = gr.Dropdown([ALL, *SOURCES], value=ALL, label="Pairs: source", scale=1, min_width=120)
         model = gr.Dropdown([ALL], value=ALL, label="Pairs: model", allow_custom_value=True, scale=2, min_width=160)
@@ -428,26 +465,32 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
         pair_count = gr.Markdown(elem_id="finetune-pair-count")
     # Bounds are checked by the handler, whose message names the field (gradio's own would not).
     with gr.Row():
-        beta = gr.Number(defaults.beta, label="beta", info="0.001 to 10: how far from the base model")
+        beta = inputs.number_box(defaults.beta, label="beta", minimum=0.001, maximum=10,
+                                 info="0.001 to 10: how far from the base model")
         loss = gr.Radio(list(LOSSES), value=defaults.loss, label="Loss")
-        lr = gr.Number(defaults.lr, label="Learning rate", info="1e-7 to 0.1")
-        epochs = gr.Number(defaults.epochs, label="Epochs", precision=0, info=f"1 to {caps.max_epochs}")
-        batch_size = gr.Number(defaults.batch_size, label="Batch size (pairs)", precision=0,
-                               info=f"1 to {caps.max_batch_size}")
+        lr = inputs.number_box(defaults.lr, label="Learning rate", minimum=1e-7, maximum=0.1, info="1e-7 to 0.1")
+        epochs = inputs.number_box(defaults.epochs, label="Epochs", precision=0, minimum=1, maximum=caps.max_epochs,
+                                   info=f"1 to {caps.max_epochs}")
+        batch_size = inputs.number_box(defaults.batch_size, label="Batch size (pairs)", precision=0, minimum=1,
+                                       maximum=caps.max_batch_size, info=f"1 to {caps.max_batch_size}")
     with gr.Row():
-        lora_r = gr.Number(defaults.lora_r, label="LoRA r", precision=0, info=f"1 to {caps.max_lora_r}")
-        lora_alpha = gr.Number(defaults.lora_alpha, label="LoRA alpha", precision=0, info=f"1 to {caps.max_lora_alpha}")
+        lora_r = inputs.number_box(defaults.lora_r, label="LoRA r", precision=0, minimum=1, maximum=caps.max_lora_r,
+                                   info=f"1 to {caps.max_lora_r}")
+        lora_alpha = inputs.number_box(defaults.lora_alpha, label="LoRA alpha", precision=0, minimum=1,
+                                       maximum=caps.max_lora_alpha, info=f"1 to {caps.max_lora_alpha}")
         train_projector = gr.Checkbox(defaults.train_projector, label="Also train the projector")
-        sft_weight = gr.Number(defaults.sft_weight, label="Chosen NLL weight (RPO)",
-                               info="0 to 10; 0: plain DPO, the proof used 2")
+        sft_weight = inputs.number_box(defaults.sft_weight, label="Chosen NLL weight (RPO)", minimum=0, maximum=10,
+                                       info="0 to 10; 0: plain DPO, the proof used 2")
         name = gr.Textbox(label="Adapter name (letters, digits, - and _; empty: dated)", max_lines=1, max_length=80)
     with gr.Row():
-        start_button = gr.Button("Start fine-tuning", variant="primary", elem_id="finetune-start")
+        start_button = gr.Button("Start fine-tuning", variant="primary", elem_id="finetune-start",
+                                 interactive=training_here)
         cancel_button = gr.Button("Cancel run", variant="stop", interactive=False, elem_id="finetune-cancel")
         explore_button = gr.Button("Open adapter in Explore", elem_id="finetune-explore")
     status = gr.Markdown(elem_id="finetune-status")
     with gr.Row():
-        run_id = gr.Number(label="Run", precision=0, scale=1, min_width=80, elem_id="finetune-run-id")
+        run_id = inputs.number_box(label="Run", precision=0, minimum=1, scale=1, min_width=80,
+                                   elem_id="finetune-run-id")
         progress = gr.HTML(elem_id="finetune-progress")
     curves = gr.Plot(label="Training curves")
     with gr.Row():
@@ -463,18 +506,22 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
         with gr.Row():
             image_choices = [SCENES, FOLDER] if caps.curate_folder else [SCENES]
             images = gr.Radio(image_choices, value=SCENES, label="Images")
-            n = gr.Number(20, label="Images (N)", precision=0, info=f"1 to {caps.max_curate_images}")
-            seed_offset = gr.Number(FRESH_SEED_OFFSET, label="First scene seed", precision=0,
-                                    info=f"{FRESH_SEED_OFFSET:,} or more (never the test split)")
+            n = inputs.number_box(20, label="Images (N)", precision=0, minimum=1, maximum=caps.max_curate_images,
+                                  info=f"1 to {caps.max_curate_images}")
+            seed_offset = inputs.number_box(FRESH_SEED_OFFSET, label="First scene seed", precision=0,
+                                            minimum=FRESH_SEED_OFFSET, maximum=inputs.MAX_SEED,
+                                            info=f"{FRESH_SEED_OFFSET:,} or more (never the test split)")
             rank = gr.Radio(list(RANKERS), value="debiased", label="Rank candidates by")
         with gr.Row():
-            candidates = gr.Slider(2, settings.limits.max_candidates, value=4, step=1,
-                                   label=f"Candidates per image (2 to {settings.limits.max_candidates})")
-            max_new_tokens = gr.Slider(8, settings.limits.max_new_tokens, value=64, step=8,
-                                       label=f"Max new tokens (8 to {settings.limits.max_new_tokens})")
-            alpha = gr.Slider(0, settings.limits.max_alpha, value=1.0, step=0.1,
-                              label=f"alpha (debiasing, 0 to {settings.limits.max_alpha:g})")
-            seed = gr.Number(0, label="Sampling seed", precision=0, info="0 or more")
+            candidates = inputs.slider_box(2, settings.limits.max_candidates, value=4, step=1,
+                                           label="Candidates per image",
+                                           info=f"2 to {settings.limits.max_candidates}")
+            max_new_tokens = inputs.slider_box(8, settings.limits.max_new_tokens, value=64, step=8,
+                                               label="Max new tokens", info=f"8 to {settings.limits.max_new_tokens}")
+            alpha = inputs.slider_box(0, settings.limits.max_alpha, value=1.0, step=0.1, label="alpha (debiasing)",
+                                      info=f"0 to {settings.limits.max_alpha:g}")
+            seed = inputs.number_box(0, label="Sampling seed", precision=0, minimum=0, maximum=inputs.MAX_SEED,
+                                     info="0 or more")
         curate_button = gr.Button("Self-curate", variant="primary", elem_id="finetune-self-curate")
         curate_status = gr.Markdown(elem_id="finetune-curate-status")
 
@@ -505,9 +552,9 @@ def build_finetune_tab(settings: StudioSettings, store_factory: Callable[[], Sto
     else:
         explore_button.click(lambda run: handlers.adapter_for_explore(run)[2], [run_id], [status],
                              api_name="open_adapter_in_explore")
-    curate_fn = on_gpu(handlers.self_curate, _curate_seconds)
-    curate_button.click(curate_fn, [images, n, seed_offset, rank, candidates, max_new_tokens, alpha, seed,
-                                    admin_token], [curate_status, seed_offset], api_name="self_curate",
+    # self_curate runs its judging through judge_images_on_gpu; the writes stay outside the GPU call
+    curate_button.click(handlers.self_curate, [images, n, seed_offset, rank, candidates, max_new_tokens, alpha, seed,
+                                               admin_token], [curate_status, seed_offset], api_name="self_curate",
                         show_progress_on=[curate_status]).success(
         handlers.count_pairs, filters, [pair_count, model], **private)
     return FinetuneTab(handlers=handlers, live=LiveView(handlers.refresh, filters, [pair_count, model, runs]))

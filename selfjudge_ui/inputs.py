@@ -3,6 +3,13 @@
 Every problem becomes a gr.Error that says what to change; nothing past this edge sees
 an unchecked value. Core dataclasses validate themselves too: their ValueError messages
 are passed on as they are.
+
+Control characters (NUL, escape, ...; not tab or line breaks) are invisible, so the studio
+removes them from what is typed before checking it (core refuses them, with the field and
+position, in imports and direct calls). Numbers come through
+`number_box` / `slider_box`, which name their field when a value is not a number or is out
+of range (gradio's own message names neither) and never round: a whole-number field
+given 1.5 is refused by `check_integer`, not silently made 2.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import gradio as gr
 from PIL import Image
 
 from core.images import ImageError, open_image
+from core.store import strip_control_characters
 from core.judge import GenerationSettings, JudgeSettings
 from core.prompts import JUDGE_PROMPTS
 from core.world import make_scene, render
@@ -44,8 +52,10 @@ def scene_image(seed: float | int | None) -> tuple[int, Image.Image]:
 
 
 def check_text(name: str, text: str | None, max_chars: int, required: bool = True) -> str:
-    """Stripped text within its length limit."""
-    text = (text or "").strip()
+    """Text with control characters removed and ends stripped, within its length limit."""
+    if text is not None and not isinstance(text, str):
+        raise gr.Error(f"The {name} must be text, not {type(text).__name__}.")
+    text = strip_control_characters(text or "")
     if required and not text:
         raise gr.Error(f"The {name} is empty; type one.")
     if len(text) > max_chars:
@@ -64,6 +74,47 @@ def check_number(name: str, value: float | int | None, low: float, high: float) 
     if not low <= value <= high:
         raise gr.Error(f"{name} must be between {_shown(low)} and {_shown(high)}, not {_shown(value)}.")
     return float(value)
+
+
+def _field_number(label: str | None, payload: object, minimum: float | None, maximum: float | None
+                  ) -> float | int | None:
+    name = label or "This number"
+    if payload is None:
+        return None
+    if isinstance(payload, str):
+        try:
+            payload = float(payload)
+        except ValueError:
+            raise gr.Error(f"{name} must be a number, not {payload[:40]!r}.") from None
+    if isinstance(payload, bool) or not isinstance(payload, (int, float)) or not math.isfinite(payload):
+        raise gr.Error(f"{name} must be a number, not {str(payload)[:40]!r}.")
+    if minimum is not None and payload < minimum:
+        raise gr.Error(f"{name} must be at least {_shown(minimum)}, not {_shown(payload)}.")
+    if maximum is not None and payload > maximum:
+        raise gr.Error(f"{name} must be at most {_shown(maximum)}, not {_shown(payload)}.")
+    return payload
+
+
+def number_box(*args, **kwargs) -> gr.Number:
+    """A gr.Number whose errors name the field, and which passes the value on unrounded (see check_integer)."""
+    box = gr.Number(*args, **kwargs)
+    # On the instance, not a subclass: gradio's component metaclass would write a .pyi beside this file.
+    box.preprocess = lambda payload: _field_number(box.label, payload, box.minimum, box.maximum)
+    return box
+
+
+def slider_box(*args, **kwargs) -> gr.Slider:
+    """A gr.Slider whose errors name the field (an API client can send anything)."""
+    slider = gr.Slider(*args, **kwargs)
+
+    def preprocess(payload: object) -> float | int:
+        value = _field_number(slider.label, payload, slider.minimum, slider.maximum)
+        if value is None:
+            raise gr.Error(f"{slider.label or 'This slider'} needs a value.")
+        return value
+
+    slider.preprocess = preprocess
+    return slider
 
 
 def check_integer(name: str, value: float | int | None, low: int, high: int) -> int:

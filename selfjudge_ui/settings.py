@@ -13,9 +13,13 @@ from pathlib import Path
 from core import config
 from core.config import DataSettings, ModelSettings
 from core.images import ImageLimits
+from core.store import MAX_ANSWER_CHARS, MAX_NOTE_CHARS, MAX_PROMPT_CHARS
 from selfjudge_ui.access import AccessSettings
 
-MAX_UPLOAD = "20mb"
+# Any one upload. Pictures are held to ImageLimits (20 MiB) by core.images; an import is bounded by
+# core.exchange (512 MiB unpacked, 10,000 pairs). 200 MB lets the studio take back its own exports
+# (stored pictures are at most 1536 px, a few MB even for a noisy photo).
+MAX_UPLOAD = "200mb"
 
 
 def _env_port() -> int | None:
@@ -32,9 +36,10 @@ class InputLimits:
     """Bounds on what one request may ask for, so one visitor cannot tie the model up for long."""
 
     image: ImageLimits = field(default_factory=ImageLimits)
-    max_question_chars: int = 500
-    max_note_chars: int = 2000
-    max_answer_chars: int = 4000
+    # The same limits as the store's (core.store), so nothing typed here is refused on save or import.
+    max_question_chars: int = MAX_PROMPT_CHARS
+    max_note_chars: int = MAX_NOTE_CHARS
+    max_answer_chars: int = MAX_ANSWER_CHARS
     max_candidates: int = 8
     max_alpha: float = 10.0
     max_new_tokens: int = 128
@@ -68,10 +73,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--4bit", dest="load_in_4bit", action="store_true", default=None,
                    help="load the model in 4-bit NF4 with bitsandbytes (env SELFJUDGE_4BIT=1)")
     p.add_argument("--adapter", help="LoRA adapter folder to apply to the model (env SELFJUDGE_ADAPTER)")
+    p.add_argument("--memory-budget-mib", type=int, help="KV cache one scoring pass may hold, in MiB (default 0: "
+                   "half the free CUDA memory, 2 GiB on CPU; env SELFJUDGE_MEMORY_BUDGET_MIB)")
     p.add_argument("--data", dest="data_dir", type=Path, help="data folder for the store, images and adapters (default data/; env SELFJUDGE_DATA)")
     p.add_argument("--host", help="address to serve on, e.g. 0.0.0.0 (default 127.0.0.1; env SELFJUDGE_HOST)")
     p.add_argument("--port", type=int, help="port to serve on (default 7860 or the next free; env SELFJUDGE_PORT)")
     p.add_argument("--share", action="store_true", help="also serve through a temporary public gradio.live link")
+    p.add_argument("--private-pairs", action=argparse.BooleanOptionalAction, default=None,
+                   help="on a public deployment, only admins may list and open stored pairs (default: on; "
+                        "env SELFJUDGE_PRIVATE_PAIRS=1/0); a local studio shows them to everyone")
     return p
 
 
@@ -83,4 +93,6 @@ def settings_from_args(args: argparse.Namespace) -> StudioSettings:
         settings = replace(settings, host=args.host)
     if args.port is not None:
         settings = replace(settings, port=args.port)
+    if getattr(args, "private_pairs", None) is not None:
+        settings = replace(settings, access=replace(settings.access, private_pairs=args.private_pairs))
     return settings

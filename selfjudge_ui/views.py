@@ -6,7 +6,6 @@ Plain functions over plain data, no gradio and no model, so each is tested on it
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 from core.decoding import DecodeOptions
 from core.judge import json_safe
@@ -80,14 +79,6 @@ def styled_sentences(rows: list[list]):
     """The sentences table with correct verdicts in green and hallucinated ones in red."""
     return _styler(rows, SENTENCE_COLUMNS, lambda row, name, value: VERDICT_STYLE.get(value, "")
                    if name == "verdict" else "")
-
-
-def display_model_id(model_id: str) -> str:
-    """A model id as the page shows it: a hub id as it is, a local folder by its name (never a server path)."""
-    if not model_id:
-        return ""
-    path = Path(model_id)
-    return path.name if path.is_absolute() or path.is_dir() or model_id.startswith(".") else model_id
 
 
 finite = json_safe  # one implementation, in core

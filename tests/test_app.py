@@ -13,7 +13,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from core.store import Store
+from core.store import Store, strip_control_characters
 from core.world import make_scene, render
 from selfjudge_ui import launch_options
 from selfjudge_ui.settings import parser, settings_from_args
@@ -75,8 +75,10 @@ def test_score_accept_and_the_pair_is_in_the_store(studio):
     assert len(pairs) == before + 1
     pair = pairs[0]
     assert message == f"Saved pair #{pair.id}: chosen #{chosen_number}, rejected #{rejected_number}."
+    # Control characters (the random tiny model emits some) are removed; the model is named, not its path.
     assert (pair.prompt, pair.chosen, pair.rejected, pair.note, pair.source, pair.model_id) == (
-        QUESTION, best["text"] + " Edited.", worst["text"], "looks right", "human", settings.model.model)
+        QUESTION, strip_control_characters(best["text"] + " Edited."), strip_control_characters(worst["text"]),
+        "looks right", "human", Path(settings.model.model).name)
     assert pair.chosen_scores == {"raw": best["mean_raw"], "blind": best["mean_blind"],
                                   "debiased": best["mean_debiased"], "min_debiased": best["min_debiased"],
                                   "likelihood": best["likelihood"], "rank": best["rank"], "alpha": 1.0,
@@ -121,13 +123,15 @@ def _bomb(path: Path) -> Path:
     (lambda d: _bomb(d / "bomb.png"), {}, "too many pixels"),
     (None, {"question": "   "}, "The question is empty"),
     (None, {"question": "x" * 501}, "limit is 500"),
-    # gradio's sliders check their own bounds first; inputs.check_number repeats it for direct calls
-    (None, {"n": 0}, "Value 0 is less than minimum value 1"),
-    (None, {"n": 9}, "Value 9 is greater than maximum value 8"),
+    # inputs.number_box / slider_box check their bounds first, naming the field; inputs.check_number repeats it
+    (None, {"n": 0}, r"Candidates \(N\) must be at least 1, not 0"),
+    (None, {"n": 9}, r"Candidates \(N\) must be at most 8, not 9"),
     (None, {"n": 2.5}, "number of candidates must be a whole number"),
-    (None, {"alpha": -0.5}, "Value -0.5 is less than minimum value 0"),
-    (None, {"alpha": 11}, "Value 11 is greater than maximum value 10"),
-    (None, {"seed": -1}, "seed must be between 0 and 2147483647, not -1"),  # the message names the field
+    (None, {"n": "many"}, r"Candidates \(N\) must be a number, not 'many'"),
+    (None, {"alpha": -0.5}, "alpha must be at least 0, not -0.5"),
+    (None, {"alpha": 11}, "alpha must be at most 10, not 11"),
+    (None, {"seed": -1}, "Seed must be at least 0, not -1"),
+    (None, {"seed": 1.5}, "seed must be a whole number, not 1.5"),
     (None, {"prompt": "custom", "custom": "Is it true?"}, "must contain {sentence}"),
     (None, {"kind": "probability"}, "not in the list of choices"),
 ])
@@ -181,8 +185,8 @@ def test_decode_shows_what_core_decoding_returns(studio):
 
     client, settings, workdir = studio
     path = _scene_file(workdir, 12)
-    text, tree, rows = client.predict(handle_file(str(path)), QUESTION, "debiased-judged", 2, 16, 3, 1.0, "logit",
-                                      "faithfulness", "", api_name="/decode")
+    text, tree, rows, safety = client.predict(handle_file(str(path)), QUESTION, "debiased-judged", 2, 16, 3, 1.0,
+                                              "logit", "faithfulness", "", False, 0.5, api_name="/decode")
     expected = decode(get_model(settings.model), render(make_scene(12)), QUESTION, "debiased-judged",
                       JudgeSettings(alpha=1.0, kind="logit", template="faithfulness"), k=2, max_new_tokens=16,
                       seed=3)
@@ -192,24 +196,53 @@ def test_decode_shows_what_core_decoding_returns(studio):
     assert len(rows["data"]) == len(expected.nodes)
     assert sorted(row[0] for row in rows["data"]) == sorted(node.step for node in expected.nodes)
     assert tree["type"] == "plotly"
+    assert safety == ""
 
 
-def test_compare_runs_base_and_adapter(studio, tiny_llava_dir):
+@pytest.mark.parametrize("threshold", [0.01, 0.99])
+def test_decode_with_the_safety_defence_shows_its_verdict(studio, threshold):
+    from core.decoding import DecodeOptions, decode
+    from core.judge import JudgeSettings
+    from core.loading import get_model
+    from core.safety import SafetySettings, format_verdict
+
+    client, settings, workdir = studio
+    path = _scene_file(workdir, 13)
+    text, _, _, safety = client.predict(handle_file(str(path)), QUESTION, "greedy", 2, 16, 3, 1.0, "logit",
+                                        "faithfulness", "", True, threshold, api_name="/decode")
+    expected = decode(get_model(settings.model), render(make_scene(13)), QUESTION, "greedy",
+                      JudgeSettings(alpha=1.0, kind="logit", template="faithfulness"), k=2, max_new_tokens=16, seed=3,
+                      options=DecodeOptions(safety=SafetySettings.from_probability(threshold)))
+    assert text == f"**greedy:** {expected.text}"
+    assert safety == format_verdict(expected.safety)
+    assert expected.safety.tripped.text in safety
+
+
+def test_compare_runs_base_and_adapter(studio, tiny_llava_dir, monkeypatch):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
+
+    import core.loading
 
     client, settings, workdir = studio
     model = AutoModelForImageTextToText.from_pretrained(tiny_llava_dir)
     lora = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
     lora.save_pretrained(settings.data.adapters_dir / "tiny-lora")
     path = _scene_file(workdir, 13)
-    summary, base, tuned = client.predict(handle_file(str(path)), 13, QUESTION, 2, "sample", 0, 1.0, "logit",
-                                          "faithfulness", "", "tiny-lora", api_name="/compare")
-    assert summary.startswith("**base**: mean debiased") and "**tiny-lora**: mean debiased" in summary
-    # side by side, each best rank first; a fresh LoRA (B = 0) changes nothing, and the studio says so
-    assert [row[0] for row in base["data"]] == [row[0] for row in tuned["data"]] == [1, 2]
-    assert [row[2] for row in base["data"]] == [row[2] for row in tuned["data"]]
-    assert "**The outputs are identical**" in summary
+    base_model = core.loading.get_model(settings.model)
+    loads, load_model = [], core.loading.load_model
+    monkeypatch.setattr(core.loading, "load_model", lambda s: (loads.append(s), load_model(s))[1])
+    for click in range(2):
+        summary, base, tuned = client.predict(handle_file(str(path)), 13, QUESTION, 2, "sample", 0, 1.0, "logit",
+                                              "faithfulness", "", "tiny-lora", api_name="/compare")
+        assert summary.startswith("**base**: mean debiased") and "**tiny-lora**: mean debiased" in summary
+        # side by side, each best rank first; a fresh LoRA (B = 0) changes nothing, and the studio says so
+        assert [row[0] for row in base["data"]] == [row[0] for row in tuned["data"]] == [1, 2]
+        assert [row[2] for row in base["data"]] == [row[2] for row in tuned["data"]]
+        assert "**The outputs are identical**" in summary
+    # one copy of the weights: no model was loaded for either click, the adapter went into the cached base
+    assert loads == [] and core.loading.get_model(settings.model) is base_model
+    assert [Path(folder).name for folder in base_model.adapter_names] == ["tiny-lora"]
     with pytest.raises(AppError, match="No adapter named '../tiny-lora'"):
         client.predict(handle_file(str(path)), 13, QUESTION, 2, "sample", 0, 1.0, "logit", "faithfulness", "",
                        "../tiny-lora", api_name="/compare")
@@ -217,12 +250,15 @@ def test_compare_runs_base_and_adapter(studio, tiny_llava_dir):
 
 def test_cli_flags_fill_the_settings(tmp_path):
     args = parser().parse_args(["--model", "org/model", "--4bit", "--adapter", "ad", "--data", str(tmp_path),
-                                "--host", "0.0.0.0", "--port", "7001", "--share"])
+                                "--host", "0.0.0.0", "--port", "7001", "--share", "--memory-budget-mib", "512"])
     settings = settings_from_args(args)
     assert (settings.model.model, settings.model.load_in_4bit, settings.model.adapter) == ("org/model", True, "ad")
+    assert settings.model.memory_budget_mib == 512
     assert (settings.data.data_dir, settings.host, settings.port, settings.share) == (tmp_path, "0.0.0.0", 7001,
                                                                                       True)
-    assert launch_options(settings)["max_file_size"] == "20mb"
+    assert launch_options(settings)["max_file_size"] == "200mb"
+    assert settings.access.private_pairs is True  # the default: on a public deployment only admins read pairs
+    assert settings_from_args(parser().parse_args(["--no-private-pairs"])).access.private_pairs is False
 
 
 def test_shipped_examples_are_the_scenes_of_their_seeds():

@@ -5,13 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.chat import (ImageInputs, UnsupportedModelError, answer_ids, check_supported, prepare_image, prompt_ids,
-                       splice_image, text_ids, token_inputs)
-from core.embedded import conversation
+from core.chat import (ImageInputs, UnsupportedModelError, adds_special_tokens, answer_ids, check_supported,
+                       prepare_image, prompt_ids, splice_image, token_inputs, turn_ids)
 from core.prompts import judge_prompt
 from core.world import make_scene, render
 
 FAMILIES = ["tiny_llava", "tiny_idefics3", "tiny_qwen2_vl"]
+
+
+def transformers_prompt(processor, question: str, image=None) -> list[int]:
+    """transformers' own generation-prompt ids: processor.apply_chat_template(tokenize=True)."""
+    content = ([{"type": "image", "image": image}] if image is not None else []) + [{"type": "text", "text": question}]
+    encoded = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                            tokenize=True, return_dict=True)
+    return list(encoded["input_ids"][0])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -21,11 +28,8 @@ def test_prompt_ids_equal_processor_output(family, request):
     image = render(make_scene(3))
     prepared = prepare_image(processor, image)
     for question in ("Describe the image.", judge_prompt("A small red circle is on the left.")):
-        text = processor.apply_chat_template(conversation(question, True), add_generation_prompt=True)
-        expected = processor(text=text, images=[image], add_special_tokens=False)["input_ids"][0]
-        assert prompt_ids(processor, question, prepared) == list(expected)
-        blind_text = processor.apply_chat_template(conversation(question, False), add_generation_prompt=True)
-        assert prompt_ids(processor, question, None) == text_ids(processor, blind_text)
+        assert prompt_ids(processor, question, prepared) == transformers_prompt(processor, question, image)
+        assert prompt_ids(processor, question, None) == transformers_prompt(processor, question)
 
 
 def test_llava_expansion_is_the_image_token_repeated(tiny_llava):
@@ -92,3 +96,43 @@ def test_template_without_image_is_refused(tiny_llava, monkeypatch):
     monkeypatch.setattr(tiny_llava.processor, "chat_template", text_only)
     with pytest.raises(UnsupportedModelError, match="must write an image placeholder"):
         prepare_image(tiny_llava.processor, render(make_scene(0)))
+
+
+def test_special_tokens_are_added_unless_the_text_starts_with_bos():
+    class Tokenizer:
+        bos_token = "<s>"
+
+    class NoBos:
+        bos_token = None
+
+    assert adds_special_tokens(Tokenizer(), "USER: hi ASSISTANT:")  # llava-hf: the tokenizer adds <s>
+    assert not adds_special_tokens(Tokenizer(), "<s>USER: hi ASSISTANT:")  # the template wrote it
+    assert adds_special_tokens(NoBos(), "<|im_start|>user\nhi")
+
+
+LLAVA_HF_TEMPLATE = (  # llava-hf/llava-1.5-7b-hf: the answer and a space, no end-of-turn token
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}"
+    "{% if message['role'] != 'assistant' %}{% for content in message['content'] | selectattr('type', 'equalto', "
+    "'text') %}{{ content['text'] + ' '}}{% endfor %}{% else %}{% for content in message['content'] | "
+    "selectattr('type', 'equalto', 'text') %}{% generation %}{{ content['text'] + ' '}}{% endgeneration %}"
+    "{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
+
+
+def test_turn_without_an_end_token_ends_with_eos(tiny_llava, monkeypatch):
+    processor = tiny_llava.processor
+    tokenizer = processor.tokenizer
+    monkeypatch.setattr(processor, "chat_template", LLAVA_HF_TEMPLATE)
+    turn = turn_ids(processor, "Describe the image.", "A red circle.")
+    assert turn.answer == tokenizer(" A red circle.", add_special_tokens=False)["input_ids"]
+    assert turn.end == [tokenizer.eos_token_id]  # not the template's trailing " "
+    assert turn.completion == turn.answer + [tokenizer.eos_token_id]
+
+
+@pytest.mark.parametrize("family, end", [("tiny_llava", "</s>"), ("tiny_qwen2_vl", "<|im_end|>"),
+                                         ("tiny_idefics3", "<end_of_utterance>")])
+def test_turn_ends_with_the_templates_end_token(family, end, request):
+    processor = request.getfixturevalue(family).processor
+    turn = turn_ids(processor, "Describe the image.", "A blue star.")
+    assert turn.end == [processor.tokenizer.convert_tokens_to_ids(end)]  # the "\n" after it is left out
+    assert answer_ids(processor, "Describe the image.", "A blue star.") == turn.answer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -84,7 +85,11 @@ def test_list_pairs_refuses_bad_filters(curate):
     assert error_message(lambda: curate.list_pairs("", "all", "all", False, 2)) == (
         "Page 2 does not exist; there is 1.")
     assert error_message(lambda: curate.list_pairs("x" * 501, "all", "all", False, 1)) == (
-        "The search text is over 500 characters; shorten it.")
+        "The search text is 501 characters long; the limit is 500.")
+    assert curate.list_pairs("red\x00", "all", "all", False, 1)[3] == curate.list_pairs("red", "all", "all", False,
+                                                                                         1)[3]  # NUL removed
+    assert error_message(lambda: curate.list_pairs("", "all", "all", False, 1.5)) == (
+        "Page must be a whole number, not 1.5.")
 
 
 def test_get_pair_shows_it_side_by_side(curate, store):
@@ -142,6 +147,7 @@ def test_refresh_lists_and_counts_what_the_store_holds_now(curate, store):
 def test_score_rows_keep_non_numbers_readable():
     pair = make_pair(chosen_scores={"judge": "yes", "debiased": 1.0, "blind": -2},
                      rejected_scores={"debiased": 0.25, "blind": 1, "aaa": 0.5})
+    assert pair.margin == 0.75
     assert score_rows(pair) == [["blind", -2, 1, -3], ["debiased", 1.0, 0.25, 0.75], ["aaa", "", 0.5, ""],
                                 ["judge", "yes", "", ""]]
 
@@ -156,7 +162,11 @@ def test_update_pair_saves_and_shows_the_result(curate, store):
 
 @pytest.mark.parametrize("chosen, rejected, note, message", [
     ("  ", "b", "", "Chosen is empty; a pair needs two non-empty answers."),
-    ("a", "a", "", "Not saved: chosen and rejected are identical; a preference needs two different answers."),
+    ("a", "a", "", "Not saved: chosen and rejected are identical (ignoring whitespace and invisible characters); "
+                   "a preference needs two different answers."),
+    ("a \u200b", "a", "", "Not saved: chosen and rejected are identical (ignoring whitespace and invisible "
+                          "characters); a preference needs two different answers."),
+    ("\x00\x1b", "b", "", "Chosen is empty; a pair needs two non-empty answers."),
     ("a" * 4001, "b", "", "Chosen is 4001 characters; the limit is 4000."),
     ("a", "b", "n" * 2001, "Note is 2001 characters; the limit is 2000."),
 ])
@@ -209,7 +219,18 @@ def test_public_deployment_needs_the_admin_token_for_writes(store):
     assert error_message(lambda: curate.export_pairs("jsonl", "", "all", "all", "")) == refused
     assert error_message(lambda: curate.import_pairs("x.zip", "")) == refused
     assert dump(store) == before
-    assert curate.list_pairs("", "all", "all", False, 1)[2] == [2, 1]  # reading needs no token
+    # Reading the pairs needs an admin too (SELFJUDGE_PRIVATE_PAIRS, on by default) ...
+    hidden = ("The stored pairs are visible to admins only on this deployment: sign in with Hugging Face as an "
+              "admin, or enter the admin token, then press Search")
+    assert error_message(lambda: curate.list_pairs("", "all", "all", False, 1)) == hidden
+    assert error_message(lambda: curate.get_pair(1, "wrong")) == hidden
+    assert curate.first_view()[:4] == ([], [], [], "The stored pairs are visible to admins only on this "
+                                                   "deployment: enter the admin token and press Search.")
+    assert curate.list_pairs("", "all", "all", False, 1, TOKEN)[2] == [2, 1]
+    assert curate.get_pair(1, TOKEN)[0] == 1
+    # ... unless the deployment opens them to everyone.
+    open_pairs = Curate(lambda: store, replace(PUBLIC, private_pairs=False))
+    assert open_pairs.list_pairs("", "all", "all", False, 1)[2] == [2, 1]
     assert curate.delete_pair(1, TOKEN).startswith("Deleted pair #1")
 
 
@@ -247,7 +268,8 @@ def test_import_round_trip_and_errors(curate, tmp_path):
         "(a bare data.jsonl has no images; zip it with its images/ folder).")
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"not parquet")
-    assert error_message(lambda: importer.import_pairs(str(broken))).startswith("Nothing imported: ")
+    assert error_message(lambda: importer.import_pairs(str(broken))) == (
+        "Nothing imported from broken.parquet: broken.parquet is not a readable Parquet file (ArrowInvalid).")
     assert fresh.count_pairs() == 2
 
 
@@ -269,13 +291,13 @@ def test_api_through_gradio_client(store):
     demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
     try:
         client = Client(demo.local_url, verbose=False)
-        gallery, table, summary, models = client.predict("", "self", "all", False, 1, api_name="/list_pairs")
+        gallery, table, summary, models = client.predict("", "self", "all", False, 1, "", api_name="/list_pairs")
         assert ([item["caption"] for item in gallery], [row[0] for row in table["data"]], summary) == (
             ["#1 self, margin +3.00"], [1], "Showing 1-1 of 1 pairs (page 1/1).")
         assert client.predict(1, "", api_name="/delete_pair") == (
             "Deleted pair #1; it is hidden from lists and exports. Press Restore to undo.")
         with pytest.raises(Exception, match="no pair #99 in the store"):
-            client.predict(99, api_name="/get_pair")
+            client.predict(99, "", api_name="/get_pair")
     finally:
         demo.close()
     assert store.get_pair(1).deleted_at == "2025-01-01T00:00:05.000+00:00"

@@ -94,7 +94,7 @@ def test_jsonl_export_layout_and_first_row(store, tmp_path):
         "created_at": "2025-01-01T00:00:00.000+00:00"}
     assert json.loads((folder / "manifest.json").read_text()) == {
         "format": "selfjudge-preference-pairs", "version": 1, "layout": "jsonl", "pairs": 3, "images": 2,
-        "exported_at": "20250102T120000Z", "store_schema_version": 2,
+        "exported_at": "20250102T120000Z", "store_schema_version": 3,
         "filters": {"search": "", "source": "", "model_id": ""}}
 
 

@@ -8,9 +8,13 @@ from __future__ import annotations
 import html
 import multiprocessing
 import os
+import pickle
 import signal
+import sys
 import time
+import types
 from datetime import datetime, timezone
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -22,8 +26,8 @@ from core.loading import load_model
 from core.store import Pair, Store
 from core.world import make_scene, render
 from selfjudge_ui.access import AccessSettings
-from selfjudge_ui.finetune import (ALL, SCENES, Finetune, adapter_name, build_finetune_tab, curves_figure,
-                                   progress_html, run_row, since_filter)
+from selfjudge_ui.finetune import (ALL, SCENES, ZERO_GPU_TRAINING, Finetune, adapter_name, build_finetune_tab,
+                                   curves_figure, progress_html, run_row, since_filter)
 from selfjudge_ui.settings import StudioSettings
 
 LOCAL = AccessSettings(public=False, on_space=False, admins=(), admin_token="")
@@ -254,7 +258,8 @@ def test_a_run_that_raises_shows_failed_with_its_error(tab, store, tmp_path):
         run_training(store.path, "broken", tmp_path / "data" / "adapters" / "broken", DPOSettings(), missing)
     run = store.list_runs()[0]
     progress, _, rows, timer = tab.watch(run["id"])
-    assert run["error"].startswith(f"RuntimeError: could not load '{tmp_path / 'no-such-model'}'")
+    assert run["error"].startswith("RuntimeError: could not load 'no-such-model'")  # no server path
+    assert str(tmp_path) not in run["error"]
     assert (run["status"], rows[0][2:3] + rows[0][9:11], timer.active) == ("failed", ["failed", "", run["error"]],
                                                                            False)
     assert progress.endswith(f"<b>broken</b>: <b>failed</b> at step 0: {html.escape(run['error'])}</div>")
@@ -275,7 +280,61 @@ def test_self_curation_stores_self_pairs_with_progress(tab, store):
                              f"{len(made)} pairs (source self), {2 - len(made)} images gave no preference; ")
     assert {p.note for p in made} <= {f"self-curated (debiased) from scene seed {seed}"
                                       for seed in (2_000_000, 2_000_001)}
-    assert all(p.model_id == tab.settings.model.model and p.chosen != p.rejected for p in made)
+    # Stored with the model folder's name, not its server path.
+    assert all(p.model_id == Path(tab.settings.model.model).name and p.chosen != p.rejected for p in made)
+
+
+def fake_zero_gpu(monkeypatch, inside: list) -> list:
+    """SPACES_ZERO_GPU set and a `spaces` whose GPU call marks `inside` and pickles the result (as the fork does)."""
+    durations = []
+
+    def gpu(duration):
+        def wrap(fn):
+            def run(*args, **kwargs):
+                durations.append(duration(*args, **kwargs))
+                inside.append(True)
+                try:
+                    return pickle.loads(pickle.dumps(fn(*args, **kwargs)))
+                finally:
+                    inside.pop()
+            return run
+        return wrap
+
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
+    return durations
+
+
+def test_on_zero_gpu_self_curation_judges_in_the_gpu_call_and_writes_outside_it(monkeypatch, store, tmp_path,
+                                                                                tiny_llava_dir):
+    inside: list = []
+    durations = fake_zero_gpu(monkeypatch, inside)
+
+    def store_outside_the_gpu_call() -> Store:
+        assert not inside, "the store was opened inside the spaces.GPU call (a forked worker on ZeroGPU)"
+        return store
+
+    zero = Finetune(studio(tmp_path, tiny_llava_dir), store_outside_the_gpu_call)
+    status, next_seed = zero.self_curate(SCENES, 2, 2_000_000, "debiased", 2, 8, 1.0, 0,
+                                         progress=lambda value, desc=None: None)
+    made = [p for p in store.list_pairs(source="self") if p.note.startswith("self-curated")]
+    assert durations == [30 + 3 * 2 * 2] and next_seed == 2_000_002
+    assert status.startswith(f"Self-curated 2 scenes (seeds 2000000-2000001), ranked by **debiased**: stored "
+                             f"{len(made)} pairs (source self), {2 - len(made)} images gave no preference; ")
+
+
+def test_on_zero_gpu_training_is_refused_and_its_button_disabled(monkeypatch, store, tmp_path, tiny_llava_dir):
+    fake_zero_gpu(monkeypatch, [])
+    zero = Finetune(studio(tmp_path, tiny_llava_dir), lambda: store)
+    assert error_message(lambda: zero.start_finetune(*GOOD)) == ZERO_GPU_TRAINING
+    assert store.list_runs() == []
+    with gr.Blocks() as demo:
+        build_finetune_tab(studio(tmp_path, tiny_llava_dir), lambda: store)
+    blocks = list(demo.blocks.values())
+    start = next(b for b in blocks if getattr(b, "elem_id", None) == "finetune-start")
+    notice = next(b for b in blocks if getattr(b, "elem_id", None) == "finetune-zero-gpu")
+    assert start.interactive is False
+    assert "python -m core.dpo --db data/selfjudge.db" in notice.value
 
 
 # Wiring ---------------------------------------------------------------------------------------------

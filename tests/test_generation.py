@@ -7,7 +7,9 @@ import torch
 
 from core.chat import prepare_image, prompt_ids
 from core.forward import Row, run_rows
-from core.generation import (GenerationSettings, SentenceEnd, ends_sentence, generate_batch, generate_candidates)
+import core.generation
+from core.generation import (GenerationSettings, SentenceEnd, diverse_beam_search, ends_sentence, generate_batch,
+                             generate_candidates)
 from core.world import make_scene, render
 
 QUESTION = "Describe the image."
@@ -131,3 +133,30 @@ def test_generate_batch_stops_at_sentence_end_or_budget(tiny_llava):
         assert not any(ends_sentence(tokenizer.decode(continuation.token_ids[:i], skip_special_tokens=True))
                        for i in range(1, len(continuation.token_ids)))
         assert ends_sentence(text) or continuation.finished or len(continuation.token_ids) == 12
+
+
+def rebuild_whole_cache(cache, sources):
+    """The former reordering: every layer's new tensors built first (two whole caches alive), then swapped in."""
+    copies = [(keys.index_select(0, sources), values.index_select(0, sources)) for keys, values, *_ in cache]
+    for layer, (keys, values) in zip(cache.layers, copies):
+        layer.keys, layer.values = keys, values
+
+
+@pytest.mark.parametrize("family", ["tiny_llava", "tiny_qwen2_vl"])
+def test_diverse_beam_reorders_one_cache_in_place_with_the_same_results(family, request, monkeypatch):
+    loaded = request.getfixturevalue(family)
+    image = prepare_image(loaded.processor, render(make_scene(3)))
+    prompt = prompt_ids(loaded.processor, QUESTION, image)
+    settings = GenerationSettings(n=3, strategy="diverse-beam", beams_per_group=2, max_new_tokens=10)
+    caches = []
+    hook = loaded.model.register_forward_hook(lambda m, args, kwargs, out: caches.append(kwargs.get("cache")),
+                                              with_kwargs=True)
+    try:
+        in_place = diverse_beam_search(loaded, image, prompt, settings)
+    finally:
+        hook.remove()
+    assert caches[0] is None and len(caches) > 2 and all(c is caches[1] for c in caches[1:])  # one cache throughout
+    monkeypatch.setattr(core.generation, "reorder_beams", rebuild_whole_cache)
+    rebuilt = diverse_beam_search(loaded, image, prompt, settings)
+    assert [(c.token_ids, c.logprobs, c.finished) for c in in_place] == [
+        (c.token_ids, c.logprobs, c.finished) for c in rebuilt]

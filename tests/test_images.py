@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,6 +57,30 @@ def test_empty_and_missing_files_are_refused(tmp_path):
         open_image(tmp_path / "empty.png")
     with pytest.raises(ImageError, match="no image file"):
         open_image(tmp_path / "missing.png")
+
+
+def test_refusals_never_name_the_server_path(tmp_path, monkeypatch):
+    folder = tmp_path / "gradio" / "0123abcd"
+    folder.mkdir(parents=True)
+    Image.effect_noise((64, 64), 50).convert("RGB").save(folder / "full.png")
+    data = (folder / "full.png").read_bytes()
+    (folder / "cut.png").write_bytes(data[: len(data) // 2])
+    (folder / "text.png").write_bytes(b"hello, not an image\n")
+    (folder / "empty.png").write_bytes(b"")
+    messages = []
+    for name in ("cut.png", "text.png", "empty.png", "missing.png"):
+        with pytest.raises(ImageError) as caught:
+            open_image(folder / name)
+        messages.append(str(caught.value))
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "read_bytes", unreadable)
+    with pytest.raises(ImageError, match=r"could not be read \(Permission denied\); upload it again") as caught:
+        open_image(folder / "full.png")
+    messages.append(str(caught.value))
+    assert [message for message in messages if str(tmp_path) in message or "0123abcd" in message] == []
 
 
 def test_file_over_the_byte_limit_is_refused(tmp_path):

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from core.chat import UnsupportedModelError
-from core.embedded import conversation
-from core.generation import GenerationSettings
+import core.judge
+from core.chat import conversation
+from core.generation import GenerationSettings, generate_candidates
 from core.judge import (SCORE_KINDS, AnswerTokens, JudgeSettings, ScoredCandidate, _rank, answer_tokens, debias,
-                        judge, main, score_candidates, sentence_spans)
+                        judge, main, score_answers, score_candidates, sentence_spans)
 from core.prompts import judge_prompt
 from core.world import make_scene, render
 
@@ -34,6 +35,15 @@ def test_settings_are_validated():
     custom = JudgeSettings(template="Claim: {sentence} True? Answer yes or no.")
     assert custom.template_text == "Claim: {sentence} True? Answer yes or no." and custom.higher_is_better
     assert not JudgeSettings(template="safety").higher_is_better
+
+
+def test_the_default_template_is_a_setting(monkeypatch):
+    assert JudgeSettings().template == "faithfulness"
+    monkeypatch.setenv("SELFJUDGE_JUDGE_TEMPLATE", "faithfulness_last")
+    assert JudgeSettings().template_text.endswith("The description is: {sentence}")
+    monkeypatch.setenv("SELFJUDGE_JUDGE_TEMPLATE", "no placeholder")
+    with pytest.raises(ValueError, match="template must be one of"):
+        JudgeSettings()
 
 
 def test_score_kinds_on_hand_built_logits():
@@ -143,6 +153,41 @@ def test_cached_and_batched_equal_naive(family, kind, request):
     assert [c.rank for c in results["cached"].candidates] == [c.rank for c in results["naive"].candidates]
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("context", ["sentence", "response"])
+def test_the_sentence_last_template_cached_equals_naive(family, context, request):
+    loaded = request.getfixturevalue(family)
+    image = render(make_scene(5))
+    settings = JudgeSettings(kind="log-odds", context=context, template="faithfulness_last")
+    naive = score_candidates(loaded, image, QUESTION, CANDIDATES, settings, mode="naive")
+    cached = score_candidates(loaded, image, QUESTION, CANDIDATES, settings, mode="cached")
+    assert flatten(cached) == pytest.approx(flatten(naive), abs=1e-4)
+
+
+def test_generated_candidates_reuse_their_image_logprobs(tiny_llava, monkeypatch):
+    image = render(make_scene(7))
+    gen = GenerationSettings(n=4, max_new_tokens=12, seed=3)
+    settings = JudgeSettings(template="faithfulness_last")
+    generated = generate_candidates(tiny_llava, image, QUESTION, gen)
+    seen = []
+    run_rows = core.judge.run_rows
+    monkeypatch.setattr(core.judge, "run_rows", lambda model, images, rows, *a: seen.append(rows) or
+                        run_rows(model, images, rows, *a))
+    reused = judge(tiny_llava, image, QUESTION, gen, settings)
+    monkeypatch.setattr(core.judge, "run_rows", run_rows)
+    naive = score_answers(tiny_llava, image, QUESTION, [c.token_ids for c in generated], settings, mode="naive")
+    assert flatten(reused) == pytest.approx(flatten(naive), abs=1e-4)
+    # the only rows scoring answer tokens are blind: the image ones came with the generation
+    token_rows = [row for row in seen[0] if row.n_scored > 0]
+    assert len(token_rows) == sum(1 for c in generated if c.token_ids) and all(r.image is None for r in token_rows)
+
+
+def test_reused_logprobs_must_match_the_answers(tiny_llava):
+    with pytest.raises(ValueError, match="one log-prob per answer token"):
+        score_answers(tiny_llava, render(make_scene(0)), QUESTION, [[5, 6, 7]], JudgeSettings(),
+                      image_logprobs=[[-1.0, -2.0]])
+
+
 def test_rank_by_mean_debiased_nan_last():
     def candidate(score):
         return ScoredCandidate(text="", sentences=[], tokens=[], mean_raw=0, mean_blind=0, mean_debiased=score,
@@ -184,8 +229,6 @@ def test_judge_scores_the_generated_tokens(tiny_llava):
     gen = GenerationSettings(n=1, strategy="greedy", max_new_tokens=12)
     result = judge(tiny_llava, image, QUESTION, gen, JudgeSettings())
     candidate = result.candidates[0]
-    from core.generation import generate_candidates
-
     generated = generate_candidates(tiny_llava, image, QUESTION, gen)[0]
     assert [t.token_id for t in candidate.tokens] == generated.token_ids
     assert [t.logprob_image for t in candidate.tokens] == pytest.approx(generated.logprobs, abs=1e-4)

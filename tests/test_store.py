@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from sqlite_utils import Database
 
-from core.store import (SCHEMA_VERSION, DuplicatePairError, NotFoundError, Pair, SchemaError, Store, main,
-                        migrate, normalised_png, schema_version)
+from core.store import (MAX_STORED_SIDE, SCHEMA_VERSION, DuplicatePairError, NotFoundError, Pair, SchemaError,
+                        Store, main, migrate, normalised_png, schema_version)
 
 
 def counting_clock():
@@ -129,7 +129,18 @@ def test_deleted_pair_does_not_count_as_duplicate(store):
     ({"prompt": "   "}, "prompt is empty"),
     ({"rejected": ""}, "rejected is empty"),
     ({"source": "robot"}, "source must be one of human, self"),
-    ({"chosen_scores": {"debiased": float("nan")}}, "chosen_scores must be JSON-serialisable"),
+    ({"chosen_scores": {"debiased": float("nan")}},
+     r"chosen_scores\['debiased'\] must be a finite number or null, not nan"),
+    ({"chosen_scores": {"kind": "x" * 65}}, r"chosen_scores\['kind'\] must be a finite number, true/false, null or a "
+                                             r"short text, not 'xxx"),
+    ({"rejected_scores": {"debiased": "NaN-as-string"}},
+     r"rejected_scores\['debiased'\] must be a finite number or null, not 'NaN-as-string'"),
+    ({"chosen": "There is a blue\u200b square. ", "rejected": "There is a blue  square."},
+     "chosen and rejected are identical \\(ignoring whitespace and invisible characters\\)"),
+    ({"note": "a\x00b"}, "note contains the control character U\\+0000 at position 2; remove it"),
+    ({"chosen": "x" * 4001}, "chosen is 4,001 characters long; the limit is 4,000"),
+    ({"created_at": "yesterday"}, "created_at must be an ISO 8601 date or time"),
+    ({"model_id": 7}, "model_id must be text, not int 7"),
     ({"rejected_scores": [1.0]}, "rejected_scores must be a dict"),
     ({"image_sha256": "abc"}, "image_sha256 must be 64 lowercase hex digits"),
 ])
@@ -290,7 +301,7 @@ def test_bad_run_updates_are_refused(store, call, error, message):
 def test_store_is_in_wal_mode_with_a_busy_timeout(store):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
-    assert schema_version(store.db) == SCHEMA_VERSION == 2
+    assert schema_version(store.db) == SCHEMA_VERSION == 3
 
 
 def test_migrating_a_version_1_database_keeps_its_pairs(tmp_path):
@@ -305,10 +316,11 @@ def test_migrating_a_version_1_database_keeps_its_pairs(tmp_path):
     old.close()
 
     store = Store(path, clock=counting_clock())
-    assert schema_version(store.db) == 2
+    assert schema_version(store.db) == 3
     assert store.get_pair(1) == Pair(image_sha256=sha, prompt="p", chosen="a", rejected="b",
                                      chosen_scores={"debiased": 1.0}, rejected_scores={}, source="human", id=1,
-                                     created_at="t1")
+                                     created_at="1970-01-01T00:00:00.000+00:00",
+                                     problems="created_at: 't1' is not a date, set to 1970-01-01")
     assert store.add_run("new table", {}) == 1
     store.close()
     assert Store(path).get_run(1)["name"] == "new table"  # reopening runs no migration twice
@@ -320,7 +332,7 @@ def test_database_from_a_newer_version_is_refused(tmp_path):
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 99")
     conn.close()
-    with pytest.raises(SchemaError, match="schema version 99 is newer than this code's 2"):
+    with pytest.raises(SchemaError, match="schema version 99 is newer than this code's 3"):
         Store(path)
 
 
@@ -389,3 +401,72 @@ def test_cli_stats_and_list(tmp_path, capsys):
     row = json.loads(capsys.readouterr().out)
     assert Pair(**row) == replace(make_pair(), image_sha256=sha_of(image), id=1,
                                   created_at="2025-01-01T00:00:00.002+00:00")
+
+
+def test_pair_normalises_its_time_and_keeps_model_ids_portable(tmp_path):
+    pair = make_pair(created_at="2025-01-31T12:00:00Z", model_id=str(tmp_path / "assets" / "shapes-llava"),
+                     adapter="/srv/data/adapters/dpo-1")
+    assert (pair.created_at, pair.model_id, pair.adapter) == ("2025-01-31T12:00:00.000+00:00", "shapes-llava",
+                                                              "dpo-1")
+    assert make_pair(model_id="llava-hf/llava-1.5-7b-hf").model_id == "llava-hf/llava-1.5-7b-hf"
+
+
+def test_stored_pictures_are_bounded_on_their_longest_side(store):
+    sha = store.add_image(picture(size=(4000, 1000)))
+    assert store.load_image(sha).size == (MAX_STORED_SIDE, 384)
+    assert store.db["images"].get(sha)["width"] == MAX_STORED_SIDE
+
+
+def _version_2_database_with_hostile_rows(path) -> str:
+    old = Database(path)
+    migrate(old, target=2)
+    sha = "ab" * 32
+    old["images"].insert({"sha256": sha, "width": 1, "height": 1, "size_bytes": 1, "created_at": "t0"})
+    rows = [
+        {"chosen": "a", "rejected": "b", "chosen_scores": '{"debiased": "NaN-as-string", "raw": 1.5}',
+         "rejected_scores": '{"debiased": 0.5}', "created_at": "not a date", "model_id": "/srv/x/assets/shapes-llava"},
+        {"chosen": "a\x00", "rejected": "c", "chosen_scores": "[1, 2]", "rejected_scores": "{bad json",
+         "created_at": "2025-02-01T00:00:00+00:00"},
+        {"chosen": "same", "rejected": "same\u200b", "created_at": "2025-02-02"},
+        {"chosen": "a", "rejected": "c\x07", "created_at": "2025-02-03"},  # a copy of row 2 once repaired
+    ]
+    for row in rows:
+        old["pairs"].insert({"image_sha256": sha, "prompt": "p", "source": "human", **row})
+    old.close()
+    return sha
+
+
+def test_migration_3_repairs_or_flags_every_stored_row(tmp_path):
+    path = tmp_path / "old.db"
+    sha = _version_2_database_with_hostile_rows(path)
+    store = Store(path, clock=counting_clock())
+    pairs = {pair.id: pair for pair in store.list_pairs(include_deleted=True)}
+    assert pairs[1] == Pair(image_sha256=sha, prompt="p", chosen="a", rejected="b", chosen_scores={"raw": 1.5},
+                            rejected_scores={"debiased": 0.5}, model_id="shapes-llava", source="human", id=1,
+                            created_at="1970-01-01T00:00:00.000+00:00",
+                            problems="chosen_scores: debiased not a valid score, removed; "
+                                     "created_at: 'not a date' is not a date, set to 1970-01-01")
+    assert pairs[1].margin is None
+    assert (pairs[2].chosen, pairs[2].chosen_scores, pairs[2].rejected_scores, pairs[2].problems) == (
+        "a", {}, {}, "chosen: control characters removed; chosen_scores: unreadable ('[1, 2]'), emptied; "
+                     "rejected_scores: unreadable ('{bad json'), emptied")
+    assert pairs[3].problems == "chosen and rejected are the same text"
+    assert pairs[4].deleted_at is not None
+    assert pairs[4].problems == ("rejected: control characters removed; identical to another pair once repaired, "
+                                 "so deleted")
+    # Editing a flagged pair into a sound one settles its problems.
+    assert store.update_pair(3, rejected="different").problems == ""
+    assert store.get_pair(3).problems == ""
+    assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_hostile_row_written_behind_the_stores_back_still_lists(store):
+    store.add_pair(make_pair(), picture())
+    store.db.execute("UPDATE pairs SET chosen_scores = '{\"debiased\": \"NaN-as-string\"}', "
+                     "created_at = 'yesterday', rejected = chosen WHERE id = 1")
+    [pair] = store.list_pairs(include_deleted=True)
+    assert (pair.margin, pair.created_at, pair.chosen_scores) == (None, "1970-01-01T00:00:00.000+00:00", {})
+    assert "chosen and rejected are the same text" in pair.problems
+    assert (store.stats()["pairs"], store.stats()["mean_margin"]) == (1, None)
+    store.db.execute("UPDATE pairs SET rejected_scores = '{bad json' WHERE id = 1")
+    assert (store.list_pairs()[0].rejected_scores, store.stats()["pairs_with_margin"]) == ({}, 0)

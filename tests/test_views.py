@@ -87,13 +87,6 @@ def test_a_chosen_answer_that_hallucinates_is_flagged_with_advice():
         "No candidate is free of them: edit the chosen text to remove them.")
 
 
-@pytest.mark.parametrize("model_id, shown", [
-    ("/srv/app/assets/shapes-llava", "shapes-llava"), ("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-1.5-7b-hf"),
-    ("/tmp/data/adapters/run-1", "run-1"), ("", ""), ("assets/shapes-llava", "shapes-llava")])
-def test_display_model_id_never_shows_a_server_path(model_id, shown):
-    assert views.display_model_id(model_id) == shown
-
-
 def test_choices_best_and_worst():
     assert views.best_and_worst(RESULT) == (2, 1)
     safety = {"candidates": [{"rank": 2}, {"rank": 3}, {"rank": 1}]}  # ranks already account for the prompt
