@@ -161,6 +161,14 @@ def test_a_first_visit_on_the_embedded_model(browser, embedded, tmp_path):
     page.click("#explore-decode")
     page.locator("#explore-decode-runs [data-testid=cell-1-1]", has_text="debiased-judged").wait_for()
     assert page.locator("#explore-decode-runs [data-testid=cell-0-1]").inner_text().strip() == "greedy"
+    # With the safety defence ticked, its verdict is shown under the answer, naming the highest sentence.
+    page.locator("#explore-decode-section").get_by_label("Safety defence").check()
+    page.click("#explore-decode")
+    page.locator("#explore-decode-runs [data-testid=cell-2-1]", has_text="debiased-judged").wait_for()
+    report = page.locator("#explore-safety")
+    assert report.is_visible()
+    assert re.match(r"(Refused by|Passed) the safety defence \(threshold log-odds \+0\.00, P 0\.50\)\. "
+                    r"Highest sentence: ", report.inner_text()), report.inner_text()
     assert _server_paths(page, settings) == []
     page.close()
 
