@@ -196,7 +196,8 @@ class Curate:
         return (*self.list_pairs("", ALL, ALL, False, 1), *self.pair_stats())
 
     def _hidden(self) -> tuple:
-        hidden = "The stored pairs are visible to admins only on this deployment: enter the admin token and press Search."
+        hidden = ("The stored pairs are visible to admins only on this deployment: enter the admin token and press "
+                  "Search.")
         return ([], [], [], hidden, gr.update(choices=[ALL], value=ALL), *self.pair_stats())
 
     def refresh(self, search: str | None, source: str | None, model_id: str | None, include_deleted: bool,

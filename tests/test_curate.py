@@ -228,6 +228,9 @@ def test_public_deployment_needs_the_admin_token_for_writes(store):
                                                    "deployment: enter the admin token and press Search.")
     assert curate.list_pairs("", "all", "all", False, 1, TOKEN)[2] == [2, 1]
     assert curate.get_pair(1, TOKEN)[0] == 1
+    # A live refresh (tab opened, pair accepted elsewhere) shows the notice, not an error, without the token
+    assert curate.refresh("", "all", "all", False, 1)[:4] == curate.first_view()[:4]
+    assert curate.refresh("", "all", "all", False, 1, TOKEN)[2] == [2, 1]
     # ... unless the deployment opens them to everyone.
     open_pairs = Curate(lambda: store, replace(PUBLIC, private_pairs=False))
     assert open_pairs.list_pairs("", "all", "all", False, 1)[2] == [2, 1]
