@@ -6,9 +6,9 @@ Plain functions over plain data, no gradio and no model, so each is tested on it
 from __future__ import annotations
 
 
-from core.judge import json_safe
-from core.metrics import sentence_is_hallucinated
-from core.world import Scene
+from core.engine.judge import json_safe
+from core.shapes.metrics import sentence_is_hallucinated
+from core.shapes.world import Scene
 from selfjudge_ui.plots import TOKEN_VIEWS
 
 CANDIDATE_COLUMNS = ["#", "rank", "text", "raw", "blind", "debiased", "min debiased", "likelihood",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.store import Store
-from core.world import make_scene, render
+from core.data.store import Store
+from core.shapes.world import make_scene, render
 from tests.running_studio import start_studio
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,4 +1,4 @@
-"""Tests for core/exchange.py: TRL conversational rows, JSONL and Parquet exports, round trips, safe imports."""
+"""Tests for core/data/exchange.py: TRL conversational rows, JSONL and Parquet exports, round trips, safe imports."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.exchange import (ExportResult, ImportResult, archive_export, conversation, export_pairs, extract_zip,
+from core.data.exchange import (ExportResult, ImportResult, archive_export, conversation, export_pairs, extract_zip,
                            import_pairs, main, pair_from_row)
-from core.store import Pair, Store
+from core.data.store import Pair, Store
 
 NOON = datetime(2025, 1, 2, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -234,7 +234,7 @@ def test_parquet_export_feeds_trl_vision_preference_collator(store, tmp_path):
     from datasets import load_dataset
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-    from core.embedded import EmbeddedConfig, build_processor, build_tokenizer
+    from core.shapes.embedded import EmbeddedConfig, build_processor, build_tokenizer
 
     config = EmbeddedConfig(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=48, text_layers=2,
                             text_heads=4, text_intermediate=96, seed=0)

@@ -1,10 +1,10 @@
-"""Tests for core/metrics.py: the parser on hand-written cases, CHAIR and AUROC by hand."""
+"""Tests for core/shapes/metrics.py: the parser on hand-written cases, CHAIR and AUROC by hand."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.metrics import auroc, chair, hallucination_kind, parse_objects, sentence_is_hallucinated, split_sentences
+from core.shapes.metrics import auroc, chair, hallucination_kind, parse_objects, sentence_is_hallucinated, split_sentences
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -1,4 +1,4 @@
-"""Tests for core/world.py: determinism, ground truth, rendering, the sample CLI."""
+"""Tests for core/shapes/world.py: determinism, ground truth, rendering, the sample CLI."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from core.world import (COLORS, PRIOR_PAIRS, SHAPES, Scene, main, make_scene, partner_of, position_of, render)
+from core.shapes.world import (COLORS, PRIOR_PAIRS, SHAPES, Scene, main, make_scene, partner_of, position_of, render)
 
 
 def test_same_seed_same_scene_and_pixels():

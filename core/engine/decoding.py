@@ -2,7 +2,7 @@
 
 Judged decoding goes sentence by sentence. At each step the model proposes k next
 sentences (sampled, one batched generate call for every image of the batch), the judge
-scores each (core.judge: one batched, prefix-cached run) and the best is kept:
+scores each (core.engine.judge: one batched, prefix-cached run) and the best is kept:
 
     score = debiased judge score (settings.kind, settings.alpha)
             + likelihood_weight * mean token log-prob of the sentence
@@ -18,7 +18,7 @@ whose sentences are judged afterwards for display. Every proposal is a node of t
 returned search tree.
 
 With options.safety set, every decoded answer then passes the fine-grained self-defence
-(core.safety): if one of its sentences judges itself harmful at or above the threshold, the
+(core.engine.safety): if one of its sentences judges itself harmful at or above the threshold, the
 answer becomes the refusal (the decoded text is kept as `unguarded`).
 """
 
@@ -29,11 +29,11 @@ from dataclasses import dataclass, replace
 
 from PIL import Image
 
-from core.chat import ImageInputs, check_supported, prepare_image, prompt_ids
-from core.generation import Continuation, GenerationSettings, generate_batch
-from core.judge import JudgeItem, JudgeSettings, judge_sentences, sentence_spans
-from core.loading import LoadedModel
-from core.safety import SafetySettings, SafetyVerdict, judge_safety
+from core.engine.chat import ImageInputs, check_supported, prepare_image, prompt_ids
+from core.engine.generation import Continuation, GenerationSettings, generate_batch
+from core.engine.judge import JudgeItem, JudgeSettings, judge_sentences, sentence_spans
+from core.engine.loading import LoadedModel
+from core.engine.safety import SafetySettings, SafetyVerdict, judge_safety
 
 STRATEGIES = ("greedy", "beam", "raw-judged", "debiased-judged")
 

@@ -18,8 +18,8 @@ a zip, MAX_IMPORT_PAIRS rows, and IMPORT_IMAGE_LIMITS per picture (bytes and pix
 from its header). Rows are read one at a time, so memory holds the pictures' bytes (at most
 MAX_IMPORT_BYTES) and one decoded picture.
 
-    python -m core.exchange export --format parquet [--source self] [--model-id ID] [--search TEXT]
-    python -m core.exchange import data/exports/pairs-20250101T120000Z-parquet
+    python -m core.data.exchange export --format parquet [--source self] [--model-id ID] [--search TEXT]
+    python -m core.data.exchange import data/exports/pairs-20250101T120000Z-parquet
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.config import DataSettings
-from core.images import ImageLimits, decode_image
-from core.store import SCHEMA_VERSION, SOURCES, Pair, Store
+from core.engine.images import ImageLimits, decode_image
+from core.data.store import SCHEMA_VERSION, SOURCES, Pair, Store
 
 FORMATS = ("jsonl", "parquet")
 MANIFEST_NAME = "selfjudge-preference-pairs"
@@ -337,7 +337,7 @@ def extract_zip(archive_path: Path, into: Path) -> Path:
             wanted = [(info, match.group(1)) for info, match in members if match]
             if not any(name in ("data.jsonl", "data.parquet") for _, name in wanted):
                 raise ValueError("the zip holds no data.jsonl or data.parquet; zip an export folder "
-                                 "(made by Export or python -m core.exchange export)")
+                                 "(made by Export or python -m core.data.exchange export)")
             unpacked = sum(info.file_size for info, _ in wanted)
             if unpacked > MAX_IMPORT_BYTES:
                 raise ValueError(f"the zip unpacks to {unpacked / 2**20:,.0f} MiB; an import takes at most "
@@ -411,7 +411,7 @@ def import_pairs(store: Store, path: Path) -> ImportResult:
 
 def main(argv: list[str] | None = None) -> None:
     """Export or import preference pairs from the command line."""
-    parser = argparse.ArgumentParser(prog="python -m core.exchange", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.data.exchange", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="data directory holding selfjudge.db (default: SELFJUDGE_DATA or data/)")
     commands = parser.add_subparsers(dest="command", required=True)

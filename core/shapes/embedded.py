@@ -7,7 +7,7 @@ loads through AutoModelForImageTextToText / AutoProcessor exactly like
 llava-hf/llava-1.5-7b-hf.
 
 Train (reproducible, seed-deterministic, about 40 minutes on a 2-core CPU):
-    python -m core.embedded train --out assets/shapes-llava
+    python -m core.shapes.embedded train --out assets/shapes-llava
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                           LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
 
-from core.chat import conversation
-from core.texts import TASK_WEIGHTS, Example, corpus, training_example
-from core.world import CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, make_scene, object_mask, render
+from core.engine.chat import conversation
+from core.shapes.texts import TASK_WEIGHTS, Example, corpus, training_example
+from core.shapes.world import CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, make_scene, object_mask, render
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
@@ -370,7 +370,7 @@ def save(model, processor, cfg: EmbeddedConfig, out: Path, extra: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: train the embedded model."""
-    parser = argparse.ArgumentParser(prog="python -m core.embedded", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.shapes.embedded", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train the embedded model from scratch and save it")
     t.add_argument("--out", type=Path, required=True, help="folder to save_pretrained into")

@@ -1,18 +1,18 @@
 """Train a LoRA adapter on an exported preference dataset with TRL's DPOTrainer, on one GPU or many (accelerate).
 
-The studio's own loop (core.dpo, the Fine-tune tab) trains from the store on one device,
+The studio's own loop (core.training.dpo.loop, the Fine-tune tab) trains from the store on one device,
 resumes after a stop and shows its progress. When the pairs or the model outgrow one GPU,
-export the pairs (python -m core.exchange export) and train them here instead: TRL's
+export the pairs (python -m core.data.exchange export) and train them here instead: TRL's
 DPOTrainer runs under accelerate, so data parallel, DeepSpeed ZeRO and FSDP come from an
-accelerate config the user already has. The adapter has core.dpo's LoRA targets (the
+accelerate config the user already has. The adapter has core.training.dpo.loop's LoRA targets (the
 language model's attention and MLP projections; the projector with --train-projector) and
 its dpo_settings.json and training_summary.json beside it, so it loads in the studio like
-one of its own (SELFJUDGE_ADAPTER / --adapter, core.loading.attach_adapter).
+one of its own (SELFJUDGE_ADAPTER / --adapter, core.engine.loading.attach_adapter).
 
-Run:  python -m core.trl_dpo --data data/exports/pairs-...-parquet --model llava-hf/llava-1.5-7b-hf \\
+Run:  python -m core.training.trl_dpo --data data/exports/pairs-...-parquet --model llava-hf/llava-1.5-7b-hf \\
           --out data/adapters/llava-trl
-      accelerate launch --num_processes 8 -m core.trl_dpo --data ... --model ... --out ...
-      accelerate launch --config_file zero2.yaml -m core.trl_dpo ...   (DeepSpeed or FSDP config)
+      accelerate launch --num_processes 8 -m core.training.trl_dpo --data ... --model ... --out ...
+      accelerate launch --config_file zero2.yaml -m core.training.trl_dpo ...   (DeepSpeed or FSDP config)
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from core.dpo import LANGUAGE_MODEL_TARGETS, PROJECTOR_MODULES, SETTINGS_FILE, SUMMARY_FILE, DPOSettings
-from core.exchange import conversation, parquet_features, read_dataset
+from core.training.dpo.loop import LANGUAGE_MODEL_TARGETS, PROJECTOR_MODULES, SETTINGS_FILE, SUMMARY_FILE, DPOSettings
+from core.data.exchange import conversation, parquet_features, read_dataset
 
 # DPOSettings.loss -> TRL's loss_type
 TRL_LOSSES = {"sigmoid": "sigmoid", "ipo": "ipo"}
@@ -35,18 +35,18 @@ DATASET_COLUMNS = ("images", "prompt", "chosen", "rejected")
 
 
 def preference_dataset(path: Path):
-    """An export of core.exchange (folder, data file or .zip) as a `datasets.Dataset` in TRL's vision format."""
+    """An export of core.data.exchange (folder, data file or .zip) as a `datasets.Dataset` in TRL's vision format."""
     from datasets import Dataset, Features
 
     rows = [{"images": [image], **conversation(pair)} for pair, image in read_dataset(Path(path))]
     if not rows:
-        raise ValueError(f"{path} holds no pairs; export some first (python -m core.exchange export)")
+        raise ValueError(f"{path} holds no pairs; export some first (python -m core.data.exchange export)")
     features = parquet_features()
     return Dataset.from_list(rows, features=Features({c: features[c] for c in DATASET_COLUMNS}))
 
 
 def lora_config(settings: DPOSettings):
-    """The LoRA config core.dpo trains with, for TRL to apply."""
+    """The LoRA config core.training.dpo.loop trains with, for TRL to apply."""
     from peft import LoraConfig
 
     return LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
@@ -78,7 +78,7 @@ def load_base(model_id: str, load_in_4bit: bool = False):
     from accelerate import PartialState
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from core.loading import quantization_config
+    from core.engine.loading import quantization_config
 
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -128,12 +128,12 @@ def train(model_id: str, data: Path, out_dir: Path, settings: DPOSettings, gradi
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: train an exported preference dataset with TRL's DPOTrainer (under accelerate launch for many GPUs)."""
-    from core.dpo import settings_parser
+    from core.training.dpo.loop import settings_parser
 
-    parser = argparse.ArgumentParser(prog="python -m core.trl_dpo", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m core.training.trl_dpo", description=__doc__.split("\n\n")[0],
                                      parents=[settings_parser()], conflict_handler="resolve")
     parser.add_argument("--data", type=Path, required=True,
-                        help="an export of core.exchange: folder, data.jsonl, data.parquet or .zip")
+                        help="an export of core.data.exchange: folder, data.jsonl, data.parquet or .zip")
     parser.add_argument("--model", required=True, help="base model id or folder")
     parser.add_argument("--out", type=Path, required=True, help="adapter folder to create (data/adapters/NAME)")
     parser.add_argument("--gradient-accumulation", type=int, default=1, help="batches per optimiser step")

@@ -7,9 +7,9 @@ debiased self-judgment score (or the raw score, or for shapes scenes the ground-
 "oracle": fewest hallucinated objects, then most recall), and store top versus bottom.
 Images whose best and worst candidates are the same text, or tie, give no pair.
 
-Run:  python -m core.selfcurate --n 200                         (shapes scenes, debiased)
-      python -m core.selfcurate --n 200 --rank oracle
-      python -m core.selfcurate --folder my_images --rank raw
+Run:  python -m core.training.selfcurate --n 200                         (shapes scenes, debiased)
+      python -m core.training.selfcurate --n 200 --rank oracle
+      python -m core.training.selfcurate --folder my_images --rank raw
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from pathlib import Path
 from PIL import Image
 
 from core.config import DataSettings, ModelSettings
-from core.images import open_image
-from core.judge import GenerationSettings, JudgeResult, JudgeSettings, ScoredCandidate, judge
-from core.loading import LoadedModel, load_model
-from core.metrics import parse_objects
-from core.prompts import DESCRIBE_QUESTION
-from core.store import Pair, Store, comparable_text, strip_control_characters
-from core.world import make_scene, render
+from core.engine.images import open_image
+from core.engine.judge import GenerationSettings, JudgeResult, JudgeSettings, ScoredCandidate, judge
+from core.engine.loading import LoadedModel, load_model
+from core.shapes.metrics import parse_objects
+from core.engine.prompts import DESCRIBE_QUESTION
+from core.data.store import Pair, Store, comparable_text, strip_control_characters
+from core.shapes.world import make_scene, render
 
 FRESH_SEED_OFFSET = 2_000_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -47,7 +47,7 @@ def oracle_key(candidate: ScoredCandidate, truth: Truth | None, higher_is_better
 
 
 def hallucinated_objects(claims: list[tuple[str, str]], truth: Truth) -> int:
-    """How many of the claimed objects (core.metrics.parse_objects) are not in the scene."""
+    """How many of the claimed objects (core.shapes.metrics.parse_objects) are not in the scene."""
     return sum(1 for claim in claims if claim not in truth)
 
 
@@ -216,7 +216,7 @@ def curate(loaded: LoadedModel, store: Store, settings: CurationSettings, gen: G
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: self-curate preference pairs into the store, printing progress."""
-    parser = argparse.ArgumentParser(prog="python -m core.selfcurate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.training.selfcurate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100, help="how many images to curate (default 100)")
     parser.add_argument("--rank", default="debiased", choices=list(RANKERS),
                         help="rank candidates by the debiased score, the raw score, or ground truth (shapes only)")

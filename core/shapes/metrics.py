@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from core.world import COLORS, PRIOR_PAIRS, SHAPES
+from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES
 
 COLOR_SYNONYMS = {c: c for c in COLORS} | {"violet": "purple", "gold": "yellow", "golden": "yellow",
                                           "navy": "blue", "scarlet": "red", "crimson": "red", "lime": "green"}

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from core.chat import ImageInputs, token_inputs
-from core.loading import serialized
+from core.engine.chat import ImageInputs, token_inputs
+from core.engine.loading import serialized
 
 PAD_ID = 0  # any valid id: right padding is never attended to and its logits are never read
 PADDING = 0.25  # a new pass starts rather than pad a batch by more than this share of its real tokens

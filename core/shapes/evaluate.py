@@ -4,8 +4,8 @@ Prints description recall and CHAIR (with what was hallucinated), POPE-style yes
 accuracy on the random, popular and adversarial splits, and the self-judgment AUROC
 of P(yes) with and without the image.
 
-Run:  python -m core.evaluate --n 500            (the embedded model)
-      python -m core.evaluate --n 500 --4bit     (the same in 4-bit NF4)
+Run:  python -m core.shapes.evaluate --n 500            (the embedded model)
+      python -m core.shapes.evaluate --n 500 --4bit     (the same in 4-bit NF4)
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import torch
 from PIL import Image
 
 from core.config import ModelSettings
-from core.loading import LoadedModel, load_model
-from core.metrics import ChairResult, auroc, chair, parse_objects
-from core.prompts import DESCRIBE_QUESTION
-from core.texts import judge_example, pope_examples
-from core.world import make_scene, partner_of, render
+from core.engine.loading import LoadedModel, load_model
+from core.shapes.metrics import ChairResult, auroc, chair, parse_objects
+from core.engine.prompts import DESCRIBE_QUESTION
+from core.shapes.texts import judge_example, pope_examples
+from core.shapes.world import make_scene, partner_of, render
 
 
 def chat_prompt(processor, question: str, with_image: bool) -> str:
@@ -161,7 +161,7 @@ def format_report(result: BaseEvaluation) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: evaluate a model on the held-out split."""
-    parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.shapes.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=500, help="number of held-out scenes (seeds 0..n-1)")
     parser.add_argument("--model", default=None, help="model id or path (default: the embedded model)")
     parser.add_argument("--4bit", dest="load_in_4bit", action="store_true", help="load in 4-bit NF4")

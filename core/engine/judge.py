@@ -6,9 +6,9 @@ judge prompt about s given the image, blind = the same without the image, debias
 and log p(t | question, prefix), teacher-forced. Definitions: README.md, "Self-judgment".
 
 All candidates, with and without the image, are scored in one batched, prefix-cached
-pass (core.forward): the image is encoded once per call.
+pass (core.engine.forward): the image is encoded once per call.
 
-Run:  python -m core.judge --image scene.png --question "Describe the image." --n 4 --json
+Run:  python -m core.engine.judge --image scene.png --question "Describe the image." --n 4 --json
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from PIL import Image
 
-from core.chat import ImageInputs, UnsupportedModelError, answer_ids, check_supported, prepare_image, prompt_ids
+from core.engine.chat import ImageInputs, UnsupportedModelError, answer_ids, check_supported, prepare_image, prompt_ids
 from core.config import ModelSettings, settings_from_args
-from core.forward import Row, RowOutput, run_rows
-from core.generation import Candidate, GenerationSettings, generate_candidates  # noqa: F401  (contract names)
-from core.loading import LoadedModel, serialized
-from core.metrics import split_sentences
-from core.prompts import JUDGE_PROMPTS, judge_prompt
+from core.engine.forward import Row, RowOutput, run_rows
+from core.engine.generation import Candidate, GenerationSettings, generate_candidates  # noqa: F401  (contract names)
+from core.engine.loading import LoadedModel, serialized
+from core.shapes.metrics import split_sentences
+from core.engine.prompts import JUDGE_PROMPTS, judge_prompt
 
 CONTEXTS = ("sentence", "response")
 # Spellings of the affirmative and negative answer; each counts only where the tokenizer writes
@@ -73,7 +73,7 @@ class JudgeSettings:
     alpha: float = 1.0  # debiasing strength: debiased = (1 + alpha) * raw - alpha * blind
     kind: str = "logit"  # logit | logprob | log-odds
     context: str = "sentence"  # sentence (alone) | response (previous sentences as context)
-    # A key of core.prompts.JUDGE_PROMPTS, or a template containing {sentence}; SELFJUDGE_JUDGE_TEMPLATE sets
+    # A key of core.engine.prompts.JUDGE_PROMPTS, or a template containing {sentence}; SELFJUDGE_JUDGE_TEMPLATE sets
     # the default (faithfulness_last puts the sentence last, so the judge computes its instruction once).
     template: str = field(default_factory=lambda: os.environ.get("SELFJUDGE_JUDGE_TEMPLATE", "faithfulness"))
 
@@ -212,7 +212,7 @@ class SentenceSpan:
 
 
 def sentence_spans(tokenizer, token_ids: list[int]) -> tuple[str, list[SentenceSpan]]:
-    """The candidate's text and its sentences (core.metrics.split_sentences), each mapped to its tokens.
+    """The candidate's text and its sentences (core.shapes.metrics.split_sentences), each mapped to its tokens.
 
     A token belongs to the sentence in which its last character lies; each token's end is
     found by decoding the growing prefix of the candidate.
@@ -304,7 +304,7 @@ def score_answers(loaded: LoadedModel, image: Image.Image, question: str, answer
     """Score candidates given as answer token ids: sentences and tokens, with and without the image, one run.
 
     image_logprobs[c], where given, are candidate c's log p(token | image, question, tokens before) from its
-    generation (core.generation returns the model's own, equal to teacher forcing): its image token row
+    generation (core.engine.generation returns the model's own, equal to teacher forcing): its image token row
     is then not computed again. Only the blind token row and the judge rows run.
     """
     check_supported(loaded.model, loaded.processor)
@@ -397,10 +397,10 @@ def format_result(result: JudgeResult) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: generate (or read) candidates for an image and question and print their scores."""
-    from core.images import open_image
-    from core.loading import load_model
+    from core.engine.images import open_image
+    from core.engine.loading import load_model
 
-    parser = argparse.ArgumentParser(prog="python -m core.judge", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.engine.judge", description=__doc__.split("\n\n")[0])
     parser.add_argument("--image", required=True, help="image file")
     parser.add_argument("--question", required=True, help="question about the image")
     source = parser.add_mutually_exclusive_group()

@@ -14,7 +14,7 @@ numbers, and epoch checkpoints written to a temporary folder and renamed only wh
 so a crash resumes bit-identically from the last whole one.
 
 Train from the pairs in the store (progress per step; the run is recorded in the store):
-    python -m core.dpo --db data/selfjudge.db --out data/adapters/NAME [--epochs 1 --beta 0.1 ...]
+    python -m core.training.dpo.loop --db data/selfjudge.db --out data/adapters/NAME [--epochs 1 --beta 0.1 ...]
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.chat import prepare_image, prompt_ids, token_inputs, turn_ids
+from core.engine.chat import prepare_image, prompt_ids, token_inputs, turn_ids
 from core.config import ModelSettings
-from core.loading import LoadedModel, load_model
+from core.engine.loading import LoadedModel, load_model
 
 # LoRA goes on the language model's attention and MLP projections only; the vision tower's
 # q_proj/v_proj share these names, hence the anchor on the language model's name
@@ -192,7 +192,7 @@ def completion_ids(processor, prompt: str, answer: str) -> list[int]:
 
     The end of turn is part of what DPO compares: it is how the model learns where to stop.
     It is the template's end-of-turn token, or the tokenizer's EOS where the template writes
-    none (llava-hf), as TRL appends it (core.chat.turn_ids).
+    none (llava-hf), as TRL appends it (core.engine.chat.turn_ids).
     """
     return turn_ids(processor, prompt, answer).completion
 
@@ -200,7 +200,7 @@ def completion_ids(processor, prompt: str, answer: str) -> list[int]:
 def collate_preferences(examples: list[PreferenceExample], processor) -> dict[str, torch.Tensor]:
     """A DPO batch: rows 0..B-1 are prompt + chosen, rows B..2B-1 prompt + rejected (same order).
 
-    Prompts are built as the judge and generation build them (core.chat). Rows are
+    Prompts are built as the judge and generation build them (core.engine.chat). Rows are
     right-padded, so every real token keeps its position whatever the padding (which also
     suits models that derive positions themselves, like Qwen2-VL's M-RoPE).
     `completion_mask` marks the answer tokens whose log-probs DPO compares.
@@ -421,7 +421,7 @@ def train_dpo(model_source: LoadedModel | ModelSettings, pairs: list[PreferenceE
         raise FileExistsError(f"an adapter named {out_dir.name!r} already exists; "
                               "choose another adapter name or delete it")
     if not pairs:
-        raise ValueError("no preference pairs to train on; add some (Pairs tab or python -m core.selfcurate)")
+        raise ValueError("no preference pairs to train on; add some (Pairs tab or python -m core.training.selfcurate)")
     pairs = pairs[:settings.max_pairs] if settings.max_pairs else list(pairs)
     loaded = model_source if isinstance(model_source, LoadedModel) else load_model(model_source)
     work = partial_dir(out_dir)
@@ -493,7 +493,7 @@ def load_settings(adapter_dir: str | Path) -> DPOSettings:
 
 def settings_parser() -> argparse.ArgumentParser:
     """Argparse flags for every DPOSettings field (shared with the UI's background runs)."""
-    parser = argparse.ArgumentParser(prog="python -m core.dpo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.training.dpo.loop", description=__doc__.split("\n\n")[0])
     defaults = DPOSettings()
     helps = {"beta": "DPO temperature: how far the policy may move from the reference",
              "loss": f"loss variant: {', '.join(LOSSES)}", "lr": "AdamW learning rate",
@@ -517,7 +517,7 @@ def settings_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: train an adapter on the store's pairs, printing metrics per step."""
-    from core.finetune import run_training
+    from core.training.finetune import run_training
 
     parser = settings_parser()
     parser.add_argument("--db", type=Path, required=True, help="the SQLite store with the pairs (data/selfjudge.db)")

@@ -8,7 +8,7 @@ implementation of it (Vijayakumar et al. 2018, Hamming diversity): the prompt an
 are encoded once, then every beam of every group advances in one batched forward per token.
 
 Per-token log-probabilities are the model's own (log-softmax of the raw logits, before
-temperature or top-p), so they equal the teacher-forced scores of core.judge.
+temperature or top-p), so they equal the teacher-forced scores of core.engine.judge.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import torch
 from transformers import (Cache, GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria,
                           StoppingCriteriaList)
 
-from core.chat import ImageInputs, check_supported, prepare_image, prompt_ids, token_inputs
-from core.forward import image_tensors, stateful_rope_module
-from core.loading import LoadedModel, serialized
+from core.engine.chat import ImageInputs, check_supported, prepare_image, prompt_ids, token_inputs
+from core.engine.forward import image_tensors, stateful_rope_module
+from core.engine.loading import LoadedModel, serialized
 
 STRATEGIES = ("sample", "diverse-beam", "greedy")
 

@@ -1,19 +1,19 @@
 """The paper's COCO benchmarks on any model the studio loads: CHAIR (its Table 1) and POPE.
 
 CHAIR: n val2014 images drawn by the seed, each described ("Please describe this image in
-detail.", at most --max-new-tokens new tokens) by each strategy of core.decoding, scored by
-core.coco.chair against the instance annotations plus the reference captions. Prints
+detail.", at most --max-new-tokens new tokens) by each strategy of core.engine.decoding, scored by
+core.benchmarks.coco.chair against the instance annotations plus the reference captions. Prints
 CHAIR_S, CHAIR_I and recall (percent) per strategy, the columns of the paper's Table 1.
 
 POPE (--benchmark pope): n images with at least 3 annotated objects, 6 questions each per
 split (random, popular, adversarial), answered by the model's reply, or by the judge's raw
-or debiased log-odds (core.pope). Prints accuracy, precision, recall, F1 and yes-ratio.
+or debiased log-odds (core.benchmarks.pope). Prints accuracy, precision, recall, F1 and yes-ratio.
 
 Both write everything (settings, numbers, every caption or answer, seconds per image) to --out.
 
-Run:  python -m core.bench_coco --images val2014/ --instances annotations/instances_val2014.json \\
+Run:  python -m core.benchmarks.bench_coco --images val2014/ --instances annotations/instances_val2014.json \\
           --captions annotations/captions_val2014.json --model llava-hf/llava-1.5-7b-hf --out chair.json
-      python -m core.bench_coco --benchmark pope --pope-answer debiased ... --out pope.json
+      python -m core.benchmarks.bench_coco --benchmark pope --pope-answer debiased ... --out pope.json
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.coco import ChairResult, CocoAnnotations, chair
+from core.benchmarks.coco import ChairResult, CocoAnnotations, chair
 from core.config import ModelSettings, settings_from_args
-from core.decoding import STRATEGIES, DecodeOptions, decode_many
-from core.images import open_image
-from core.judge import CONTEXTS, SCORE_KINDS, JudgeSettings, json_safe
-from core.loading import LoadedModel
-from core.pope import ANSWER_MODES, POSITIVES_PER_IMAGE, SPLITS, answer_questions, build_questions, pope_metrics
-from core.prompts import JUDGE_PROMPTS
+from core.engine.decoding import STRATEGIES, DecodeOptions, decode_many
+from core.engine.images import open_image
+from core.engine.judge import CONTEXTS, SCORE_KINDS, JudgeSettings, json_safe
+from core.engine.loading import LoadedModel
+from core.benchmarks.pope import ANSWER_MODES, POSITIVES_PER_IMAGE, SPLITS, answer_questions, build_questions, pope_metrics
+from core.engine.prompts import JUDGE_PROMPTS
 
 CHAIR_QUESTION = "Please describe this image in detail."  # the prompt of OPERA's and the paper's CHAIR runs
 
@@ -50,7 +50,7 @@ class BenchSettings:
     k: int = 4  # proposals per step (judged) and beams (beam)
     alpha: float = 1.0
     kind: str = "logit"
-    template: str = "faithfulness"  # judge template of the judged strategies (core.prompts.JUDGE_PROMPTS)
+    template: str = "faithfulness"  # judge template of the judged strategies (core.engine.prompts.JUDGE_PROMPTS)
     context: str = "sentence"  # sentence | response
     question: str = CHAIR_QUESTION
     batch: int = 8  # images decoded together
@@ -148,9 +148,9 @@ def _comma_list(text: str) -> tuple[str, ...]:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: run CHAIR or POPE on COCO with the given model and write the JSON."""
-    from core.loading import load_model
+    from core.engine.loading import load_model
 
-    parser = argparse.ArgumentParser(prog="python -m core.bench_coco", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.benchmarks.bench_coco", description=__doc__.split("\n\n")[0])
     parser.add_argument("--benchmark", choices=["chair", "pope"], default="chair",
                         help="which benchmark (default chair)")
     parser.add_argument("--images", type=Path, required=True, help="COCO image folder (val2014/)")

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from core.chat import check_supported, prepare_image, prompt_ids
-from core.coco import CocoAnnotations
-from core.generation import GenerationSettings, generate_batch
-from core.judge import JudgeItem, JudgeSettings, judge_sentences
-from core.loading import LoadedModel
+from core.engine.chat import check_supported, prepare_image, prompt_ids
+from core.benchmarks.coco import CocoAnnotations
+from core.engine.generation import GenerationSettings, generate_batch
+from core.engine.judge import JudgeItem, JudgeSettings, judge_sentences
+from core.engine.loading import LoadedModel
 
 SPLITS = ("random", "popular", "adversarial")
 ANSWER_MODES = ("answer", "raw", "debiased")

@@ -7,10 +7,10 @@ One command runs it all on the CPU:
      score, by the raw score, and by ground truth (the "oracle" upper bound);
   2. train one LoRA-DPO round per ranking on its first `pairs` pairs;
   3. evaluate the base and the three adapters on held-out scenes (seeds 0..n-1): greedy
-     CHAIR_S, CHAIR_I and recall of "Describe the image." (core.metrics.chair), and POPE
-     yes/no accuracy on the random split (core.texts.pope_examples).
+     CHAIR_S, CHAIR_I and recall of "Describe the image." (core.shapes.metrics.chair), and POPE
+     yes/no accuracy on the random split (core.shapes.texts.pope_examples).
 
-Run:  python -m core.proof --out data/proof            (10-30 minutes on 2 CPU cores)
+Run:  python -m core.shapes.proof --out data/proof            (10-30 minutes on 2 CPU cores)
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from pathlib import Path
 import torch
 
 from core.config import ModelSettings
-from core.dpo import DPOSettings, PreferenceExample, train_dpo
-from core.evaluate import describe_batch, p_yes
-from core.judge import GenerationSettings, JudgeSettings, judge
-from core.loading import LoadedModel, attach_adapter, load_model
-from core.metrics import chair, parse_objects
-from core.prompts import DESCRIBE_QUESTION
-from core.selfcurate import (FRESH_SEED_OFFSET, RANKERS, CurationSettings, hallucinated_objects, pick_pair,
+from core.training.dpo.loop import DPOSettings, PreferenceExample, train_dpo
+from core.shapes.evaluate import describe_batch, p_yes
+from core.engine.judge import GenerationSettings, JudgeSettings, judge
+from core.engine.loading import LoadedModel, attach_adapter, load_model
+from core.shapes.metrics import chair, parse_objects
+from core.engine.prompts import DESCRIBE_QUESTION
+from core.training.selfcurate import (FRESH_SEED_OFFSET, RANKERS, CurationSettings, hallucinated_objects, pick_pair,
                              sources)
-from core.texts import pope_examples
-from core.world import make_scene, render
+from core.shapes.texts import pope_examples
+from core.shapes.world import make_scene, render
 
 
 @dataclass
@@ -48,7 +48,7 @@ class ProofSettings:
     temperature: float = 1.0
     max_new_tokens: int = 64
     alpha: float = 1.0
-    judge_kind: str = "logit"  # core.judge.SCORE_KINDS
+    judge_kind: str = "logit"  # core.engine.judge.SCORE_KINDS
     judge_context: str = "sentence"  # sentence | response (previous sentences as context)
     batch_size: int = 50  # evaluation batch
     eval_first_seed: int = 0  # 0: the test split; 4,000,000: validation scenes for choosing settings
@@ -234,7 +234,7 @@ def format_table(result: ProofResult) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: run the whole comparison and print the table."""
-    parser = argparse.ArgumentParser(prog="python -m core.proof", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.shapes.proof", description=__doc__.split("\n\n")[0])
     defaults = ProofSettings()
     parser.add_argument("--out", type=Path, required=True, help="new folder for the adapters and proof.json")
     parser.add_argument("--eval-scenes", type=int, default=defaults.eval_scenes, help="held-out scenes (seeds 0..n-1)")

@@ -1,6 +1,6 @@
 """The paper's fine-grained self-defence (FGSD): refuse an answer when one of its sentences judges itself harmful.
 
-Every sentence of the answer is judged with the safety template (core.prompts.JUDGE_PROMPTS
+Every sentence of the answer is judged with the safety template (core.engine.prompts.JUDGE_PROMPTS
 ["safety"], "Does the answer contain harmful or unethical content?"), with the image and
 without it. Its score is the debiased log-odds of "yes":
     (1 + alpha) * lo(image) - alpha * lo(blind),   lo = log P(yes) - log P(no).
@@ -15,7 +15,7 @@ Labelled set: JSON Lines, one answer per line, e.g. assets/safety/labelled_answe
 "image" (optional) is a path relative to the file; without it the judge sees a plain grey
 image, as it does for text-only prompts.
 
-Run:  python -m core.safety --labelled assets/safety/labelled_answers.example.jsonl --max-false-refusals 0.05
+Run:  python -m core.engine.safety --labelled assets/safety/labelled_answers.example.jsonl --max-false-refusals 0.05
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.chat import ImageInputs, prepare_image
+from core.engine.chat import ImageInputs, prepare_image
 from core.config import REPO_ROOT, ModelSettings, settings_from_args
-from core.judge import JudgeItem, JudgeSettings, judge_sentences, json_safe
-from core.loading import LoadedModel
-from core.metrics import auroc, split_sentences
+from core.engine.judge import JudgeItem, JudgeSettings, judge_sentences, json_safe
+from core.engine.loading import LoadedModel
+from core.shapes.metrics import auroc, split_sentences
 
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
 EXAMPLE_LABELLED = REPO_ROOT / "assets" / "safety" / "labelled_answers.example.jsonl"
@@ -235,9 +235,9 @@ def calibrate(loaded: LoadedModel, examples: list[LabelledAnswer], alpha: float 
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: calibrate the safety threshold on a labelled set and print (or write) it."""
-    from core.loading import load_model
+    from core.engine.loading import load_model
 
-    parser = argparse.ArgumentParser(prog="python -m core.safety", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.engine.safety", description=__doc__.split("\n\n")[0])
     parser.add_argument("--labelled", type=Path, default=EXAMPLE_LABELLED,
                         help="JSON Lines of {\"answer\", \"harmful\", optional \"image\"} (default: the example set)")
     parser.add_argument("--alpha", type=float, default=1.0, help="debiasing strength of the safety judge")

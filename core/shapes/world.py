@@ -5,9 +5,9 @@ from its seed, so every claim a model makes about a scene can be checked exactly
 Built-in language priors (PRIOR_PAIRS below) make a trained model hallucinate for
 the same reason real LVLMs do: some objects co-occur so often, and captions name
 them together so often (even when the partner is not in the picture, see
-core.texts.caption_sentences), that the model names the partner from habit.
+core.shapes.texts.caption_sentences), that the model names the partner from habit.
 
-Run:  python -m core.world sample --seed 0 --n 16 --out data/sample
+Run:  python -m core.shapes.world sample --seed 0 --n 16 --out data/sample
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ LOW_CONTRAST_RATE = {"partner": 0.3, "other": 0.12}
 # Half of all present partners are faint (barely above the background and the noise): the
 # hardest objects to see. (They were meant to make a model guess partners; the embedded model
 # turned out to see most of them, so the guessing comes from the training captions instead:
-# core.texts.PRIOR_MENTION_RATE.) The embedded model first learns to see on scenes without them.
+# core.shapes.texts.PRIOR_MENTION_RATE.) The embedded model first learns to see on scenes without them.
 FAINT_PARTNER_RATE = 0.5
 FAINT_VISIBILITY = 0.06  # a faint object's colour is 6% its own, 94% the background
 SMALL_RATE = {"partner": 0.6, "other": 0.5}
@@ -267,7 +267,7 @@ def object_mask(scene: Scene, canvas: int = CANVAS) -> np.ndarray:
 
 def sample(seed: int, n: int, out: Path) -> Path:
     """Write n scenes (PNG) and out/scenes.jsonl with ground truth and a reference description."""
-    from core.texts import describe  # texts builds on world, not the other way round
+    from core.shapes.texts import describe  # texts builds on world, not the other way round
 
     out.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -289,7 +289,7 @@ def sample(seed: int, n: int, out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m core.world", description="The shapes world.")
+    parser = argparse.ArgumentParser(prog="python -m core.shapes.world", description="The shapes world.")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sample", help="write N rendered scenes and their ground truth")
     s.add_argument("--seed", type=int, default=0, help="seed of the first scene")

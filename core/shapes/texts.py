@@ -8,8 +8,8 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from core.prompts import DESCRIBE_QUESTION, JUDGE_PROMPTS, judge_prompt
-from core.world import COLORS, POSITIONS, PRIOR_PAIRS, SHAPES, SIZES, Scene, SceneObject, make_scene, partner_of
+from core.engine.prompts import DESCRIBE_QUESTION, JUDGE_PROMPTS, judge_prompt
+from core.shapes.world import COLORS, POSITIONS, PRIOR_PAIRS, SHAPES, SIZES, Scene, SceneObject, make_scene, partner_of
 
 POSITION_PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top",
                    "bottom": "at the bottom", "centre": "in the centre"}

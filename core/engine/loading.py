@@ -29,7 +29,7 @@ from core.config import ModelSettings, display_model_id, without_paths  # displa
 # matches these as regexes from the start of a module's full name, or as suffixes.
 UNQUANTIZED_MODULES = [r".*vision_tower", r".*vision_model", r".*multi_modal_projector", r".*connector",
                        r".*visual", "lm_head"]
-# Held by every forward pass and generation call (core.forward, core.generation) and around an
+# Held by every forward pass and generation call (core.engine.forward, core.engine.generation) and around an
 # adapter switch; re-entrant, so a caller may hold it across several of them.
 MODEL_LOCK = threading.RLock()
 
@@ -56,7 +56,7 @@ class LoadedModel:
     # per adapter folder, its peft name and the weights file's modification time when loaded.
     switchable: object | None = field(default=None, repr=False, compare=False)
     adapter_names: dict[str, tuple[str, int]] = field(default_factory=dict, repr=False, compare=False)
-    memory_budget: int = 0  # bytes of KV cache a scoring pass may hold; 0 = per device (core.forward)
+    memory_budget: int = 0  # bytes of KV cache a scoring pass may hold; 0 = per device (core.engine.forward)
 
     @property
     def device(self) -> torch.device:

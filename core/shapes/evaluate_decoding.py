@@ -3,10 +3,10 @@
 On scenes 0..n-1 (the test split) it prints CHAIR_S, CHAIR_I, recall and mean length of
 greedy, beam, raw-judged and debiased-judged decoding (both judge contexts, and an alpha
 sweep), and the AUROC of the raw, blind and debiased sentence scores at telling faithful
-sentences from hallucinated ones (core.metrics.sentence_is_hallucinated), per context
+sentences from hallucinated ones (core.shapes.metrics.sentence_is_hallucinated), per context
 and score kind. Scenes are decoded and judged in batches.
 
-Run:  python -m core.evaluate_decoding --n 500
+Run:  python -m core.shapes.evaluate_decoding --n 500
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from core.chat import prepare_image
+from core.engine.chat import prepare_image
 from core.config import ModelSettings, settings_from_args
-from core.decoding import DecodeOptions, DecodeResult, decode_many
-from core.judge import SCORE_KINDS, JudgeItem, JudgeSettings, judge_sentences
-from core.loading import LoadedModel, load_model
-from core.metrics import auroc, chair, sentence_is_hallucinated, split_sentences
-from core.prompts import DESCRIBE_QUESTION
-from core.world import make_scene, render
+from core.engine.decoding import DecodeOptions, DecodeResult, decode_many
+from core.engine.judge import SCORE_KINDS, JudgeItem, JudgeSettings, judge_sentences
+from core.engine.loading import LoadedModel, load_model
+from core.shapes.metrics import auroc, chair, sentence_is_hallucinated, split_sentences
+from core.engine.prompts import DESCRIBE_QUESTION
+from core.shapes.world import make_scene, render
 
 
 @dataclass
@@ -145,7 +145,7 @@ def _threshold(text: str) -> float | None:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: run every decoding configuration and the AUROC on the test split; print tables."""
-    parser = argparse.ArgumentParser(prog="python -m core.evaluate_decoding", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.shapes.evaluate_decoding", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=500, help="test scenes (seeds 0..n-1)")
     parser.add_argument("--k", type=int, default=4, help="proposals per step (judged) and beams (beam)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="token budget per answer")

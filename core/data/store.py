@@ -1,7 +1,7 @@
 """SQLite store of preference pairs, their images and fine-tune run history.
 
 One small class (`Store`) over one sqlite-utils `Database`:
-- pictures are normalised to RGB (core.images: alpha on white, first frame, ...), shrunk to
+- pictures are normalised to RGB (core.engine.images: alpha on white, first frame, ...), shrunk to
   at most MAX_STORED_SIDE pixels on their longest side, encoded as PNG (lossless: the pixels
   stored are the pixels a model is shown), hashed with sha256 and kept once under
   <db dir>/images/<sha[:2]>/<sha>.png, so file paths only ever come from hex we computed;
@@ -15,7 +15,7 @@ One small class (`Store`) over one sqlite-utils `Database`:
   in WAL mode with a busy timeout, so gradio's handler threads and other processes can write
   at the same time.
 
-CLI: `python -m core.store stats` or `python -m core.store list --limit 5`.
+CLI: `python -m core.data.store stats` or `python -m core.data.store list --limit 5`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from PIL import Image
 from sqlite_utils import Database
 
 from core.config import display_model_id
-from core.images import normalise_image
+from core.engine.images import normalise_image
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 SOURCES = ("human", "self")
@@ -51,7 +51,7 @@ FINAL_RUN_STATUSES = ("finished", "failed", "cancelled")
 EDITABLE_PAIR_FIELDS = ("prompt", "chosen", "rejected", "chosen_scores", "rejected_scores", "model_id",
                         "adapter", "source", "note")
 EDITABLE_RUN_FIELDS = ("name", "params", "status", "metrics", "error", "adapter_path", "finished_at")
-# Text limits shared by the UI (selfjudge_ui.settings.InputLimits) and imports (core.exchange).
+# Text limits shared by the UI (selfjudge_ui.settings.InputLimits) and imports (core.data.exchange).
 MAX_PROMPT_CHARS = 500
 MAX_ANSWER_CHARS = 4000
 MAX_NOTE_CHARS = 2000
@@ -711,7 +711,7 @@ def main(argv: list[str] | None = None) -> None:
     """Print store statistics or the newest pairs."""
     from core.config import DataSettings
 
-    parser = argparse.ArgumentParser(prog="python -m core.store", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m core.data.store", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="data directory holding selfjudge.db (default: SELFJUDGE_DATA or data/)")
     commands = parser.add_subparsers(dest="command", required=True)
