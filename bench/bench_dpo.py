@@ -23,7 +23,8 @@ import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 from core.config import ModelSettings
-from core.training.dpo.loop import DPOSettings, PreferenceExample, train_dpo
+from core.training.dpo.loop import train_dpo
+from core.training.dpo.settings import DPOSettings, PreferenceExample
 from core.shapes.embedded import IMAGE_TOKEN, EmbeddedConfig, build_processor, build_tokenizer
 from core.engine.loading import load_model
 from core.engine.prompts import DESCRIBE_QUESTION

@@ -27,7 +27,8 @@ import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.training.dpo.loop import LOSSES, DPOSettings
+from core.training.dpo.losses import LOSSES
+from core.training.dpo.settings import DPOSettings
 from core.training.finetune import cancel_run, list_runs, planned_steps, record_exit, start_run
 from core.engine.judge import GenerationSettings, JudgeSettings
 from core.engine.loading import get_model
@@ -60,7 +61,7 @@ ZERO_GPU_TRAINING = (
     "(with a daily quota), and a DPO run needs one for its whole length. Self-curation below works here. "
     "To train, export the pairs (Curate tab, Export) and either duplicate this Space on dedicated GPU "
     "hardware, where this tab trains, or train locally: `python -m core.data.exchange import EXPORT` then "
-    "`python -m core.training.dpo.loop --db data/selfjudge.db --out data/adapters/NAME --model MODEL --4bit`.")
+    "`python -m core.training.dpo --db data/selfjudge.db --out data/adapters/NAME --model MODEL --4bit`.")
 
 
 def _env_folder() -> str:

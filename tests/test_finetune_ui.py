@@ -20,7 +20,7 @@ import gradio as gr
 import pytest
 
 from core.config import DataSettings, ModelSettings
-from core.training.dpo.loop import DPOSettings
+from core.training.dpo.settings import DPOSettings
 from core.training.finetune import run_training
 from core.engine.loading import load_model
 from core.data.store import Pair, Store
@@ -328,7 +328,7 @@ def test_on_zero_gpu_training_is_refused_and_its_button_disabled(monkeypatch, st
     start = next(b for b in blocks if getattr(b, "elem_id", None) == "finetune-start")
     notice = next(b for b in blocks if getattr(b, "elem_id", None) == "finetune-zero-gpu")
     assert start.interactive is False
-    assert "python -m core.training.dpo.loop --db data/selfjudge.db" in notice.value
+    assert "python -m core.training.dpo --db data/selfjudge.db" in notice.value
 
 
 # Wiring ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core.config import ModelSettings
-from core.training.dpo.loop import DPOSettings
+from core.training.dpo.settings import DPOSettings
 from core.shapes.proof import ProofSettings, format_table, pair_verdict, run_proof
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from core.config import ModelSettings
-from core.training.dpo.loop import DPOSettings, PreferenceExample, train_dpo
+from core.training.dpo.loop import train_dpo
+from core.training.dpo.settings import DPOSettings, PreferenceExample
 from core.shapes.evaluate import describe_batch, p_yes
 from core.engine.judge import GenerationSettings, JudgeSettings, judge
 from core.engine.loading import LoadedModel, attach_adapter, load_model

@@ -4,7 +4,7 @@ A run's row in the store's `runs` table is its whole interface: status (queued, 
 finished, failed, cancelled), per-step metrics, error and adapter path. `start_run` trains
 in a spawned process, so the UI stays responsive and a crash cannot take it down;
 `cancel_run` marks the run cancelled, which the trainer sees between steps. The CLI is
-`python -m core.training.dpo.loop`, which runs `run_training` in the foreground.
+`python -m core.training.dpo`, which runs `run_training` in the foreground.
 
 Lifecycle, so that a killed studio leaves nothing running or half-kept:
 - One run trains at a time, across processes and restarts: the training process holds an
@@ -16,7 +16,7 @@ Lifecycle, so that a killed studio leaves nothing running or half-kept:
 - `recover_runs` (at start-up) marks failed, with a message, every run left queued or
   running by a process that no longer holds the lock.
 - A failed or cancelled run's epoch checkpoints are deleted, and a run never resumes another
-  run's checkpoints (core.training.dpo.loop.prepare_work_dir keys them by run id).
+  run's checkpoints (core.training.dpo.checkpoints.prepare_work_dir keys them by run id).
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ from pathlib import Path
 from typing import IO
 
 from core.config import ModelSettings, without_paths
-from core.training.dpo.loop import DPOSettings, PreferenceExample, discard_partial, train_dpo
+from core.training.dpo.checkpoints import discard_partial
+from core.training.dpo.loop import train_dpo
+from core.training.dpo.settings import DPOSettings, PreferenceExample
 from core.data.store import Store
 
 ACTIVE_STATUSES = ("queued", "running")

@@ -1,10 +1,10 @@
 """Train a LoRA adapter on an exported preference dataset with TRL's DPOTrainer, on one GPU or many (accelerate).
 
-The studio's own loop (core.training.dpo.loop, the Fine-tune tab) trains from the store on one device,
+The studio's own loop (core.training.dpo, the Fine-tune tab) trains from the store on one device,
 resumes after a stop and shows its progress. When the pairs or the model outgrow one GPU,
 export the pairs (python -m core.data.exchange export) and train them here instead: TRL's
 DPOTrainer runs under accelerate, so data parallel, DeepSpeed ZeRO and FSDP come from an
-accelerate config the user already has. The adapter has core.training.dpo.loop's LoRA targets (the
+accelerate config the user already has. The adapter has core.training.dpo's LoRA targets (the
 language model's attention and MLP projections; the projector with --train-projector) and
 its dpo_settings.json and training_summary.json beside it, so it loads in the studio like
 one of its own (SELFJUDGE_ADAPTER / --adapter, core.engine.loading.attach_adapter).
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from core.training.dpo.loop import LANGUAGE_MODEL_TARGETS, PROJECTOR_MODULES, SETTINGS_FILE, SUMMARY_FILE, DPOSettings
+from core.training.dpo.settings import LANGUAGE_MODEL_TARGETS, PROJECTOR_MODULES, SETTINGS_FILE, SUMMARY_FILE, DPOSettings
 from core.data.exchange import conversation, parquet_features, read_dataset
 
 # DPOSettings.loss -> TRL's loss_type
@@ -46,7 +46,7 @@ def preference_dataset(path: Path):
 
 
 def lora_config(settings: DPOSettings):
-    """The LoRA config core.training.dpo.loop trains with, for TRL to apply."""
+    """The LoRA config core.training.dpo trains with, for TRL to apply."""
     from peft import LoraConfig
 
     return LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
@@ -128,7 +128,7 @@ def train(model_id: str, data: Path, out_dir: Path, settings: DPOSettings, gradi
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: train an exported preference dataset with TRL's DPOTrainer (under accelerate launch for many GPUs)."""
-    from core.training.dpo.loop import settings_parser
+    from core.training.dpo.settings import settings_parser
 
     parser = argparse.ArgumentParser(prog="python -m core.training.trl_dpo", description=__doc__.split("\n\n")[0],
                                      parents=[settings_parser()], conflict_handler="resolve")
