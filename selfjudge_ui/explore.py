@@ -39,7 +39,7 @@ NO_RESULT = "Score an image first (Generate and score)."
 
 
 def example_scenes(folder: Path = EXAMPLES_DIR) -> list[tuple[Path, int]]:
-    """The shipped example images and their scene seeds, from the folder's scenes.jsonl (core.shapes.world sample)."""
+    """The shipped example images and their scene seeds, from the folder's scenes.jsonl (core.shapes.sample)."""
     index = folder / "scenes.jsonl"
     if not index.exists():
         return []

@@ -30,7 +30,8 @@ from plotly.subplots import make_subplots
 from core.training.dpo.losses import LOSSES
 from core.training.dpo.settings import DPOSettings
 from core.training.finetune import cancel_run, list_runs, planned_steps, record_exit, start_run
-from core.engine.judge import GenerationSettings, JudgeSettings
+from core.engine.generation import GenerationSettings
+from core.engine.judge import JudgeSettings
 from core.engine.loading import get_model
 from core.training.selfcurate import (FRESH_SEED_OFFSET, RANKERS, CurationProgress, CurationSettings, Curated, curated,
                             store_curated)

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from core.engine.judge import GenerationSettings, JudgeResult, JudgeSettings, ScoredCandidate
+from core.engine.generation import GenerationSettings
+from core.engine.judge import JudgeResult, JudgeSettings, ScoredCandidate
 from core.training.selfcurate import (CurationProgress, CurationSettings, curate, make_pair, oracle_key, pick_pair,
                              sources)
 from core.data.store import Store

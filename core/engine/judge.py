@@ -26,9 +26,9 @@ from PIL import Image
 from core.engine.chat import ImageInputs, UnsupportedModelError, answer_ids, check_supported, prepare_image, prompt_ids
 from core.config import ModelSettings, settings_from_args
 from core.engine.forward import Row, RowOutput, run_rows
-from core.engine.generation import Candidate, GenerationSettings, generate_candidates  # noqa: F401  (contract names)
+from core.engine.generation import GenerationSettings, generate_candidates
 from core.engine.loading import LoadedModel, serialized
-from core.shapes.metrics import split_sentences
+from core.engine.sentences import split_sentences
 from core.engine.prompts import JUDGE_PROMPTS, judge_prompt
 
 CONTEXTS = ("sentence", "response")
@@ -212,7 +212,7 @@ class SentenceSpan:
 
 
 def sentence_spans(tokenizer, token_ids: list[int]) -> tuple[str, list[SentenceSpan]]:
-    """The candidate's text and its sentences (core.shapes.metrics.split_sentences), each mapped to its tokens.
+    """The candidate's text and its sentences (core.engine.sentences.split_sentences), each mapped to its tokens.
 
     A token belongs to the sentence in which its last character lies; each token's end is
     found by decoding the growing prefix of the candidate.

@@ -29,11 +29,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from core.engine.auroc import auroc
 from core.engine.chat import ImageInputs, prepare_image
 from core.config import REPO_ROOT, ModelSettings, settings_from_args
 from core.engine.judge import JudgeItem, JudgeSettings, judge_sentences, json_safe
 from core.engine.loading import LoadedModel
-from core.shapes.metrics import auroc, split_sentences
+from core.engine.sentences import split_sentences
 
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
 EXAMPLE_LABELLED = REPO_ROOT / "assets" / "safety" / "labelled_answers.example.jsonl"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from core.engine.sentences import split_sentences
 from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES
 
 COLOR_SYNONYMS = {c: c for c in COLORS} | {"violet": "purple", "gold": "yellow", "golden": "yellow",
@@ -69,12 +70,6 @@ def parse_objects(text: str) -> list[tuple[str, str]]:
     return claims
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a text: split after . ! ? followed by space or end (the documented rule)."""
-    parts = re.split(r"(?<=[.!?])\s+", text.strip())
-    return [p.strip() for p in parts if p.strip()]
-
-
 def hallucination_kind(name: tuple[str, str], present: set[tuple[str, str]]) -> str:
     """Why a claimed absent object was hallucinated: partner, colour, shape (near misses) or other."""
     for pair in PRIOR_PAIRS:
@@ -127,24 +122,3 @@ def sentence_is_hallucinated(sentence: str, truth: set[tuple[str, str]]) -> bool
     if not claims:
         return None
     return any(c not in truth for c in claims)
-
-
-def auroc(scores: list[float], labels: list[bool]) -> float:
-    """Area under the ROC curve: P(score of a positive > score of a negative), ties count half."""
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
-    if not pos or not neg:
-        raise ValueError("AUROC needs at least one positive and one negative")
-    # Rank-based (Mann-Whitney U) so it is exact and O(n log n).
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    ranks = [0.0] * len(scores)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    rank_sum = sum(r for r, y in zip(ranks, labels) if y)
-    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))

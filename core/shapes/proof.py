@@ -28,7 +28,8 @@ from core.config import ModelSettings
 from core.training.dpo.loop import train_dpo
 from core.training.dpo.settings import DPOSettings, PreferenceExample
 from core.shapes.evaluate import describe_batch, p_yes
-from core.engine.judge import GenerationSettings, JudgeSettings, judge
+from core.engine.generation import GenerationSettings
+from core.engine.judge import JudgeSettings, judge
 from core.engine.loading import LoadedModel, attach_adapter, load_model
 from core.shapes.metrics import chair, parse_objects
 from core.engine.prompts import DESCRIBE_QUESTION

@@ -7,17 +7,14 @@ the same reason real LVLMs do: some objects co-occur so often, and captions name
 them together so often (even when the partner is not in the picture, see
 core.shapes.texts.caption_sentences), that the model names the partner from habit.
 
-Run:  python -m core.shapes.world sample --seed 0 --n 16 --out data/sample
+Sample scenes with their ground truth and descriptions: python -m core.shapes.sample (core.shapes.sample).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import random
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -263,43 +260,3 @@ def object_mask(scene: Scene, canvas: int = CANVAS) -> np.ndarray:
     for index, (obj, angle) in enumerate(zip(scene.objects, _angles(scene))):
         _draw_object(draw, obj, angle, index + 1)
     return np.asarray(mask)
-
-
-def sample(seed: int, n: int, out: Path) -> Path:
-    """Write n scenes (PNG) and out/scenes.jsonl with ground truth and a reference description."""
-    from core.shapes.texts import describe  # texts builds on world, not the other way round
-
-    out.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i in range(n):
-        scene = make_scene(seed + i)
-        fname = f"scene_{seed + i:07d}.png"
-        render(scene).save(out / fname)
-        row = {"file": fname, "seed": scene.seed,
-               "objects": [{k: v for k, v in asdict(o).items() if k in ("shape", "color", "size", "position")}
-                           for o in scene.objects],
-               "description": describe(scene, random.Random(scene.seed))}
-        lines.append(json.dumps(row))
-    path = out / "scenes.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)  # never leave a half-written file
-    return path
-
-
-def main(argv: list[str] | None = None) -> None:
-    """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m core.shapes.world", description="The shapes world.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("sample", help="write N rendered scenes and their ground truth")
-    s.add_argument("--seed", type=int, default=0, help="seed of the first scene")
-    s.add_argument("--n", type=int, default=16, help="number of scenes")
-    s.add_argument("--out", type=Path, required=True, help="output folder")
-    args = parser.parse_args(argv)
-    if args.n < 1:
-        parser.error("--n must be at least 1")
-    print(sample(args.seed, args.n, args.out))
-
-
-if __name__ == "__main__":
-    main()

@@ -25,7 +25,8 @@ from PIL import Image
 
 from core.config import DataSettings, ModelSettings
 from core.engine.images import open_image
-from core.engine.judge import GenerationSettings, JudgeResult, JudgeSettings, ScoredCandidate, judge
+from core.engine.generation import GenerationSettings
+from core.engine.judge import JudgeResult, JudgeSettings, ScoredCandidate, judge
 from core.engine.loading import LoadedModel, load_model
 from core.shapes.metrics import parse_objects
 from core.engine.prompts import DESCRIBE_QUESTION
