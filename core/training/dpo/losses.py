@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from core.training.dpo.settings import DPOSettings
+
+class LossSettings(Protocol):
+    """The DPOSettings fields the loss reads (settings import LOSSES from here, so not the other way round)."""
+
+    loss: str
+    beta: float
+    sft_weight: float
+
 
 @dataclass
 class PairLogps:
@@ -58,7 +64,7 @@ def chosen_nll(logps: PairLogps) -> torch.Tensor:
     return -logps.policy_chosen / logps.chosen_tokens.clamp(min=1)
 
 
-def total_loss(logps: PairLogps, settings: DPOSettings) -> torch.Tensor:
+def total_loss(logps: PairLogps, settings: LossSettings) -> torch.Tensor:
     """The batch loss: the preference loss plus sft_weight times the chosen answers' NLL."""
     return (LOSSES[settings.loss](logps, settings.beta) + settings.sft_weight * chosen_nll(logps)).mean()
 
