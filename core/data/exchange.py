@@ -80,7 +80,7 @@ class ImportResult:
     duplicates: int
 
 
-def conversation(pair: Pair) -> dict:
+def preference_messages(pair: Pair) -> dict:
     """The pair's prompt, chosen and rejected as TRL conversational messages (one image placeholder)."""
     def answer(text: str) -> list[dict]:
         return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
@@ -146,7 +146,7 @@ def _write_jsonl(store: Store, pairs: list[Pair], folder: Path) -> None:
             image_file = folder / "images" / f"{pair.image_sha256}.png"
             if not image_file.exists():
                 image_file.write_bytes(store.image_bytes(pair.image_sha256))
-            row = {"images": [f"images/{pair.image_sha256}.png"], **conversation(pair), **_extras(pair)}
+            row = {"images": [f"images/{pair.image_sha256}.png"], **preference_messages(pair), **_extras(pair)}
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
@@ -168,7 +168,7 @@ def _write_parquet(store: Store, pairs: list[Pair], folder: Path) -> None:
             # JSON text, not a struct: score dicts differ in keys and a struct would add nulls.
             extras[column] = json.dumps(extras[column], sort_keys=True)
         image = {"bytes": store.image_bytes(pair.image_sha256), "path": f"{pair.image_sha256}.png"}
-        rows.append({"images": [image], **conversation(pair), **extras})
+        rows.append({"images": [image], **preference_messages(pair), **extras})
     # The schema carries the datasets feature metadata, which is what makes load_dataset decode images.
     pq.write_table(pa.Table.from_pylist(rows, schema=parquet_features().arrow_schema), folder / "data.parquet")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from core.training.dpo.settings import LANGUAGE_MODEL_TARGETS, PROJECTOR_MODULES, SETTINGS_FILE, SUMMARY_FILE, DPOSettings
-from core.data.exchange import conversation, parquet_features, read_dataset
+from core.data.exchange import parquet_features, preference_messages, read_dataset
 
 # DPOSettings.loss -> TRL's loss_type
 TRL_LOSSES = {"sigmoid": "sigmoid", "ipo": "ipo"}
@@ -38,7 +38,7 @@ def preference_dataset(path: Path):
     """An export of core.data.exchange (folder, data file or .zip) as a `datasets.Dataset` in TRL's vision format."""
     from datasets import Dataset, Features
 
-    rows = [{"images": [image], **conversation(pair)} for pair, image in read_dataset(Path(path))]
+    rows = [{"images": [image], **preference_messages(pair)} for pair, image in read_dataset(Path(path))]
     if not rows:
         raise ValueError(f"{path} holds no pairs; export some first (python -m core.data.exchange export)")
     features = parquet_features()
