@@ -338,23 +338,23 @@ def _run_cached(model, images: list[ImageInputs], rows: list[Row], max_tokens: i
     its rows' suffixes as one token trie (every shared token once) in as few packed passes as fit."""
     device = next(model.parameters()).device
     rope = stateful_rope_module(model)
-    by_image: dict[int | None, list[int]] = defaultdict(list)  # image index (None: blind) -> its rows
+    rows_of_image: dict[int | None, list[int]] = defaultdict(list)  # image index (None: blind) -> its row indices
     for i, row in enumerate(rows):
-        by_image[row.image].append(i)
+        rows_of_image[row.image].append(i)
     # Every row keeps at least one token after its prefix and no scored token inside it (the prefix's
     # last logits predict the first scored token at the latest).
-    prefix_length = {image: min(_common_prefix([rows[i].ids for i in members]),
-                                min(len(rows[i].ids) - max(rows[i].n_scored, 1) for i in members))
-                     for image, members in by_image.items()}
+    prefix_length = {image: min(_common_prefix([rows[i].ids for i in image_rows]),
+                                min(len(rows[i].ids) - max(rows[i].n_scored, 1) for i in image_rows))
+                     for image, image_rows in rows_of_image.items()}
     # Images whose prefixes have equal length run in one pass (no padding inside a cache); blind
     # rows never share a pass with image rows (the model's image inputs are all or nothing).
-    passes: dict[tuple[int, bool], list[int | None]] = defaultdict(list)
+    passes: dict[tuple[int, bool], list[int | None]] = defaultdict(list)  # (prefix length, with image) -> images
     for image, length in prefix_length.items():
         passes[(length, image is not None)].append(image)
     cost, worth_a_pass = pair_cost(model), merge_pairs(model)
     results: list[RowOutput | None] = [None] * len(rows)
     for (length, with_image), pass_images in passes.items():
-        ids = torch.tensor([rows[by_image[image][0]].ids[:length] for image in pass_images], device=device)
+        ids = torch.tensor([rows[rows_of_image[image][0]].ids[:length] for image in pass_images], device=device)
         extra = {}
         if with_image:
             extra = image_tensors(images, pass_images, device) | token_inputs(images[pass_images[0]], ids)
@@ -362,15 +362,16 @@ def _run_cached(model, images: list[ImageInputs], rows: list[Row], max_tokens: i
             rope.rope_deltas = None  # recomputed from this prefix, never carried over from another call
         out = model(input_ids=ids, **extra, use_cache=True, logits_to_keep=1)
         prefix = _Prefix(out.cache, out.logits[:, -1], length, rope.rope_deltas if rope is not None else None)
-        for cache_row, image in enumerate(pass_images):
-            members = by_image[image]
-            suffixes = [rows[i].ids[length:] for i in members]
+        for cache_row, image in enumerate(pass_images):  # row of the prefix cache this image's prefix is in
+            image_rows = rows_of_image[image]
+            suffixes = [rows[i].ids[length:] for i in image_rows]
             if _past_sliding_window(model, length + max(map(len, suffixes))):
-                packs = [[k] for k in range(len(members))]  # one chain per pass: the model's own causal mask
+                # A pack lists positions in image_rows; here one chain per pass: the model's own causal mask.
+                packs = [[position] for position in range(len(image_rows))]
             else:
                 packs = _packs(suffixes, length, max_tokens, cost, worth_a_pass)
             for pack in packs:
-                _run_pack(model, prefix, cache_row, rows, [members[k] for k in pack], results)
+                _run_pack(model, prefix, cache_row, rows, [image_rows[position] for position in pack], results)
     if rope is not None:
         rope.rope_deltas = None
     return results

@@ -218,6 +218,52 @@ def reorder_beams(cache: Cache, sources: torch.Tensor) -> None:
 
 @serialized
 @torch.no_grad()
+@dataclass
+class _StepPlan:
+    """Where every beam slot goes at this step: slot b continues slot sources[b] with tokens[b], at scores[b].
+
+    Slots of finished groups keep sources[b] = b and a padding token: they idle, so the batch keeps its shape.
+    """
+
+    sources: list[int]
+    tokens: list[int]
+    scores: torch.Tensor
+
+
+def _group_slots(group: int, width: int) -> slice:
+    """The beam slots group `group` owns: slots are laid out group by group, `width` each."""
+    return slice(group * width, (group + 1) * width)
+
+
+def _extend_group(group: int, width: int, penalised: torch.Tensor, paths: list[tuple[list[int], list[float]]],
+                  eos: set[int], finished: list[tuple[float, Continuation]], plan: _StepPlan) -> list[int]:
+    """Fill the group's slots in `plan` with its best `width` live continuations; return the tokens they take.
+
+    `penalised` is (width, vocab): each of the group's beams' score plus the next token's log-prob,
+    minus the diversity penalty. Continuations that end the answer go to `finished` instead (with
+    their length-normalised score); slots left over once the live continuations run out are dead (-inf).
+    """
+    first_slot, vocab = group * width, penalised.shape[1]
+    # 2 x width candidates: enough for width live ones even if up to width of them end the answer.
+    top = penalised.flatten().topk(2 * width)
+    picked: list[int] = []
+    for score, flat in zip(top.values.tolist(), top.indices.tolist()):
+        if score == float("-inf") or len(picked) == width:
+            break
+        beam_in_group, token = divmod(flat, vocab)  # penalised was flattened row by row
+        source = first_slot + beam_in_group
+        path_ids, path_logprobs = paths[source]
+        if token in eos:
+            finished.append((score / (len(path_ids) + 1), Continuation(path_ids, path_logprobs, finished=True)))
+            continue
+        slot = first_slot + len(picked)  # live continuations fill the group's slots in score order
+        plan.sources[slot], plan.tokens[slot], plan.scores[slot] = source, token, score
+        picked.append(token)
+    for slot in range(first_slot + len(picked), first_slot + width):
+        plan.scores[slot] = float("-inf")  # fewer live continuations than slots: the rest are dead
+    return picked
+
+
 def diverse_beam_search(loaded: LoadedModel, image: ImageInputs | None, prompt: list[int],
                         settings: GenerationSettings) -> list[Continuation]:
     """Group beam search with Hamming diversity: settings.n groups, the best hypothesis of each.
@@ -246,35 +292,18 @@ def diverse_beam_search(loaded: LoadedModel, image: ImageInputs | None, prompt: 
     finished: list[list[tuple[float, Continuation]]] = [[] for _ in range(groups)]  # (length-normalised score, ...)
     for step in range(settings.max_new_tokens):
         logprobs = torch.log_softmax(logits, dim=-1).cpu()
-        vocab = logprobs.shape[1]
-        chosen_so_far = torch.zeros(vocab)  # how many earlier groups picked each token at this step
-        # Slot b next continues slot sources[b] with tokens[b]; idle slots repeat themselves on padding.
-        sources, tokens, new_scores = list(range(n_beams)), [pad_id(loaded)] * n_beams, scores.clone()
+        chosen_so_far = torch.zeros(logprobs.shape[1])  # how many earlier groups picked each token at this step
+        step_plan = _StepPlan(list(range(n_beams)), [pad_id(loaded)] * n_beams, scores.clone())
         for g in range(groups):
             if len(finished[g]) >= width:
                 continue  # this group is done; its slots idle on padding
-            slots = slice(g * width, (g + 1) * width)
+            slots = _group_slots(g, width)
             penalised = scores[slots, None] + logprobs[slots] - settings.diversity_penalty * chosen_so_far
-            # 2 x width candidates: enough for width live ones even if up to width of them end the answer.
-            top = penalised.flatten().topk(2 * width)
-            kept = 0
-            for score, flat in zip(top.values.tolist(), top.indices.tolist()):
-                if score == float("-inf") or kept == width:
-                    break
-                beam, token = g * width + flat // vocab, flat % vocab
-                path_ids, path_logprobs = paths[beam]
-                if token in eos:
-                    finished[g].append((score / (len(path_ids) + 1),
-                                        Continuation(path_ids, path_logprobs, finished=True)))
-                    continue
-                slot = g * width + kept
-                sources[slot], tokens[slot], new_scores[slot] = beam, token, score
-                kept += 1
+            for token in _extend_group(g, width, penalised, paths, eos, finished[g], step_plan):
                 chosen_so_far[token] += 1
-            for slot in range(g * width + kept, (g + 1) * width):
-                new_scores[slot] = float("-inf")  # fewer live continuations than slots: the rest are dead
+        sources, tokens = step_plan.sources, step_plan.tokens
         paths = [(paths[b][0] + [t], paths[b][1] + [logprobs[b, t].item()]) for b, t in zip(sources, tokens)]
-        scores = new_scores
+        scores = step_plan.scores
         if all(len(f) >= width for f in finished):
             break
         reorder_beams(cache, torch.tensor(sources, device=ids.device))
@@ -282,7 +311,7 @@ def diverse_beam_search(loaded: LoadedModel, image: ImageInputs | None, prompt: 
         logits = model(input_ids=step_ids, cache=cache, use_cache=True).logits[:, -1].float()
     # Groups that ran out of steps keep their live beams as unfinished answers.
     for g in range(groups):
-        for slot in range(g * width, (g + 1) * width):
+        for slot in range(n_beams)[_group_slots(g, width)]:
             if scores[slot] > float("-inf") and len(finished[g]) < width:
                 path_ids, path_logprobs = paths[slot]
                 finished[g].append((scores[slot].item() / max(len(path_ids), 1),

@@ -100,7 +100,8 @@ def load_settings(adapter_dir: str | Path) -> DPOSettings:
 
 def settings_parser() -> argparse.ArgumentParser:
     """Argparse flags for every DPOSettings field (shared with the UI's background runs)."""
-    parser = argparse.ArgumentParser(prog="python -m core.training.dpo", description="LoRA-DPO: teach a vision-language model to prefer the chosen answer of each preference pair.")
+    parser = argparse.ArgumentParser(prog="python -m core.training.dpo", description="LoRA-DPO: teach a vision-language "
+                                     "model to prefer the chosen answer of each preference pair.")
     defaults = DPOSettings()
     helps = {"beta": "DPO temperature: how far the policy may move from the reference",
              "loss": f"loss variant: {', '.join(LOSSES)}", "lr": "AdamW learning rate",
