@@ -23,13 +23,13 @@ import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 from core.config import ModelSettings
-from core.training.dpo.loop import train_dpo
-from core.training.dpo.settings import DPOSettings, PreferenceExample
-from core.shapes.embedded import IMAGE_TOKEN, EmbeddedConfig, build_processor, build_tokenizer
 from core.engine.loading import load_model
 from core.engine.prompts import DESCRIBE_QUESTION
+from core.shapes.embedded import IMAGE_TOKEN, EmbeddedConfig, build_processor, build_tokenizer
 from core.shapes.texts import describe_sentences, false_sentence, mention_order
 from core.shapes.world import make_scene, render
+from core.training.dpo.loop import train_dpo
+from core.training.dpo.settings import DPOSettings, PreferenceExample
 
 PEAK_GOAL_GIB = 12.0
 PAIRS_PER_SECOND_GOAL = 2.0

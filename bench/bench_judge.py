@@ -38,13 +38,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.engine.chat import answer_ids, prepare_image, prompt_ids  # noqa: E402
 from core.config import EMBEDDED_MODEL, ModelSettings  # noqa: E402
-from core.shapes.embedded import EmbeddedConfig, build_model, build_processor, build_tokenizer  # noqa: E402
+from core.engine.chat import answer_ids, prepare_image, prompt_ids  # noqa: E402
 from core.engine.generation import GenerationSettings, generate_candidates  # noqa: E402
 from core.engine.judge import JudgeSettings, score_answers  # noqa: E402
 from core.engine.loading import LoadedModel, load_model  # noqa: E402
 from core.engine.prompts import DESCRIBE_QUESTION  # noqa: E402
+from core.shapes.embedded import EmbeddedConfig, build_model, build_processor, build_tokenizer  # noqa: E402
 from core.shapes.texts import describe  # noqa: E402
 from core.shapes.world import make_scene, render  # noqa: E402
 

@@ -19,7 +19,7 @@ import gradio as gr
 from core.config import DataSettings, without_paths
 from core.data.exchange import FORMATS, archive_export, export_pairs, import_pairs
 from core.data.store import (CONTROL_CHARACTER, SOURCES, DuplicatePairError, NotFoundError, Pair, Store,
-                        strip_control_characters)
+                             strip_control_characters)
 from selfjudge_ui import inputs
 from selfjudge_ui.access import AccessSettings, require_admin, require_reader
 from selfjudge_ui.settings import InputLimits

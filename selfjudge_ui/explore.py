@@ -21,13 +21,13 @@ from pathlib import Path
 import gradio as gr
 
 from core.config import REPO_ROOT
+from core.data.store import DuplicatePairError, Pair, Store, comparable_text, strip_control_characters
 from core.engine.decoding import DecodeOptions, decode
 from core.engine.images import image_sha256
 from core.engine.judge import judge
 from core.engine.loading import LoadedModel, adapter_in_use, get_model
 from core.engine.prompts import DESCRIBE_QUESTION
 from core.engine.safety import SafetySettings, format_verdict
-from core.data.store import DuplicatePairError, Pair, Store, comparable_text, strip_control_characters
 from core.shapes.world import Scene, make_scene, render
 from selfjudge_ui import inputs, plots, views
 from selfjudge_ui.gpu import on_gpu

@@ -19,9 +19,9 @@ import math
 import gradio as gr
 from PIL import Image
 
-from core.engine.images import ImageError, open_image
 from core.data.store import strip_control_characters
 from core.engine.generation import GenerationSettings
+from core.engine.images import ImageError, open_image
 from core.engine.judge import JudgeSettings
 from core.engine.prompts import JUDGE_PROMPTS
 from core.shapes.world import make_scene, render

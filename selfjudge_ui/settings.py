@@ -12,8 +12,8 @@ from pathlib import Path
 
 from core import config
 from core.config import DataSettings, ModelSettings
-from core.engine.images import ImageLimits
 from core.data.store import MAX_ANSWER_CHARS, MAX_NOTE_CHARS, MAX_PROMPT_CHARS
+from core.engine.images import ImageLimits
 from selfjudge_ui.access import AccessSettings
 
 # Any one upload. Pictures are held to ImageLimits (20 MiB) by core.engine.images; an import is bounded by

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.engine.chat import (ImageInputs, UnsupportedModelError, adds_special_tokens, answer_ids, check_supported,
-                       prepare_image, prompt_ids, splice_image, token_inputs, turn_ids)
+                              prepare_image, prompt_ids, splice_image, token_inputs, turn_ids)
 from core.engine.prompts import judge_prompt
 from core.shapes.world import make_scene, render
 

@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from core.engine.chat import prepare_image, prompt_ids, stop_tokens, text_ids, turn_ids
-from core.training.dpo.collate import collate_preferences
-from core.training.dpo.settings import PreferenceExample
 from core.engine.generation import GenerationSettings, end_ids, generate_batch
 from core.engine.judge import SCORE_KINDS, JudgeSettings, answer_tokens, score_candidates
 from core.engine.prompts import DESCRIBE_QUESTION, judge_prompt
 from core.shapes.world import make_scene, render
+from core.training.dpo.collate import collate_preferences
+from core.training.dpo.settings import PreferenceExample
 from tests import npm_tokenizers
 from tests.conformance_families import FAMILIES, build, facts
 

@@ -12,14 +12,14 @@ import torch
 from safetensors.torch import load_file
 
 from core.config import ModelSettings
+from core.engine.loading import load_model
+from core.shapes.world import make_scene, render
 from core.training.dpo.checkpoints import partial_dir
 from core.training.dpo.collate import collate_preferences
 from core.training.dpo.loop import epoch_order, train_dpo
 from core.training.dpo.lora import add_lora, lora_attached
 from core.training.dpo.losses import LOSSES, PairLogps, sequence_logps, step_metrics, total_loss
 from core.training.dpo.settings import DPOSettings, PreferenceExample, load_settings
-from core.engine.loading import load_model
-from core.shapes.world import make_scene, render
 
 PROMPT = "Describe the image."
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, build_processor, build_tokenizer, collate, image_seq_length,
-                           train)
+                                  train)
 from core.shapes.texts import Example
 from core.shapes.world import make_scene, render
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from core.engine.decoding import DecodeNode, DecodeResult
-from core.shapes.evaluate_decoding import AurocRow, DecodingRow, decoding_row, main, print_tables, sentence_pool
 from core.engine.judge import JudgeSettings
+from core.shapes.evaluate_decoding import AurocRow, DecodingRow, decoding_row, main, print_tables, sentence_pool
 from core.shapes.world import Scene, SceneObject
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from core.data.exchange import (ExportResult, ImportResult, archive_export, export_pairs, extract_zip,
-                           import_pairs, main, pair_from_row, preference_messages)
+                                import_pairs, main, pair_from_row, preference_messages)
 from core.data.store import Pair, Store
 
 NOON = datetime(2025, 1, 2, 12, 0, 0, tzinfo=timezone.utc)

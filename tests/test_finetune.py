@@ -17,7 +17,7 @@ from core.config import ModelSettings
 from core.training.dpo.checkpoints import partial_dir
 from core.training.dpo.settings import DPOSettings
 from core.training.finetune import (RunBusyError, cancel_run, list_runs, planned_steps, record_exit, recover_runs,
-                           run_training, start_run, stored_examples, training_lock, training_owner)
+                                    run_training, start_run, stored_examples, training_lock, training_owner)
 from core.data.store import Pair, Store
 from core.shapes.world import make_scene, render
 from tests.running_studio import UNSET, free_port

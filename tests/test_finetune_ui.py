@@ -20,11 +20,11 @@ import gradio as gr
 import pytest
 
 from core.config import DataSettings, ModelSettings
+from core.data.store import Pair, Store
+from core.engine.loading import load_model
+from core.shapes.world import make_scene, render
 from core.training.dpo.settings import DPOSettings
 from core.training.finetune import run_training
-from core.engine.loading import load_model
-from core.data.store import Pair, Store
-from core.shapes.world import make_scene, render
 from selfjudge_ui.access import AccessSettings
 from selfjudge_ui.finetune import (ALL, SCENES, ZERO_GPU_TRAINING, Finetune, adapter_name, build_finetune_tab,
                                    curves_figure, progress_html, run_row, since_filter)

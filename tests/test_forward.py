@@ -7,7 +7,7 @@ import torch
 
 from core.engine.chat import answer_ids, prepare_image, prompt_ids
 from core.engine.forward import (CPU_BUDGET, Row, _chunks, _packs, _tree_mask, _trie, budget_tokens,
-                          kv_bytes_per_token, pair_cost, run_rows)
+                                 kv_bytes_per_token, pair_cost, run_rows)
 from core.engine.prompts import JUDGE_PROMPTS, judge_prompt
 from core.shapes.world import make_scene, render
 

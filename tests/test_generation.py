@@ -9,7 +9,7 @@ from core.engine.chat import prepare_image, prompt_ids
 from core.engine.forward import Row, run_rows
 import core.engine.generation
 from core.engine.generation import (GenerationSettings, SentenceEnd, diverse_beam_search, ends_sentence, generate_batch,
-                             generate_candidates)
+                                    generate_candidates)
 from core.shapes.world import make_scene, render
 
 QUESTION = "Describe the image."

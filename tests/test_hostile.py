@@ -20,8 +20,8 @@ from PIL import Image
 import core.data.exchange as exchange
 from core.config import display_model_id, without_paths
 from core.data.exchange import export_pairs, import_pairs
-from core.engine.images import ImageError, open_image
 from core.data.store import MAX_STORED_SIDE, Pair, Store
+from core.engine.images import ImageError, open_image
 from core.shapes.world import make_scene, render
 from selfjudge_ui import inputs
 from selfjudge_ui.access import AccessSettings

@@ -13,7 +13,7 @@ import core.engine.judge
 from core.engine.chat import conversation
 from core.engine.generation import GenerationSettings, generate_candidates
 from core.engine.judge import (SCORE_KINDS, AnswerTokens, JudgeSettings, ScoredCandidate, _rank, answer_tokens, debias,
-                        judge, main, score_answers, score_candidates, sentence_spans)
+                               judge, main, score_answers, score_candidates, sentence_spans)
 from core.engine.prompts import judge_prompt
 from core.shapes.world import make_scene, render
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from core.config import EMBEDDED_MODEL, ModelSettings
-from core.shapes.evaluate import describe_batch
 from core.engine.loading import MODEL_LOCK, adapter_in_use, get_model, load_model, resolve_dtype
+from core.shapes.evaluate import describe_batch
 from core.shapes.metrics import chair, parse_objects
 from core.shapes.texts import describe
 from core.shapes.world import make_scene, render

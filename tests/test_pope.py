@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from core.benchmarks.coco import CocoAnnotations
-from core.engine.judge import JudgeItem, JudgeSettings, judge_sentences
 from core.engine.chat import prepare_image
+from core.engine.judge import JudgeItem, JudgeSettings, judge_sentences
 from core.benchmarks.pope import (PopeQuestion, answer_questions, build_questions, pope_metrics, question_text,
-                       reads_as_yes)
+                                  reads_as_yes)
 from tests.coco_fixture import COLOURS, write_coco
 
 SAMPLED = [1, 2, 3, 5]  # the fixture's images with >= 3 annotated objects

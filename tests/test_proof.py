@@ -7,8 +7,8 @@ import json
 import pytest
 
 from core.config import ModelSettings
-from core.training.dpo.settings import DPOSettings
 from core.shapes.proof import ProofSettings, format_table, pair_verdict, run_proof
+from core.training.dpo.settings import DPOSettings
 
 
 def test_proof_runs_end_to_end_at_toy_size(tiny_llava_dir, tmp_path):

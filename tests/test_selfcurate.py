@@ -10,7 +10,7 @@ import pytest
 from core.engine.generation import GenerationSettings
 from core.engine.judge import JudgeResult, JudgeSettings, ScoredCandidate
 from core.training.selfcurate import (CurationProgress, CurationSettings, curate, make_pair, oracle_key, pick_pair,
-                             sources)
+                                      sources)
 from core.data.store import Store
 from core.shapes.world import make_scene, render
 

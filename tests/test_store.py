@@ -14,7 +14,7 @@ from PIL import Image
 from sqlite_utils import Database
 
 from core.data.store import (MAX_STORED_SIDE, SCHEMA_VERSION, DuplicatePairError, NotFoundError, Pair, SchemaError,
-                        Store, main, migrate, normalised_png, schema_version)
+                             Store, main, migrate, normalised_png, schema_version)
 
 
 def counting_clock():

@@ -6,7 +6,7 @@ import random
 
 from core.shapes.metrics import parse_objects
 from core.shapes.texts import (PRIOR_MENTION_RATE, SENTENCE_TEMPLATES, caption_judge_example, caption_sentences, colour_example, count_example,
-                        describe, describe_sentences, judge_example, mention_order, pope_examples, popular_objects)
+                               describe, describe_sentences, judge_example, mention_order, pope_examples, popular_objects)
 from core.shapes.world import PRIOR_PAIRS, make_scene, partner_of
 
 

@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 from core.config import ModelSettings
-from core.training.dpo.settings import SETTINGS_FILE, SUMMARY_FILE, DPOSettings
 from core.data.exchange import export_pairs
-from core.engine.loading import load_model
 from core.data.store import Pair, Store
+from core.engine.loading import load_model
+from core.training.dpo.settings import SETTINGS_FILE, SUMMARY_FILE, DPOSettings
 from core.training.trl_dpo import main, preference_dataset, trl_config
 
 

@@ -28,12 +28,13 @@ from pathlib import Path
 from PIL import Image
 
 from core.benchmarks.coco import ChairResult, CocoAnnotations, chair
+from core.benchmarks.pope import (ANSWER_MODES, POSITIVES_PER_IMAGE, SPLITS, answer_questions, build_questions,
+                                  pope_metrics)
 from core.config import ModelSettings, settings_from_args
 from core.engine.decoding import STRATEGIES, DecodeOptions, decode_many
 from core.engine.images import open_image
 from core.engine.judge import CONTEXTS, SCORE_KINDS, JudgeSettings, json_safe
 from core.engine.loading import LoadedModel
-from core.benchmarks.pope import ANSWER_MODES, POSITIVES_PER_IMAGE, SPLITS, answer_questions, build_questions, pope_metrics
 from core.engine.prompts import JUDGE_PROMPTS
 
 CHAIR_QUESTION = "Please describe this image in detail."  # the prompt of OPERA's and the paper's CHAIR runs

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from core.engine.chat import check_supported, prepare_image, prompt_ids
 from core.benchmarks.coco import CocoAnnotations
+from core.engine.chat import check_supported, prepare_image, prompt_ids
 from core.engine.generation import GenerationSettings, generate_batch
 from core.engine.judge import JudgeItem, JudgeSettings, judge_sentences
 from core.engine.loading import LoadedModel

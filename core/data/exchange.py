@@ -41,8 +41,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.config import DataSettings
-from core.engine.images import ImageLimits, decode_image
 from core.data.store import SCHEMA_VERSION, SOURCES, Pair, Store
+from core.engine.images import ImageLimits, decode_image
 
 FORMATS = ("jsonl", "parquet")
 MANIFEST_NAME = "selfjudge-preference-pairs"

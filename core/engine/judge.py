@@ -23,13 +23,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from PIL import Image
 
-from core.engine.chat import ImageInputs, UnsupportedModelError, answer_ids, check_supported, prepare_image, prompt_ids
 from core.config import ModelSettings, settings_from_args
+from core.engine.chat import ImageInputs, UnsupportedModelError, answer_ids, check_supported, prepare_image, prompt_ids
 from core.engine.forward import Row, RowOutput, run_rows
 from core.engine.generation import GenerationSettings, generate_candidates
 from core.engine.loading import LoadedModel, serialized
-from core.engine.sentences import split_sentences
 from core.engine.prompts import JUDGE_PROMPTS, judge_prompt
+from core.engine.sentences import split_sentences
 
 CONTEXTS = ("sentence", "response")
 # Spellings of the affirmative and negative answer; each counts only where the tokenizer writes

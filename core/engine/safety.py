@@ -29,9 +29,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from core.config import REPO_ROOT, ModelSettings, settings_from_args
 from core.engine.auroc import auroc
 from core.engine.chat import ImageInputs, prepare_image
-from core.config import REPO_ROOT, ModelSettings, settings_from_args
 from core.engine.judge import JudgeItem, JudgeSettings, judge_sentences, json_safe
 from core.engine.loading import LoadedModel
 from core.engine.sentences import split_sentences

@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 
 from core.config import ModelSettings
-from core.engine.loading import LoadedModel, load_model
 from core.engine.auroc import auroc
-from core.shapes.metrics import ChairResult, chair, parse_objects
+from core.engine.loading import LoadedModel, load_model
 from core.engine.prompts import DESCRIBE_QUESTION
+from core.shapes.metrics import ChairResult, chair, parse_objects
 from core.shapes.texts import judge_example, pope_examples
 from core.shapes.world import make_scene, partner_of, render
 

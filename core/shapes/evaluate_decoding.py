@@ -16,15 +16,15 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from core.engine.chat import prepare_image
 from core.config import ModelSettings, settings_from_args
+from core.engine.auroc import auroc
+from core.engine.chat import prepare_image
 from core.engine.decoding import DecodeOptions, DecodeResult, decode_many
 from core.engine.judge import SCORE_KINDS, JudgeItem, JudgeSettings, judge_sentences
 from core.engine.loading import LoadedModel, load_model
-from core.engine.auroc import auroc
+from core.engine.prompts import DESCRIBE_QUESTION
 from core.engine.sentences import split_sentences
 from core.shapes.metrics import chair, sentence_is_hallucinated
-from core.engine.prompts import DESCRIBE_QUESTION
 from core.shapes.world import make_scene, render
 
 

@@ -25,16 +25,16 @@ from pathlib import Path
 import torch
 
 from core.config import ModelSettings
-from core.training.dpo.loop import train_dpo
-from core.training.dpo.settings import DPOSettings, PreferenceExample
-from core.shapes.evaluate import describe_batch, p_yes
 from core.engine.generation import GenerationSettings
 from core.engine.judge import JudgeSettings, judge
 from core.engine.loading import LoadedModel, attach_adapter, load_model
-from core.shapes.metrics import chair, parse_objects
 from core.engine.prompts import DESCRIBE_QUESTION
+from core.shapes.evaluate import describe_batch, p_yes
+from core.shapes.metrics import chair, parse_objects
+from core.training.dpo.loop import train_dpo
+from core.training.dpo.settings import DPOSettings, PreferenceExample
 from core.training.selfcurate import (FRESH_SEED_OFFSET, RANKERS, CurationSettings, hallucinated_objects, pick_pair,
-                             sources)
+                                      sources)
 from core.shapes.texts import pope_examples
 from core.shapes.world import make_scene, render
 

@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import IO
 
 from core.config import ModelSettings, without_paths
+from core.data.store import Store
 from core.training.dpo.checkpoints import discard_partial
 from core.training.dpo.loop import train_dpo
 from core.training.dpo.settings import DPOSettings, PreferenceExample
-from core.data.store import Store
 
 ACTIVE_STATUSES = ("queued", "running")
 LOCK_FILE = "training.lock"

@@ -24,13 +24,13 @@ from pathlib import Path
 from PIL import Image
 
 from core.config import DataSettings, ModelSettings
-from core.engine.images import open_image
+from core.data.store import Pair, Store, comparable_text, strip_control_characters
 from core.engine.generation import GenerationSettings
+from core.engine.images import open_image
 from core.engine.judge import JudgeResult, JudgeSettings, ScoredCandidate, judge
 from core.engine.loading import LoadedModel, load_model
-from core.shapes.metrics import parse_objects
 from core.engine.prompts import DESCRIBE_QUESTION
-from core.data.store import Pair, Store, comparable_text, strip_control_characters
+from core.shapes.metrics import parse_objects
 from core.shapes.world import make_scene, render
 
 FRESH_SEED_OFFSET = 2_000_000

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import torch
 
-from core.training.dpo.settings import LANGUAGE_MODEL_TARGETS, PROJECTOR_MODULES, SETTINGS_FILE, SUMMARY_FILE, DPOSettings
 from core.data.exchange import parquet_features, preference_messages, read_dataset
+from core.training.dpo.settings import (LANGUAGE_MODEL_TARGETS, PROJECTOR_MODULES, SETTINGS_FILE, SUMMARY_FILE,
+                                        DPOSettings)
 
 # DPOSettings.loss -> TRL's loss_type
 TRL_LOSSES = {"sigmoid": "sigmoid", "ipo": "ipo"}

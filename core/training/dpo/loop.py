@@ -17,7 +17,7 @@ import torch
 from core.config import ModelSettings
 from core.engine.loading import LoadedModel, load_model
 from core.training.dpo.checkpoints import (finish_adapter, load_checkpoint, pairs_fingerprint, partial_dir,
-                                          prepare_work_dir, save_checkpoint)
+                                           prepare_work_dir, save_checkpoint)
 from core.training.dpo.collate import collate_preferences
 from core.training.dpo.lora import lora_attached
 from core.training.dpo.losses import preference_logps, step_metrics, total_loss
