@@ -216,8 +216,6 @@ def reorder_beams(cache: Cache, sources: torch.Tensor) -> None:
     cache.reorder_cache(sources)
 
 
-@serialized
-@torch.no_grad()
 @dataclass
 class _StepPlan:
     """Where every beam slot goes at this step: slot b continues slot sources[b] with tokens[b], at scores[b].
@@ -264,6 +262,8 @@ def _extend_group(group: int, width: int, penalised: torch.Tensor, paths: list[t
     return picked
 
 
+@serialized
+@torch.no_grad()
 def diverse_beam_search(loaded: LoadedModel, image: ImageInputs | None, prompt: list[int],
                         settings: GenerationSettings) -> list[Continuation]:
     """Group beam search with Hamming diversity: settings.n groups, the best hypothesis of each.
