@@ -27,6 +27,7 @@ import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.data.store import SOURCES, NotFoundError, Store
 from core.engine.generation import GenerationSettings
 from core.engine.judge import JudgeSettings
 from core.engine.loading import get_model
@@ -35,7 +36,6 @@ from core.training.dpo.settings import DPOSettings
 from core.training.finetune import cancel_run, list_runs, planned_steps, record_exit, start_run
 from core.training.selfcurate import (FRESH_SEED_OFFSET, RANKERS, CurationProgress, CurationSettings, Curated, curated,
                                       store_curated)
-from core.data.store import SOURCES, NotFoundError, Store
 from selfjudge_ui import inputs
 from selfjudge_ui.access import require_admin
 from selfjudge_ui.explore import adapter_folders

@@ -259,7 +259,7 @@ def test_cli_flags_fill_the_settings(tmp_path):
 
 
 def test_shipped_examples_are_the_scenes_of_their_seeds():
-    # Regenerate with `python -m core.shapes.sample --seed 20 --n 4 --out assets/examples` when the world changes.
+    # Regenerate with `python -m core.world sample --seed 20 --n 4 --out assets/examples` when the world changes.
     from selfjudge_ui.explore import example_scenes
 
     examples = example_scenes()
