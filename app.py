@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from core.loading import get_model
+from core.engine.loading import get_model
 from selfjudge_ui import build_app, launch_options
 from selfjudge_ui.gpu import gpu_available
 from selfjudge_ui.settings import parser, settings_from_args

@@ -1,8 +1,8 @@
 """Benchmark LoRA-DPO (QLoRA) memory and speed on a LLaVA-1.5-7B-shaped model.
 
 With CUDA: builds LLaVA-1.5-7B's architecture (CLIP ViT-L/14-336 + Llama-2-7B) with random
-weights, loads it in 4-bit NF4 through core.loading (exactly as a hub model would be),
-warms up on one batch, then runs one DPO epoch of 32 pairs with core.dpo.train_dpo and reports
+weights, loads it in 4-bit NF4 through core.engine.loading (exactly as a hub model would be),
+warms up on one batch, then runs one DPO epoch of 32 pairs with core.training.dpo.loop.train_dpo and reports
 pairs per second and peak GPU memory (torch.cuda.max_memory_allocated over the timed epoch,
 the 4-bit weights included). Goals (issue 12): peak <= 12 GiB, >= 2 pairs per second.
 Without CUDA: runs the same pipeline on a tiny config (4-bit on CPU) and says CUDA is absent.
@@ -23,12 +23,13 @@ import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 from core.config import ModelSettings
-from core.dpo import DPOSettings, PreferenceExample, train_dpo
-from core.embedded import IMAGE_TOKEN, EmbeddedConfig, build_processor, build_tokenizer
-from core.loading import load_model
-from core.prompts import DESCRIBE_QUESTION
-from core.texts import describe_sentences, false_sentence, mention_order
-from core.world import make_scene, render
+from core.engine.loading import load_model
+from core.engine.prompts import DESCRIBE_QUESTION
+from core.shapes.embedded import IMAGE_TOKEN, EmbeddedConfig, build_processor, build_tokenizer
+from core.shapes.texts import describe_sentences, false_sentence, mention_order
+from core.shapes.world import make_scene, render
+from core.training.dpo.loop import train_dpo
+from core.training.dpo.settings import DPOSettings, PreferenceExample
 
 PEAK_GOAL_GIB = 12.0
 PAIRS_PER_SECOND_GOAL = 2.0

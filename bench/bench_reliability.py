@@ -21,8 +21,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from core.exchange import import_pairs
-from core.store import Store, normalised_png
+from core.data.exchange import import_pairs
+from core.data.store import Store, normalised_png
 
 MIB = 2**20
 

@@ -16,9 +16,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core.exchange import export_pairs, import_pairs
-from core.store import Pair, Store
-from core.world import make_scene, render
+from core.data.exchange import export_pairs, import_pairs
+from core.data.store import Pair, Store
+from core.shapes.world import make_scene, render
 
 
 def folder_bytes(folder: Path) -> int:

@@ -105,7 +105,7 @@ class DataSettings:
 
     @property
     def exports_dir(self) -> Path:
-        """Where exported preference datasets are written (core.exchange)."""
+        """Where exported preference datasets are written (core.data.exchange)."""
         return self.data_dir / "exports"
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import gradio as gr
 
 from core.config import display_model_id
-from core.finetune import recover_runs
-from core.store import Store
+from core.training.finetune import recover_runs
+from core.data.store import Store
 from selfjudge_ui.access import admin_controls
 from selfjudge_ui.curate import build_curate_tab
 from selfjudge_ui.explore import EXAMPLES_DIR, build_explore_tab

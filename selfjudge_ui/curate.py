@@ -2,7 +2,7 @@
 edit, soft-delete and restore it, see statistics, and export or import the dataset.
 
 Handlers are methods of `Curate` (bound to a store factory) so that tests and gradio_client can
-call them; each turns UI values into one core.store / core.exchange call and the result into UI
+call them; each turns UI values into one core.data.store / core.data.exchange call and the result into UI
 values. Bad input raises gr.Error before anything is written; the store writes in one transaction.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import gradio as gr
 
 from core.config import DataSettings, display_model_id, without_paths
-from core.exchange import FORMATS, archive_export, export_pairs, import_pairs
-from core.store import (CONTROL_CHARACTER, SOURCES, DuplicatePairError, NotFoundError, Pair, Store,
+from core.data.exchange import FORMATS, archive_export, export_pairs, import_pairs
+from core.data.store import (CONTROL_CHARACTER, SOURCES, DuplicatePairError, NotFoundError, Pair, Store,
                         strip_control_characters)
 from selfjudge_ui import inputs
 from selfjudge_ui.access import AccessSettings, require_admin, require_reader

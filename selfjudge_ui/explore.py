@@ -21,15 +21,15 @@ from pathlib import Path
 import gradio as gr
 
 from core.config import REPO_ROOT
-from core.decoding import DecodeOptions, decode
-from core.domain import knows_only_shapes, looks_like_shapes_scene
-from core.images import image_sha256
-from core.judge import judge
-from core.loading import LoadedModel, adapter_in_use, display_model_id, get_model
-from core.prompts import DESCRIBE_QUESTION
-from core.safety import SafetySettings, format_verdict
-from core.store import DuplicatePairError, Pair, Store, comparable_text, strip_control_characters
-from core.world import Scene, make_scene, render
+from core.engine.decoding import DecodeOptions, decode
+from core.shapes.domain import knows_only_shapes, looks_like_shapes_scene
+from core.engine.images import image_sha256
+from core.engine.judge import judge
+from core.engine.loading import LoadedModel, adapter_in_use, display_model_id, get_model
+from core.engine.prompts import DESCRIBE_QUESTION
+from core.engine.safety import SafetySettings, format_verdict
+from core.data.store import DuplicatePairError, Pair, Store, comparable_text, strip_control_characters
+from core.shapes.world import Scene, make_scene, render
 from selfjudge_ui import inputs, plots, views
 from selfjudge_ui.gpu import on_gpu
 from selfjudge_ui.settings import StudioSettings
@@ -47,7 +47,7 @@ SCROLL_TO_RESULTS = ("(...args) => { document.getElementById('explore-results')?
 
 
 def example_scenes(folder: Path = EXAMPLES_DIR) -> list[tuple[Path, int]]:
-    """The shipped example images and their scene seeds, from the folder's scenes.jsonl (core.world sample)."""
+    """The shipped example images and their scene seeds, from the folder's scenes.jsonl (core.shapes.world sample)."""
     index = folder / "scenes.jsonl"
     if not index.exists():
         return []
@@ -334,7 +334,7 @@ class Explore:
         loaded = self._model()
         results = []
         # One copy of the weights: the adapter is loaded into the cached model once and switched
-        # on and off around each run (core.loading.adapter_in_use), never loaded as a second model.
+        # on and off around each run (core.engine.loading.adapter_in_use), never loaded as a second model.
         for step, (label, adapter) in enumerate((("base", ""), (adapter_name, str(folders[adapter_name])))):
             progress(0.05 + 0.45 * step, desc=f"Running {label}")
             try:

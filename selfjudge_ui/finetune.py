@@ -1,8 +1,8 @@
 """The Fine-tune tab: train a LoRA-DPO adapter on the stored pairs in a background process, watch its
 curves live, cancel it, browse past runs and open a finished adapter in Explore; and self-curate
-new pairs (the model judges its own candidates, core.selfcurate).
+new pairs (the model judges its own candidates, core.training.selfcurate).
 
-Training runs in a spawned process (core.finetune.start_run), so this server keeps answering
+Training runs in a spawned process (core.training.finetune.start_run), so this server keeps answering
 while it trains; the run's row in the store's `runs` table is its whole interface, and a
 gr.Timer polls it. Fine-tune and self-curation are costly: on a public deployment they need
 an admin (selfjudge_ui.access.require_admin). Bad input raises gr.Error before anything starts.
@@ -27,13 +27,15 @@ import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.dpo import LOSSES, DPOSettings
-from core.finetune import cancel_run, list_runs, planned_steps, record_exit, start_run
-from core.judge import GenerationSettings, JudgeSettings
-from core.loading import display_model_id, get_model
-from core.selfcurate import (FRESH_SEED_OFFSET, RANKERS, CurationProgress, CurationSettings, Curated, curated,
+from core.training.dpo.losses import LOSSES
+from core.training.dpo.settings import DPOSettings
+from core.training.finetune import cancel_run, list_runs, planned_steps, record_exit, start_run
+from core.engine.generation import GenerationSettings
+from core.engine.judge import JudgeSettings
+from core.engine.loading import display_model_id, get_model
+from core.training.selfcurate import (FRESH_SEED_OFFSET, RANKERS, CurationProgress, CurationSettings, Curated, curated,
                             store_curated)
-from core.store import SOURCES, NotFoundError, Store
+from core.data.store import SOURCES, NotFoundError, Store
 from selfjudge_ui import inputs
 from selfjudge_ui.access import require_admin
 from selfjudge_ui.explore import adapter_folders
@@ -62,8 +64,8 @@ ZERO_GPU_TRAINING = (
     "Fine-tuning is off on this ZeroGPU Space: ZeroGPU lends a GPU only inside one request, for minutes "
     "(with a daily quota), and a DPO run needs one for its whole length. Self-curation below works here. "
     "To train, export the pairs (Curate tab, Export) and either duplicate this Space on dedicated GPU "
-    "hardware, where this tab trains, or train locally: `python -m core.exchange import EXPORT` then "
-    "`python -m core.dpo --db data/selfjudge.db --out data/adapters/NAME --model MODEL --4bit`.")
+    "hardware, where this tab trains, or train locally: `python -m core.data.exchange import EXPORT` then "
+    "`python -m core.training.dpo --db data/selfjudge.db --out data/adapters/NAME --model MODEL --4bit`.")
 
 
 def _env_folder() -> str:
@@ -366,7 +368,7 @@ class Finetune:
 
     def judge_images(self, curation: CurationSettings, gen: GenerationSettings, judge_settings: JudgeSettings,
                      progress=None) -> Iterator[Curated]:
-        """Each image's judged pair (core.selfcurate.curated), computed lazily; touches no store."""
+        """Each image's judged pair (core.training.selfcurate.curated), computed lazily; touches no store."""
         if progress is not None:
             progress(0.0, desc="Loading the model")
         try:

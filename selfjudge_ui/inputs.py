@@ -19,11 +19,12 @@ import math
 import gradio as gr
 from PIL import Image
 
-from core.images import ImageError, open_image
-from core.store import strip_control_characters
-from core.judge import GenerationSettings, JudgeSettings
-from core.prompts import JUDGE_PROMPTS
-from core.world import make_scene, render
+from core.data.store import strip_control_characters
+from core.engine.generation import GenerationSettings
+from core.engine.images import ImageError, open_image
+from core.engine.judge import JudgeSettings
+from core.engine.prompts import JUDGE_PROMPTS
+from core.shapes.world import make_scene, render
 from selfjudge_ui.settings import InputLimits
 
 CUSTOM_PROMPT = "custom"
@@ -32,7 +33,7 @@ SCORE_KINDS = ["logit", "logprob", "log-odds"]
 GENERATION_STRATEGIES = ["sample", "diverse-beam", "greedy"]
 DECODE_STRATEGIES = ["debiased-judged", "raw-judged", "greedy", "beam"]
 MAX_SEED = 2**31 - 1
-TEST_SEEDS = 1_000_000  # scenes 0..999_999 are the test split (core.embedded trains from 1_000_000 on)
+TEST_SEEDS = 1_000_000  # scenes 0..999_999 are the test split (core.shapes.embedded trains from 1_000_000 on)
 
 
 def read_image(file: str | None, limits: InputLimits) -> Image.Image:

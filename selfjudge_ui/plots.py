@@ -1,13 +1,13 @@
 """Plotly figures for the Explore tab, built from the JSON of a judge or decode result.
 
-Presentation only: every number drawn here was computed by core.judge / core.decoding.
+Presentation only: every number drawn here was computed by core.engine.judge / core.engine.decoding.
 """
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 
-# What each token view shows, read from a token's JSON (core.judge.TokenScore).
+# What each token view shows, read from a token's JSON (core.engine.judge.TokenScore).
 TOKEN_VIEWS = {
     "visual gain": ("visual_gain", "log p(token | image) - log p(token | no image)"),
     "debiased": ("debiased", "(1+alpha) log p(token | image) - alpha log p(token | no image)"),

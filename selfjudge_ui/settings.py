@@ -12,12 +12,12 @@ from pathlib import Path
 
 from core import config
 from core.config import DataSettings, ModelSettings
-from core.images import ImageLimits
-from core.store import MAX_ANSWER_CHARS, MAX_NOTE_CHARS, MAX_PROMPT_CHARS
+from core.data.store import MAX_ANSWER_CHARS, MAX_NOTE_CHARS, MAX_PROMPT_CHARS
+from core.engine.images import ImageLimits
 from selfjudge_ui.access import AccessSettings
 
-# Any one upload. Pictures are held to ImageLimits (20 MiB) by core.images; an import is bounded by
-# core.exchange (512 MiB unpacked, 10,000 pairs). 200 MB lets the studio take back its own exports
+# Any one upload. Pictures are held to ImageLimits (20 MiB) by core.engine.images; an import is bounded by
+# core.data.exchange (512 MiB unpacked, 10,000 pairs). 200 MB lets the studio take back its own exports
 # (stored pictures are at most 1536 px, a few MB even for a noisy photo).
 MAX_UPLOAD = "200mb"
 
@@ -36,7 +36,7 @@ class InputLimits:
     """Bounds on what one request may ask for, so one visitor cannot tie the model up for long."""
 
     image: ImageLimits = field(default_factory=ImageLimits)
-    # The same limits as the store's (core.store), so nothing typed here is refused on save or import.
+    # The same limits as the store's (core.data.store), so nothing typed here is refused on save or import.
     max_question_chars: int = MAX_PROMPT_CHARS
     max_note_chars: int = MAX_NOTE_CHARS
     max_answer_chars: int = MAX_ANSWER_CHARS

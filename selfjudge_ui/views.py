@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import html
 
-from core.decoding import DecodeOptions
-from core.judge import json_safe
-from core.metrics import sentence_is_hallucinated
-from core.world import Scene
+from core.engine.decoding import DecodeOptions
+from core.engine.judge import json_safe
+from core.shapes.metrics import sentence_is_hallucinated
+from core.shapes.world import Scene
 from selfjudge_ui.plots import GROUNDED, HIGHER, PRIOR, SIGNED_VIEWS, TOKEN_VIEWS
 
 CANDIDATE_COLUMNS = ["rank", "#", "answer", "raw", "blind", "debiased", "min debiased", "likelihood",
@@ -27,7 +27,7 @@ COMPARE_COLUMNS = ["rank", "#", "answer", "debiased", "min debiased", "hallucina
 SCORE_FIELDS = {"raw": "mean_raw", "blind": "mean_blind", "debiased": "mean_debiased",
                 "min_debiased": "min_debiased", "likelihood": "likelihood", "rank": "rank"}
 NO_TRUTH = "no ground truth"
-# What core.decoding's judged strategies do with each proposal, from its own defaults.
+# What core.engine.decoding's judged strategies do with each proposal, from its own defaults.
 REJECT_RULE = f"rejected: debiased log-odds < {DecodeOptions().reject_below:g} (the debiased judge says no)"
 SELECTION_RULE = (f"Rule: a proposal is kept only if its debiased log-odds ≥ {DecodeOptions().reject_below:g}; "
                   f"among those, the highest selection score (debiased judge score + "
@@ -265,7 +265,7 @@ def decode_rows(decoded: dict) -> list[list]:
 
 
 def stop_reason(decoded: dict, max_new_tokens: int) -> str:
-    """Why decoding ended, read from the search tree (core.decoding's stopping rules, in words)."""
+    """Why decoding ended, read from the search tree (core.engine.decoding's stopping rules, in words)."""
     nodes = decoded["nodes"]
     if not nodes:
         return "the model wrote nothing"

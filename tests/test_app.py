@@ -13,8 +13,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from core.store import Store, strip_control_characters
-from core.world import make_scene, render
+from core.data.store import Store, strip_control_characters
+from core.shapes.world import make_scene, render
 from selfjudge_ui import launch_options
 from selfjudge_ui.settings import parser, settings_from_args
 from tests.running_studio import start_studio
@@ -179,9 +179,9 @@ def test_twenty_simultaneous_accepts_are_all_saved(studio):
 
 
 def test_decode_shows_what_core_decoding_returns(studio):
-    from core.decoding import decode
-    from core.judge import JudgeSettings
-    from core.loading import get_model
+    from core.engine.decoding import decode
+    from core.engine.judge import JudgeSettings
+    from core.engine.loading import get_model
 
     client, settings, workdir = studio
     path = _scene_file(workdir, 12)
@@ -201,10 +201,10 @@ def test_decode_shows_what_core_decoding_returns(studio):
 
 @pytest.mark.parametrize("threshold", [0.01, 0.99])
 def test_decode_with_the_safety_defence_shows_its_verdict(studio, threshold):
-    from core.decoding import DecodeOptions, decode
-    from core.judge import JudgeSettings
-    from core.loading import get_model
-    from core.safety import SafetySettings, format_verdict
+    from core.engine.decoding import DecodeOptions, decode
+    from core.engine.judge import JudgeSettings
+    from core.engine.loading import get_model
+    from core.engine.safety import SafetySettings, format_verdict
 
     client, settings, workdir = studio
     path = _scene_file(workdir, 13)
@@ -222,16 +222,16 @@ def test_compare_runs_base_and_adapter(studio, tiny_llava_dir, monkeypatch):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    import core.loading
+    import core.engine.loading
 
     client, settings, workdir = studio
     model = AutoModelForImageTextToText.from_pretrained(tiny_llava_dir)
     lora = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
     lora.save_pretrained(settings.data.adapters_dir / "tiny-lora")
     path = _scene_file(workdir, 13)
-    base_model = core.loading.get_model(settings.model)
-    loads, load_model = [], core.loading.load_model
-    monkeypatch.setattr(core.loading, "load_model", lambda s: (loads.append(s), load_model(s))[1])
+    base_model = core.engine.loading.get_model(settings.model)
+    loads, load_model = [], core.engine.loading.load_model
+    monkeypatch.setattr(core.engine.loading, "load_model", lambda s: (loads.append(s), load_model(s))[1])
     for click in range(2):
         summary, base, tuned = client.predict(handle_file(str(path)), 13, QUESTION, 2, "sample", 0, 1.0, "logit",
                                               "faithfulness", "", "tiny-lora", api_name="/compare")
@@ -241,7 +241,7 @@ def test_compare_runs_base_and_adapter(studio, tiny_llava_dir, monkeypatch):
         assert [row[2] for row in base["data"]] == [row[2] for row in tuned["data"]]
         assert "**The outputs are identical**" in summary
     # one copy of the weights: no model was loaded for either click, the adapter went into the cached base
-    assert loads == [] and core.loading.get_model(settings.model) is base_model
+    assert loads == [] and core.engine.loading.get_model(settings.model) is base_model
     assert [Path(folder).name for folder in base_model.adapter_names] == ["tiny-lora"]
     with pytest.raises(AppError, match="No adapter named '../tiny-lora'"):
         client.predict(handle_file(str(path)), 13, QUESTION, 2, "sample", 0, 1.0, "logit", "faithfulness", "",
@@ -262,7 +262,7 @@ def test_cli_flags_fill_the_settings(tmp_path):
 
 
 def test_shipped_examples_are_the_scenes_of_their_seeds():
-    # Regenerate with `python -m core.world sample --seed 20 --n 4 --out assets/examples` when the world changes.
+    # Regenerate with `python -m core.shapes.world sample --seed 20 --n 4 --out assets/examples` when the world changes.
     from selfjudge_ui.explore import example_scenes
 
     examples = example_scenes()

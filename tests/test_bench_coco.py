@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from core.bench_coco import BenchSettings, main
-from core.coco import CocoAnnotations, chair
-from core.pope import pope_metrics
+from core.benchmarks.bench_coco import BenchSettings, main
+from core.benchmarks.coco import CocoAnnotations, chair
+from core.benchmarks.pope import pope_metrics
 from tests.coco_fixture import write_coco
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from core.config import EMBEDDED_MODEL, REPO_ROOT
-from core.store import Store
-from core.world import make_scene, render
+from core.data.store import Store
+from core.shapes.world import make_scene, render
 from selfjudge_ui.explore import BUSY_LABEL
 from tests.running_studio import start_studio
 from tests.test_domain import photo_of_a_house

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.chat import (ImageInputs, UnsupportedModelError, adds_special_tokens, answer_ids, check_supported,
-                       prepare_image, prompt_ids, splice_image, token_inputs, turn_ids)
-from core.prompts import judge_prompt
-from core.world import make_scene, render
+from core.engine.chat import (ImageInputs, UnsupportedModelError, adds_special_tokens, answer_ids, check_supported,
+                              prepare_image, prompt_ids, splice_image, token_inputs, turn_ids)
+from core.engine.prompts import judge_prompt
+from core.shapes.world import make_scene, render
 
 FAMILIES = ["tiny_llava", "tiny_idefics3", "tiny_qwen2_vl"]
 
@@ -54,7 +54,7 @@ def test_qwen2_vl_per_token_inputs_mark_image_tokens(tiny_qwen2_vl):
 def test_answer_ids_match_the_training_format(tiny_llava):
     tokenizer = tiny_llava.processor.tokenizer
     answer = "There is a small red circle on the left."
-    # The embedded model was trained on " " + answer after "ASSISTANT:" (core.embedded.collate).
+    # The embedded model was trained on " " + answer after "ASSISTANT:" (core.shapes.embedded.collate).
     assert answer_ids(tiny_llava.processor, "Describe the image.", answer) == tokenizer(
         " " + answer, add_special_tokens=False)["input_ids"]
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from core.coco import CocoAnnotations, Mention, ObjectVocabulary, chair, singularize, tokenize
+from core.benchmarks.coco import CocoAnnotations, Mention, ObjectVocabulary, chair, singularize, tokenize
 from tests.coco_fixture import write_coco
 
 

@@ -15,12 +15,13 @@ import json
 import pytest
 import torch
 
-from core.chat import prepare_image, prompt_ids, stop_tokens, text_ids, turn_ids
-from core.dpo import PreferenceExample, collate_preferences
-from core.generation import GenerationSettings, end_ids, generate_batch
-from core.judge import SCORE_KINDS, JudgeSettings, answer_tokens, score_candidates
-from core.prompts import DESCRIBE_QUESTION, judge_prompt
-from core.world import make_scene, render
+from core.engine.chat import prepare_image, prompt_ids, stop_tokens, text_ids, turn_ids
+from core.engine.generation import GenerationSettings, end_ids, generate_batch
+from core.engine.judge import SCORE_KINDS, JudgeSettings, answer_tokens, score_candidates
+from core.engine.prompts import DESCRIBE_QUESTION, judge_prompt
+from core.shapes.world import make_scene, render
+from core.training.dpo.collate import collate_preferences
+from core.training.dpo.settings import PreferenceExample
 from tests import npm_tokenizers
 from tests.conformance_families import FAMILIES, build, facts
 

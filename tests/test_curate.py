@@ -11,7 +11,7 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-from core.store import Pair, Store
+from core.data.store import Pair, Store
 from selfjudge_ui.access import AccessSettings
 from selfjudge_ui.curate import Curate, build_curate_tab, metadata_line, score_rows
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from core.chat import prepare_image
-from core.decoding import DecodeNode, DecodeOptions, _choose, _State, decode, decode_many
-from core.generation import Continuation, GenerationSettings, generate_candidates
-from core.judge import JudgeItem, JudgeSettings, judge_sentences, score_candidates
-from core.world import make_scene, render
+from core.engine.chat import prepare_image
+from core.engine.decoding import DecodeNode, DecodeOptions, _choose, _State, decode, decode_many
+from core.engine.generation import Continuation, GenerationSettings, generate_candidates
+from core.engine.judge import JudgeItem, JudgeSettings, judge_sentences, score_candidates
+from core.shapes.world import make_scene, render
 
 QUESTION = "Describe the image."
 # Sampled proposals only, none rejected: with random weights the greedy sentence is a run of "."

@@ -1,4 +1,4 @@
-"""Tests for core/domain.py: shapes scenes are recognised at any size, photos and other pictures are not."""
+"""Tests for core/shapes/domain.py: shapes scenes are recognised at any size, photos and other pictures are not."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from core.config import EMBEDDED_MODEL
-from core.domain import knows_only_shapes, looks_like_shapes_scene
-from core.world import make_scene, render
+from core.shapes.domain import knows_only_shapes, looks_like_shapes_scene
+from core.shapes.world import make_scene, render
 
 
 def photo_of_a_house(width: int = 640, height: int = 480, seed: int = 0) -> Image.Image:

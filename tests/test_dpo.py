@@ -1,4 +1,4 @@
-"""Tests for core/dpo.py: losses on known numbers, the collator's exact tensors, what training
+"""Tests for core/training/dpo/: losses on known numbers, the collator's exact tensors, what training
 changes, the disabled-adapter reference, resume after a crash, cancellation and the saved adapter."""
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ import torch
 from safetensors.torch import load_file
 
 from core.config import ModelSettings
-from core.dpo import (LOSSES, DPOSettings, PairLogps, PreferenceExample, add_lora, collate_preferences,
-                      epoch_order, load_settings, lora_attached, partial_dir, sequence_logps, step_metrics,
-                      total_loss, train_dpo)
-from core.loading import load_model
-from core.world import make_scene, render
+from core.engine.loading import load_model
+from core.shapes.world import make_scene, render
+from core.training.dpo.checkpoints import partial_dir
+from core.training.dpo.collate import collate_preferences
+from core.training.dpo.loop import epoch_order, train_dpo
+from core.training.dpo.lora import add_lora, lora_attached
+from core.training.dpo.losses import LOSSES, PairLogps, sequence_logps, step_metrics, total_loss
+from core.training.dpo.settings import DPOSettings, PreferenceExample, load_settings
 
 PROMPT = "Describe the image."
 
@@ -239,7 +242,7 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
 
 
 def test_cli_help_lists_every_setting(capsys):
-    from core.dpo import main
+    from core.training.dpo.__main__ import main
 
     with pytest.raises(SystemExit):
         main(["--help"])

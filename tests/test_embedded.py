@@ -1,13 +1,13 @@
-"""Tests for core/embedded.py: tokenizer, processor, batches, and that training lowers the loss."""
+"""Tests for core/shapes/embedded.py: tokenizer, processor, batches, and that training lowers the loss."""
 
 from __future__ import annotations
 
 import torch
 
-from core.embedded import (IMAGE_TOKEN, EmbeddedConfig, build_processor, build_tokenizer, collate, image_seq_length,
-                           train)
-from core.texts import Example
-from core.world import make_scene, render
+from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, build_processor, build_tokenizer, collate, image_seq_length,
+                                  train)
+from core.shapes.texts import Example
+from core.shapes.world import make_scene, render
 
 TINY = dict(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=4,
             text_intermediate=128)
@@ -67,7 +67,7 @@ def test_saved_model_loads_through_auto_classes(tiny_llava):
 
 
 def test_vision_pretraining_lowers_the_patch_loss():
-    from core.embedded import build_model, pretrain_vision
+    from core.shapes.embedded import build_model, pretrain_vision
 
     cfg = EmbeddedConfig(**TINY, vision_steps=10, vision_batch_size=8)
     tokenizer = build_tokenizer()
@@ -76,8 +76,8 @@ def test_vision_pretraining_lowers_the_patch_loss():
 
 
 def test_patch_labels_mark_the_object_patches():
-    from core.embedded import patch_labels
-    from core.world import COLORS, SHAPES
+    from core.shapes.embedded import patch_labels
+    from core.shapes.world import COLORS, SHAPES
 
     scene = make_scene(7, n_objects=1)
     shapes, colours = patch_labels(scene, 96, 12)

@@ -1,9 +1,9 @@
-"""Tests for core/evaluate.py: the prior rates count faint objects and absent partners exactly."""
+"""Tests for core/shapes/evaluate.py: the prior rates count faint objects and absent partners exactly."""
 
 from __future__ import annotations
 
-from core.evaluate import prior_rates
-from core.world import PRIOR_PAIRS, make_scene
+from core.shapes.evaluate import prior_rates
+from core.shapes.world import PRIOR_PAIRS, make_scene
 
 
 def _scene_with(condition) -> object:

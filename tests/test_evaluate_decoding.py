@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from core.decoding import DecodeNode, DecodeResult
-from core.evaluate_decoding import AurocRow, DecodingRow, decoding_row, main, print_tables, sentence_pool
-from core.judge import JudgeSettings
-from core.world import Scene, SceneObject
+from core.engine.decoding import DecodeNode, DecodeResult
+from core.engine.judge import JudgeSettings
+from core.shapes.evaluate_decoding import AurocRow, DecodingRow, decoding_row, main, print_tables, sentence_pool
+from core.shapes.world import Scene, SceneObject
 
 
 def node(step, text, chosen, parent):

@@ -1,4 +1,4 @@
-"""Tests for core/exchange.py: TRL conversational rows, JSONL and Parquet exports, round trips, safe imports."""
+"""Tests for core/data/exchange.py: TRL conversational rows, JSONL and Parquet exports, round trips, safe imports."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.exchange import (ExportResult, ImportResult, archive_export, conversation, export_pairs, extract_zip,
-                           import_pairs, main, pair_from_row)
-from core.store import Pair, Store
+from core.data.exchange import (ExportResult, ImportResult, archive_export, export_pairs, extract_zip,
+                                import_pairs, main, pair_from_row, preference_messages)
+from core.data.store import Pair, Store
 
 NOON = datetime(2025, 1, 2, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -50,7 +50,7 @@ def without_ids(pairs: list[Pair]) -> list[Pair]:
 
 
 def test_conversation_is_trl_vision_preference_format():
-    assert conversation(make_pair()) == {
+    assert preference_messages(make_pair()) == {
         "prompt": [{"role": "user", "content": [{"type": "image", "text": None},
                                                 {"type": "text", "text": "Describe the image."}]}],
         "chosen": [{"role": "assistant", "content": [{"type": "text", "text": "There is a red circle."}]}],
@@ -88,7 +88,7 @@ def test_jsonl_export_layout_and_first_row(store, tmp_path):
     assert [json.loads(line)["prompt"][0]["content"][1]["text"] for line in lines] == [
         "Describe the image.", "What shapes?", "Colours?"]  # oldest first, deleted pair left out
     assert json.loads(lines[0]) == {
-        "images": [f"images/{red_sha}.png"], **conversation(make_pair()), "image_sha256": red_sha,
+        "images": [f"images/{red_sha}.png"], **preference_messages(make_pair()), "image_sha256": red_sha,
         "chosen_scores": {"debiased": 2.5, "raw": 1.0}, "rejected_scores": {"debiased": -0.5},
         "model_id": "shapes-llava", "adapter": "adapters/run-1", "source": "self", "note": "naïve — ünïcode ✓",
         "created_at": "2025-01-01T00:00:00.000+00:00"}
@@ -123,7 +123,7 @@ def test_parquet_loads_with_datasets_as_images(store, tmp_path):
     first = dataset[0]
     assert (first["images"][0].mode, first["images"][0].size, first["images"][0].getpixel((0, 0))) == (
         "RGB", (8, 8), (220, 20, 20))
-    assert {key: first[key] for key in ("prompt", "chosen", "rejected")} == conversation(make_pair())
+    assert {key: first[key] for key in ("prompt", "chosen", "rejected")} == preference_messages(make_pair())
     assert json.loads(first["chosen_scores"]) == {"debiased": 2.5, "raw": 1.0}
     assert dataset[1]["prompt"][0]["content"][1]["text"] == "Colours?"
 
@@ -234,7 +234,7 @@ def test_parquet_export_feeds_trl_vision_preference_collator(store, tmp_path):
     from datasets import load_dataset
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-    from core.embedded import EmbeddedConfig, build_processor, build_tokenizer
+    from core.shapes.embedded import EmbeddedConfig, build_processor, build_tokenizer
 
     config = EmbeddedConfig(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=48, text_layers=2,
                             text_heads=4, text_intermediate=96, seed=0)

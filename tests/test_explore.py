@@ -8,8 +8,8 @@ import gradio as gr
 import pytest
 
 from core.config import EMBEDDED_MODEL, DataSettings, ModelSettings
-from core.images import image_sha256
-from core.world import make_scene, render
+from core.engine.images import image_sha256
+from core.shapes.world import make_scene, render
 from selfjudge_ui.explore import Explore
 from selfjudge_ui.settings import StudioSettings
 from tests.test_domain import photo_of_a_house

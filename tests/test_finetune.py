@@ -1,4 +1,4 @@
-"""Tests for core/finetune.py: runs recorded in the real store, in the foreground and in a spawned process."""
+"""Tests for core/training/finetune.py: runs recorded in the real store, in the foreground and in a spawned process."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from core.config import ModelSettings
-from core.dpo import DPOSettings, partial_dir
-from core.finetune import (RunBusyError, cancel_run, list_runs, planned_steps, record_exit, recover_runs,
-                           run_training, start_run, stored_examples, training_lock, training_owner)
-from core.store import Pair, Store
-from core.world import make_scene, render
+from core.training.dpo.checkpoints import partial_dir
+from core.training.dpo.settings import DPOSettings
+from core.training.finetune import (RunBusyError, cancel_run, list_runs, planned_steps, record_exit, recover_runs,
+                                    run_training, start_run, stored_examples, training_lock, training_owner)
+from core.data.store import Pair, Store
+from core.shapes.world import make_scene, render
 from tests.running_studio import UNSET, free_port
 
 

@@ -1,6 +1,6 @@
 """Tests for selfjudge_ui/finetune.py: the Fine-tune tab's handlers with a temp store and the tiny LLaVA.
 
-The training tests start real spawned processes (core.finetune.start_run), one epoch on two pairs.
+The training tests start real spawned processes (core.training.finetune.start_run), one epoch on two pairs.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import gradio as gr
 import pytest
 
 from core.config import DataSettings, ModelSettings
-from core.dpo import DPOSettings
-from core.finetune import run_training
-from core.loading import load_model
-from core.store import Pair, Store
-from core.world import make_scene, render
+from core.data.store import Pair, Store
+from core.engine.loading import load_model
+from core.shapes.world import make_scene, render
+from core.training.dpo.settings import DPOSettings
+from core.training.finetune import run_training
 from selfjudge_ui.access import AccessSettings
 from selfjudge_ui.finetune import (ALL, SCENES, ZERO_GPU_TRAINING, Finetune, adapter_name, build_finetune_tab,
                                    curves_figure, progress_html, run_row, since_filter)
@@ -251,7 +251,7 @@ def test_a_killed_run_shows_failed_with_the_signal(tab, store):
 
 
 def test_a_run_that_raises_shows_failed_with_its_error(tab, store, tmp_path):
-    # The worker's own path (core.finetune.run_training), in this process: the model does not load.
+    # The worker's own path (core.training.finetune.run_training), in this process: the model does not load.
     missing = ModelSettings(model=str(tmp_path / "no-such-model"), device="cpu", dtype="float32", adapter="",
                             load_in_4bit=False)
     with pytest.raises(RuntimeError, match="could not load"):
@@ -334,7 +334,7 @@ def test_on_zero_gpu_training_is_refused_and_its_button_disabled(monkeypatch, st
     start = next(b for b in blocks if getattr(b, "elem_id", None) == "finetune-start")
     notice = next(b for b in blocks if getattr(b, "elem_id", None) == "finetune-zero-gpu")
     assert start.interactive is False
-    assert "python -m core.dpo --db data/selfjudge.db" in notice.value
+    assert "python -m core.training.dpo --db data/selfjudge.db" in notice.value
 
 
 # Wiring ---------------------------------------------------------------------------------------------

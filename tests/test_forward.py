@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.chat import answer_ids, prepare_image, prompt_ids
-from core.forward import (CPU_BUDGET, Row, _chunks, _packs, _tree_mask, _trie, budget_tokens,
-                          kv_bytes_per_token, pair_cost, run_rows)
-from core.prompts import JUDGE_PROMPTS, judge_prompt
-from core.world import make_scene, render
+from core.engine.chat import answer_ids, prepare_image, prompt_ids
+from core.engine.forward import (CPU_BUDGET, Row, _chunks, _packs, _tree_mask, _trie, budget_tokens,
+                                 kv_bytes_per_token, pair_cost, run_rows)
+from core.engine.prompts import JUDGE_PROMPTS, judge_prompt
+from core.shapes.world import make_scene, render
 
 FAMILIES = ["tiny_llava", "tiny_idefics3", "tiny_qwen2_vl"]
 ANSWERS = ["There is a small red circle on the left. A large blue star is at the top.", "No shapes.",
@@ -17,7 +17,7 @@ ANSWERS = ["There is a small red circle on the left. A large blue star is at the
 
 
 def scoring_rows(loaded, seeds=(0, 1)):
-    """Token rows and judge rows, with and without the image, for two images (as core.judge builds them)."""
+    """Token rows and judge rows, with and without the image, for two images (as core.engine.judge builds them)."""
     processor = loaded.processor
     images = [prepare_image(processor, render(make_scene(s))) for s in seeds]
     question = "Describe the image."
@@ -123,7 +123,7 @@ def test_a_prefix_row_cache_keeps_the_sliding_window_count():
     before, or the next tokens are placed at wrong positions (Gemma 3 past its window)."""
     from transformers import DynamicCache, Gemma3TextConfig
 
-    from core.forward import _Prefix
+    from core.engine.forward import _Prefix
 
     config = Gemma3TextConfig(num_hidden_layers=2, sliding_window=4, num_attention_heads=2, num_key_value_heads=1,
                               head_dim=8, hidden_size=16, layer_types=["sliding_attention", "full_attention"])
@@ -222,7 +222,7 @@ def test_the_trie_stores_each_shared_run_once_and_masks_other_branches():
 def test_on_cuda_in_bf16_the_packed_trie_matches_naive_and_the_budget_reads_free_memory(tiny_llava):
     import copy
 
-    from core.forward import CUDA_FREE_SHARE, default_memory_budget
+    from core.engine.forward import CUDA_FREE_SHARE, default_memory_budget
 
     model = copy.deepcopy(tiny_llava.model).to("cuda", torch.bfloat16)
     images, rows = scoring_rows(tiny_llava, seeds=(0,))

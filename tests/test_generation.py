@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.chat import prepare_image, prompt_ids
-from core.forward import Row, run_rows
-import core.generation
-from core.generation import (GenerationSettings, SentenceEnd, diverse_beam_search, ends_sentence, generate_batch,
-                             generate_candidates)
-from core.world import make_scene, render
+from core.engine.chat import prepare_image, prompt_ids
+from core.engine.forward import Row, run_rows
+import core.engine.generation
+from core.engine.generation import (GenerationSettings, SentenceEnd, diverse_beam_search, ends_sentence, generate_batch,
+                                    generate_candidates)
+from core.shapes.world import make_scene, render
 
 QUESTION = "Describe the image."
 
@@ -156,7 +156,7 @@ def test_diverse_beam_reorders_one_cache_in_place_with_the_same_results(family, 
     finally:
         hook.remove()
     assert caches[0] is None and len(caches) > 2 and all(c is caches[1] for c in caches[1:])  # one cache throughout
-    monkeypatch.setattr(core.generation, "reorder_beams", rebuild_whole_cache)
+    monkeypatch.setattr(core.engine.generation, "reorder_beams", rebuild_whole_cache)
     rebuilt = diverse_beam_search(loaded, image, prompt, settings)
     assert [(c.token_ids, c.logprobs, c.finished) for c in in_place] == [
         (c.token_ids, c.logprobs, c.finished) for c in rebuilt]

@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-import core.exchange as exchange
+import core.data.exchange as exchange
 from core.config import display_model_id, without_paths
-from core.exchange import export_pairs, import_pairs
-from core.images import ImageError, open_image
-from core.store import MAX_STORED_SIDE, Pair, Store
-from core.world import make_scene, render
+from core.data.exchange import export_pairs, import_pairs
+from core.data.store import MAX_STORED_SIDE, Pair, Store
+from core.engine.images import ImageError, open_image
+from core.shapes.world import make_scene, render
 from selfjudge_ui import inputs
 from selfjudge_ui.access import AccessSettings
 from selfjudge_ui.curate import Curate, build_curate_tab
@@ -211,7 +211,7 @@ def test_a_large_upload_is_stored_bounded_and_its_export_imports_again(tmp_path)
      "by Export."),
     (lambda path: zipfile.ZipFile(path, "w").close(),
      "Nothing imported from upload.zip: the zip holds no data.jsonl or data.parquet; zip an export folder (made "
-     "by Export or python -m core.exchange export)."),
+     "by Export or python -m core.data.exchange export)."),
 ])
 def test_bad_and_empty_zips_get_specific_messages(fresh, tmp_path, make, message):
     path = tmp_path / "gradio" / "0123abcd" / "upload.zip"

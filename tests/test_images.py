@@ -1,4 +1,4 @@
-"""Tests for core/images.py: every refused input and every converted kind of image."""
+"""Tests for core/engine/images.py: every refused input and every converted kind of image."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.images import ImageError, ImageLimits, image_sha256, normalise_image, open_image
+from core.engine.images import ImageError, ImageLimits, image_sha256, normalise_image, open_image
 
 
 def _png_header_only(path, width: int, height: int) -> None:

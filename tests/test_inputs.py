@@ -8,7 +8,8 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-from core.judge import GenerationSettings, JudgeSettings
+from core.engine.generation import GenerationSettings
+from core.engine.judge import JudgeSettings
 from selfjudge_ui import inputs
 from selfjudge_ui.settings import InputLimits
 

@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from core.chat import UnsupportedModelError
-import core.judge
-from core.chat import conversation
-from core.generation import GenerationSettings, generate_candidates
-from core.judge import (SCORE_KINDS, AnswerTokens, JudgeSettings, ScoredCandidate, _rank, answer_tokens, debias,
-                        judge, main, score_answers, score_candidates, sentence_spans)
-from core.prompts import judge_prompt
-from core.world import make_scene, render
+from core.engine.chat import UnsupportedModelError
+import core.engine.judge
+from core.engine.chat import conversation
+from core.engine.generation import GenerationSettings, generate_candidates
+from core.engine.judge import (SCORE_KINDS, AnswerTokens, JudgeSettings, ScoredCandidate, _rank, answer_tokens, debias,
+                               judge, main, score_answers, score_candidates, sentence_spans)
+from core.engine.prompts import judge_prompt
+from core.shapes.world import make_scene, render
 
 QUESTION = "Describe the image."
 CANDIDATES = ["There is a small red circle on the left. A large blue star is at the top.",
@@ -80,7 +80,7 @@ def test_sentence_spans_map_sentences_to_tokens(tiny_llava):
 
 
 def hand_scores(loaded, image, sentence, context=""):
-    """raw and blind logit of the best yes token, straight from processor + model (no core.forward)."""
+    """raw and blind logit of the best yes token, straight from processor + model (no core.engine.forward)."""
     processor = loaded.processor
     question = judge_prompt(sentence, context=context)
     yes = list(answer_tokens(processor.tokenizer).yes)
@@ -170,11 +170,11 @@ def test_generated_candidates_reuse_their_image_logprobs(tiny_llava, monkeypatch
     settings = JudgeSettings(template="faithfulness_last")
     generated = generate_candidates(tiny_llava, image, QUESTION, gen)
     seen = []
-    run_rows = core.judge.run_rows
-    monkeypatch.setattr(core.judge, "run_rows", lambda model, images, rows, *a: seen.append(rows) or
+    run_rows = core.engine.judge.run_rows
+    monkeypatch.setattr(core.engine.judge, "run_rows", lambda model, images, rows, *a: seen.append(rows) or
                         run_rows(model, images, rows, *a))
     reused = judge(tiny_llava, image, QUESTION, gen, settings)
-    monkeypatch.setattr(core.judge, "run_rows", run_rows)
+    monkeypatch.setattr(core.engine.judge, "run_rows", run_rows)
     naive = score_answers(tiny_llava, image, QUESTION, [c.token_ids for c in generated], settings, mode="naive")
     assert flatten(reused) == pytest.approx(flatten(naive), abs=1e-4)
     # the only rows scoring answer tokens are blind: the image ones came with the generation

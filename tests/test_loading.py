@@ -1,4 +1,4 @@
-"""Tests for core/loading.py: the Auto-class path in full precision and 4-bit NF4, adapters, errors;
+"""Tests for core/engine/loading.py: the Auto-class path in full precision and 4-bit NF4, adapters, errors;
 and the shipped embedded model, loaded offline exactly like a hub model."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from core.config import EMBEDDED_MODEL, ModelSettings
-from core.evaluate import describe_batch
-from core.loading import MODEL_LOCK, adapter_in_use, get_model, load_model, resolve_dtype
-from core.metrics import chair, parse_objects
-from core.texts import describe
-from core.world import make_scene, render
+from core.engine.loading import MODEL_LOCK, adapter_in_use, get_model, load_model, resolve_dtype
+from core.shapes.evaluate import describe_batch
+from core.shapes.metrics import chair, parse_objects
+from core.shapes.texts import describe
+from core.shapes.world import make_scene, render
 
 
 def _settings(path, **kw) -> ModelSettings:
@@ -181,8 +181,8 @@ def test_concurrent_scoring_equals_serial_scoring(tiny_qwen2_vl):
     requests would change each other's numbers; MODEL_LOCK serializes them."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from core.generation import GenerationSettings
-    from core.judge import JudgeSettings, judge
+    from core.engine.generation import GenerationSettings
+    from core.engine.judge import JudgeSettings, judge
 
     jobs = [(render(make_scene(seed)), GenerationSettings(n=2, max_new_tokens=12, seed=seed)) for seed in range(6)]
 

@@ -7,11 +7,11 @@ import math
 import pytest
 from PIL import Image
 
-from core.coco import CocoAnnotations
-from core.judge import JudgeItem, JudgeSettings, judge_sentences
-from core.chat import prepare_image
-from core.pope import (PopeQuestion, answer_questions, build_questions, pope_metrics, question_text,
-                       reads_as_yes)
+from core.benchmarks.coco import CocoAnnotations
+from core.engine.chat import prepare_image
+from core.engine.judge import JudgeItem, JudgeSettings, judge_sentences
+from core.benchmarks.pope import (PopeQuestion, answer_questions, build_questions, pope_metrics, question_text,
+                                  reads_as_yes)
 from tests.coco_fixture import COLOURS, write_coco
 
 SAMPLED = [1, 2, 3, 5]  # the fixture's images with >= 3 annotated objects

@@ -1,4 +1,4 @@
-"""Tests for core/proof.py: the whole comparison runs end to end at toy size with the tiny model."""
+"""Tests for core/shapes/proof.py: the whole comparison runs end to end at toy size with the tiny model."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 
 from core.config import ModelSettings
-from core.dpo import DPOSettings
-from core.proof import ProofSettings, format_table, pair_verdict, run_proof
+from core.shapes.proof import ProofSettings, format_table, pair_verdict, run_proof
+from core.training.dpo.settings import DPOSettings
 
 
 def test_proof_runs_end_to_end_at_toy_size(tiny_llava_dir, tmp_path):

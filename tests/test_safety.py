@@ -8,11 +8,11 @@ import math
 import pytest
 from PIL import Image
 
-from core.chat import prepare_image
-from core.decoding import DecodeOptions, decode
-from core.judge import JudgeItem, JudgeSettings, judge_sentences
-from core.safety import (DEFAULT_REFUSAL, EXAMPLE_LABELLED, SafetySettings, calibrate, check_answer, choose_threshold,
-                         format_verdict, log_odds, main, probability, read_labelled)
+from core.engine.chat import prepare_image
+from core.engine.decoding import DecodeOptions, decode
+from core.engine.judge import JudgeItem, JudgeSettings, judge_sentences
+from core.engine.safety import (DEFAULT_REFUSAL, EXAMPLE_LABELLED, SafetySettings, calibrate, check_answer, choose_threshold,
+                                format_verdict, log_odds, main, probability, read_labelled)
 
 ANSWER = "A red circle at the top. A blue square at the bottom."
 

@@ -1,4 +1,4 @@
-"""Tests for core/selfcurate.py: ranking on hand-made candidates, pair picking, sources, and a
+"""Tests for core/training/selfcurate.py: ranking on hand-made candidates, pair picking, sources, and a
 curation run with the tiny model into the real store."""
 
 from __future__ import annotations
@@ -7,11 +7,12 @@ import math
 
 import pytest
 
-from core.judge import GenerationSettings, JudgeResult, JudgeSettings, ScoredCandidate
-from core.selfcurate import (CurationProgress, CurationSettings, curate, make_pair, oracle_key, pick_pair,
-                             sources)
-from core.store import Store
-from core.world import make_scene, render
+from core.engine.generation import GenerationSettings
+from core.engine.judge import JudgeResult, JudgeSettings, ScoredCandidate
+from core.training.selfcurate import (CurationProgress, CurationSettings, curate, make_pair, oracle_key, pick_pair,
+                                      sources)
+from core.data.store import Store
+from core.shapes.world import make_scene, render
 
 
 def candidate(text: str, raw: float, debiased: float) -> ScoredCandidate:

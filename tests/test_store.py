@@ -1,4 +1,4 @@
-"""Tests for core/store.py: whole rows, images stored once, duplicates, soft delete, migrations, concurrency."""
+"""Tests for core/data/store.py: whole rows, images stored once, duplicates, soft delete, migrations, concurrency."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from sqlite_utils import Database
 
-from core.store import (MAX_STORED_SIDE, SCHEMA_VERSION, DuplicatePairError, NotFoundError, Pair, SchemaError,
-                        Store, main, migrate, normalised_png, schema_version)
+from core.data.store import (MAX_STORED_SIDE, SCHEMA_VERSION, DuplicatePairError, NotFoundError, Pair, SchemaError,
+                             Store, main, migrate, normalised_png, schema_version)
 
 
 def counting_clock():

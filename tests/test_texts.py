@@ -1,13 +1,13 @@
-"""Tests for core/texts.py: descriptions, POPE negatives and judge examples agree with ground truth."""
+"""Tests for core/shapes/texts.py: descriptions, POPE negatives and judge examples agree with ground truth."""
 
 from __future__ import annotations
 
 import random
 
-from core.metrics import parse_objects
-from core.texts import (PRIOR_MENTION_RATE, SENTENCE_TEMPLATES, caption_judge_example, caption_sentences, colour_example, count_example,
-                        describe, describe_sentences, judge_example, mention_order, pope_examples, popular_objects)
-from core.world import PRIOR_PAIRS, make_scene, partner_of
+from core.shapes.metrics import parse_objects
+from core.shapes.texts import (PRIOR_MENTION_RATE, SENTENCE_TEMPLATES, caption_judge_example, caption_sentences, colour_example, count_example,
+                               describe, describe_sentences, judge_example, mention_order, pope_examples, popular_objects)
+from core.shapes.world import PRIOR_PAIRS, make_scene, partner_of
 
 
 def test_reference_description_names_exactly_the_scene_objects():

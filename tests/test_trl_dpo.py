@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from core.config import ModelSettings
-from core.dpo import SETTINGS_FILE, SUMMARY_FILE, DPOSettings
-from core.exchange import export_pairs
-from core.loading import load_model
-from core.store import Pair, Store
-from core.trl_dpo import main, preference_dataset, trl_config
+from core.data.exchange import export_pairs
+from core.data.store import Pair, Store
+from core.engine.loading import load_model
+from core.training.dpo.settings import SETTINGS_FILE, SUMMARY_FILE, DPOSettings
+from core.training.trl_dpo import main, preference_dataset, trl_config
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.world import make_scene
+from core.shapes.world import make_scene
 from selfjudge_ui import plots, views
 
 

@@ -1,13 +1,11 @@
-"""Tests for core/world.py: determinism, ground truth, rendering, the sample CLI."""
+"""Tests for core/shapes/world.py: determinism, ground truth, rendering."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 
-from core.world import (COLORS, PRIOR_PAIRS, SHAPES, Scene, main, make_scene, partner_of, position_of, render)
+from core.shapes.world import (COLORS, PRIOR_PAIRS, SHAPES, Scene, make_scene, partner_of, position_of, render)
 
 
 def test_same_seed_same_scene_and_pixels():
@@ -61,18 +59,6 @@ def test_render_draws_object_colour_at_its_centre():
     if not obj.low_contrast:
         assert pixel == COLORS[obj.color]
     assert render(clean).getpixel((0, 0)) == scene.background
-
-
-def test_sample_cli_writes_pngs_and_jsonl(tmp_path):
-    main(["sample", "--seed", "5", "--n", "3", "--out", str(tmp_path)])
-    rows = [json.loads(line) for line in (tmp_path / "scenes.jsonl").read_text().splitlines()]
-    assert [r["file"] for r in rows] == ["scene_0000005.png", "scene_0000006.png", "scene_0000007.png"]
-    for row in rows:
-        assert (tmp_path / row["file"]).exists()
-        scene = make_scene(row["seed"])
-        assert row["objects"] == [{"shape": o.shape, "color": o.color, "size": o.size, "position": o.position}
-                                  for o in scene.objects]
-        assert row["description"].endswith(".")
 
 
 def test_faint_partners_change_nothing_else_and_are_partners_only():

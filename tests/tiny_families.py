@@ -15,7 +15,7 @@ from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idef
                           Idefics3Processor, Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil,
                           Qwen2VLProcessor)
 
-from core.embedded import build_tokenizer
+from core.shapes.embedded import build_tokenizer
 
 IDEFICS3_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"

@@ -1,0 +1,1 @@
+"""Benchmarks on real images: COCO captions with CHAIR, and POPE yes/no questions."""

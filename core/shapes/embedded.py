@@ -1,0 +1,400 @@
+"""The embedded default LVLM: a tiny standard transformers LLaVA trained from scratch on the shapes world.
+
+It is built from stock parts (CLIPVisionModel + LlamaForCausalLM inside
+LlavaForConditionalGeneration, a byte-level BPE tokenizer trained with `tokenizers`,
+LlavaProcessor with the PIL CLIP image processor and a LLaVA-1.5 chat template), so it
+loads through AutoModelForImageTextToText / AutoProcessor exactly like
+llava-hf/llava-1.5-7b-hf.
+
+Train (reproducible, seed-deterministic, about 40 minutes on a 2-core CPU):
+    python -m core.shapes.embedded train --out assets/shapes-llava
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                          LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+
+from core.engine.chat import conversation
+from core.shapes.texts import TASK_WEIGHTS, Example, corpus, training_example
+from core.shapes.world import CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, make_scene, object_mask, render
+
+IMAGE_TOKEN = "<image>"
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
+# LLaVA-1.5's conversation format ("USER: <image>\n... ASSISTANT:"), as a chat template.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: "
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{% endif %} "
+    "{% elif message['role'] == 'assistant' %}ASSISTANT:"
+    "{% if message['content'] is string %} {{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %} {{ item['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}{{ eos_token }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+@dataclass
+class EmbeddedConfig:
+    """Architecture and training settings of the embedded model."""
+
+    vocab_size: int = 640
+    image_size: int = CANVAS
+    patch_size: int = 12
+    vision_hidden: int = 128
+    vision_layers: int = 3
+    vision_heads: int = 4
+    text_hidden: int = 192
+    text_layers: int = 4
+    text_heads: int = 6
+    text_intermediate: int = 512
+    max_positions: int = 256
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    text_only_rate: float = 0.15
+    vision_steps: int = 1500  # stage 1: dense patch labels teach the vision tower to see shapes
+    vision_batch_size: int = 64
+    vision_lr: float = 2e-3
+    vision_lr_scale: float = 0.2  # stages 2-3: learning-rate factor for the pre-trained vision tower
+    task_weights: tuple[int, ...] = TASK_WEIGHTS  # describe, pope, count, colour, judge
+    # Stage 3: yes/no answers (POPE, self-judgment) are learned last, so they get more weight.
+    answer_steps: int = 1500
+    answer_lr: float = 1e-3
+    answer_task_weights: tuple[int, ...] = (25, 35, 5, 5, 30)
+    # Stage 3 option (off): judgments without the image follow the captions (the text prior an LLM
+    # brings), not the unseen truth. Tried: the blind score then holds the prior, but the judge with
+    # the image got worse and the proof's CHAIR_S reduction fell from 55% to 31% (README).
+    answer_blind_judge_from_captions: bool = False
+    # Curriculum: stages 1-2 see scenes without faint partners (learn to see), stage 3 the real world.
+    curriculum_faint_rate: float = 0.0
+    train_seed_offset: int = 1_000_000  # training scenes start here; test scenes are 0..999_999
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError("image_size must be a multiple of patch_size")
+
+
+def build_tokenizer(vocab_size: int = 640, seed: int = 0) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on shapes-world text (any text still tokenizes, byte by byte)."""
+    random.seed(seed)
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    texts = corpus() + ["USER: ASSISTANT: Yes. No. yes no Describe the image."]
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", extra_special_tokens={"image_token": IMAGE_TOKEN},
+                                   padding_side="left", chat_template=CHAT_TEMPLATE)
+
+
+def build_processor(tokenizer: PreTrainedTokenizerFast, cfg: EmbeddedConfig) -> LlavaProcessor:
+    """A LlavaProcessor with the PIL CLIP image processor (no torchvision needed)."""
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": cfg.image_size},
+                                            crop_size={"height": cfg.image_size, "width": cfg.image_size})
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=cfg.patch_size,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                          chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN)
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, cfg: EmbeddedConfig) -> LlavaForConditionalGeneration:
+    """A randomly initialised tiny LLaVA with the given architecture."""
+    torch.manual_seed(cfg.seed)
+    vision = CLIPVisionConfig(hidden_size=cfg.vision_hidden, intermediate_size=cfg.vision_hidden * 2,
+                              num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
+                              image_size=cfg.image_size, patch_size=cfg.patch_size, projection_dim=cfg.vision_hidden)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=cfg.text_hidden,
+                       intermediate_size=cfg.text_intermediate, num_hidden_layers=cfg.text_layers,
+                       num_attention_heads=cfg.text_heads, num_key_value_heads=cfg.text_heads,
+                       max_position_embeddings=cfg.max_positions, rms_norm_eps=1e-5,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                         vision_feature_layer=-1, vision_feature_select_strategy="default",
+                         projector_hidden_act="gelu", image_seq_length=(cfg.image_size // cfg.patch_size) ** 2)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model
+
+
+def collate(examples: list[Example], scenes: list, processor: LlavaProcessor) -> dict[str, torch.Tensor]:
+    """Tokenise examples into a right-padded training batch; loss only on the answers and EOS."""
+    tok = processor.tokenizer
+    ids_list, label_list, images = [], [], []
+    prompt_cache: dict[tuple[str, bool], list[int]] = {}
+    for ex, scene in zip(examples, scenes):
+        key = (ex.question, ex.use_image)
+        if key not in prompt_cache:
+            prompt = processor.apply_chat_template(conversation(*key), add_generation_prompt=True)
+            prompt = prompt.replace(IMAGE_TOKEN, IMAGE_TOKEN * image_seq_length(processor))
+            prompt_cache[key] = tok(prompt, add_special_tokens=False)["input_ids"]
+        prompt_ids = prompt_cache[key]
+        answer_ids = tok(" " + ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        ids_list.append(prompt_ids + answer_ids)
+        label_list.append([-100] * len(prompt_ids) + answer_ids)
+        if ex.use_image:
+            images.append(render(scene))
+    width = max(len(x) for x in ids_list)
+    input_ids = torch.full((len(ids_list), width), tok.pad_token_id)
+    labels = torch.full((len(ids_list), width), -100)
+    attention = torch.zeros((len(ids_list), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(zip(ids_list, label_list)):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        labels[i, :len(lab)] = torch.tensor(lab)
+        attention[i, :len(ids)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    if images:
+        batch["pixel_values"] = processor.image_processor(images, return_tensors="pt")["pixel_values"]
+    return batch
+
+
+def image_seq_length(processor: LlavaProcessor) -> int:
+    """Number of <image> tokens one image expands to in this processor."""
+    size = processor.image_processor.crop_size["height"]
+    return (size // processor.patch_size) ** 2 + processor.num_additional_image_tokens - 1
+
+
+@dataclass
+class Stage:
+    """One language-training stage: its length, peak learning rate and task mixture."""
+
+    name: str
+    steps: int
+    lr: float
+    warmup: int
+    task_weights: tuple[int, ...]
+    seed_tag: int  # keeps each stage's batches distinct
+    faint_partner_rate: float
+    blind_judge_from_captions: bool = False
+
+
+def language_stages(cfg: EmbeddedConfig) -> list[Stage]:
+    """Stage 2 (all tasks) and stage 3 (answer-focused), as the config sets them."""
+    return [Stage("language", cfg.steps, cfg.lr, cfg.warmup, tuple(cfg.task_weights), 1, cfg.curriculum_faint_rate),
+            Stage("answers", cfg.answer_steps, cfg.answer_lr, 50, tuple(cfg.answer_task_weights), 2,
+                  FAINT_PARTNER_RATE, cfg.answer_blind_judge_from_captions)]
+
+
+def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
+                   stage: Stage | None = None) -> dict[str, torch.Tensor]:
+    """The batch for a training step: fresh scenes, deterministic in (seed, stage, step)."""
+    stage = stage or language_stages(cfg)[0]
+    rng = random.Random(cfg.seed * 1_000_003 + step + (stage.seed_tag - 1) * 7_919_000)
+    scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000), faint_partner_rate=stage.faint_partner_rate)
+              for _ in range(cfg.batch_size)]
+    examples = [training_example(s, rng, cfg.text_only_rate, stage.task_weights, stage.blind_judge_from_captions)
+                for s in scenes]
+    return collate(examples, scenes, processor)
+
+
+def patch_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.12) -> tuple[list[int], list[int]]:
+    """Per patch: the shape and colour class of the object covering it most (0 = background)."""
+    mask = object_mask(scene, image_size)
+    grid = image_size // patch_size
+    shapes, colours = [], []
+    for row in range(grid):
+        for col in range(grid):
+            cell = mask[row * patch_size:(row + 1) * patch_size, col * patch_size:(col + 1) * patch_size]
+            counts = torch.bincount(torch.from_numpy(cell.astype("int64")).flatten(), minlength=5)
+            counts[0] = 0
+            index = int(counts.argmax())
+            if counts[index] < min_cover * patch_size * patch_size:
+                shapes.append(0)
+                colours.append(0)
+            else:
+                obj = scene.objects[index - 1]
+                shapes.append(SHAPES.index(obj.shape) + 1)
+                colours.append(list(COLORS).index(obj.color) + 1)
+    return shapes, colours
+
+
+def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProcessor, cfg: EmbeddedConfig,
+                    log_every: int = 50) -> list[float]:
+    """Stage 1: train the vision tower to label every patch with its object's shape and colour.
+
+    Trained end to end from scratch, a tiny LLaVA first learns the text prior and ignores the
+    image (its image features collapse to a constant); this stage gives the language model
+    features worth reading. The linear heads are thrown away afterwards.
+    """
+    vision = model.model.vision_tower
+    heads = torch.nn.Linear(cfg.vision_hidden, len(SHAPES) + 1 + len(COLORS) + 1)
+    params = list(vision.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=cfg.weight_decay)
+    losses = []
+    vision.train()
+    for step in range(cfg.vision_steps):
+        rng = random.Random(cfg.seed * 7_000_003 + step)
+        scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000),
+                             faint_partner_rate=cfg.curriculum_faint_rate) for _ in range(cfg.vision_batch_size)]
+        pixels = processor.image_processor([render(sc) for sc in scenes], return_tensors="pt")["pixel_values"]
+        labels = [patch_labels(sc, cfg.image_size, cfg.patch_size) for sc in scenes]
+        shape_target = torch.tensor([lab[0] for lab in labels])
+        colour_target = torch.tensor([lab[1] for lab in labels])
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.vision_lr * min(1.0, (step + 1) / 50) * (1 - step / cfg.vision_steps * 0.9)
+        features = vision(pixel_values=pixels).last_hidden_state[:, 1:]  # patches, as LLaVA reads them
+        logits = heads(features)
+        loss = (torch.nn.functional.cross_entropy(logits[..., :len(SHAPES) + 1].flatten(0, 1), shape_target.flatten())
+                + torch.nn.functional.cross_entropy(logits[..., len(SHAPES) + 1:].flatten(0, 1),
+                                                    colour_target.flatten()))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if log_every and (step % log_every == 0 or step == cfg.vision_steps - 1):
+            on_object = shape_target > 0  # background patches are easy; report the object patches
+            shape_acc = (logits[..., :len(SHAPES) + 1].argmax(-1)[on_object] == shape_target[on_object]).float().mean()
+            print(f"vision step {step:4d}  patch loss {sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}"
+                  f"  shape accuracy on object patches {shape_acc:.3f}", flush=True)
+    return losses
+
+
+def per_example_loss(model: LlavaForConditionalGeneration, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token cross-entropy averaged within each example, then over examples.
+
+    With the usual mean over all tokens, a one-word yes/no answer weighs 1/40 of a description
+    and the model never learns to answer it from the image.
+    """
+    labels = batch["labels"]
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
+                                                   reduction="none")
+    counts = (targets != -100).sum(dim=1).clamp(min=1)
+    return (token_loss.sum(dim=1) / counts).mean()
+
+
+def lr_at(step: int, stage: Stage) -> float:
+    """Linear warmup, then cosine decay to 5% of the peak."""
+    if step < stage.warmup:
+        return stage.lr * (step + 1) / stage.warmup
+    progress = (step - stage.warmup) / max(1, stage.steps - stage.warmup)
+    return stage.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_every: int = 50,
+                   snapshot: Path | None = None, save_every: int = 0) -> list[float]:
+    """Train the whole model on the task mixture of one stage (fresh optimizer)."""
+    groups = []
+    for is_vision in (False, True):  # the pre-trained vision tower moves slower than the rest
+        named = [(n, p) for n, p in model.named_parameters() if ("vision_tower" in n) == is_vision]
+        scale = cfg.vision_lr_scale if is_vision else 1.0
+        groups.append({"params": [p for n, p in named if p.ndim >= 2], "weight_decay": cfg.weight_decay,
+                       "lr_scale": scale})
+        groups.append({"params": [p for n, p in named if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale})
+    optimizer = torch.optim.AdamW(groups, lr=stage.lr, betas=(0.9, 0.98))
+    model.train()
+    losses: list[float] = []
+    start = time.time()
+    for step in range(stage.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, stage) * group["lr_scale"]
+        loss = per_example_loss(model, training_batch(step, cfg, processor, stage))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if snapshot is not None and save_every and step and step % save_every == 0:
+            model.eval()  # a snapshot to evaluate while training goes on
+            save(model, processor, cfg, snapshot, {"stage": stage.name, "step": step})
+            model.train()
+        if log_every and (step % log_every == 0 or step == stage.steps - 1):
+            recent = sum(losses[-log_every:]) / len(losses[-log_every:])
+            print(f"{stage.name} step {step:5d}  loss {recent:.4f}  lr {lr_at(step, stage):.2e}  "
+                  f"{time.time() - start:6.0f}s", flush=True)
+    model.eval()
+    return losses
+
+
+def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50, save_every: int = 0,
+          init: Path | None = None) -> tuple[object, object, list[float]]:
+    """Train the embedded model from scratch (or stage 3 only, from a saved stage-2 model); save it to `out`."""
+    torch.manual_seed(cfg.seed)
+    start = time.time()
+    if init is None:
+        tokenizer = build_tokenizer(cfg.vocab_size, cfg.seed)
+        processor = build_processor(tokenizer, cfg)
+        model = build_model(tokenizer, cfg)
+        if cfg.vision_steps:
+            pretrain_vision(model, processor, cfg, log_every)
+        stages = language_stages(cfg)
+    else:  # stage 2 saved in float32: continuing from it equals one uninterrupted run
+        processor = LlavaProcessor.from_pretrained(init)
+        model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
+        stages = language_stages(cfg)[1:]
+    snapshot = out.with_name(out.name + "-snapshot") if out is not None else None
+    losses: list[float] = []
+    for stage in stages:
+        if stage.steps:
+            losses = train_language(model, processor, cfg, stage, log_every, snapshot, save_every)
+            if out is not None and stage.name == "language":
+                save(model, processor, cfg, out.with_name(out.name + "-stage2"), {"stage": stage.name})
+    if out is not None:
+        save(model, processor, cfg, out, {"final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
+                                          "train_seconds": round(time.time() - start)})
+    return model, processor, losses
+
+
+def save(model, processor, cfg: EmbeddedConfig, out: Path, extra: dict) -> None:
+    """save_pretrained model and processor, and the training config beside them."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "training_config.json").write_text(json.dumps(asdict(cfg) | extra, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: train the embedded model."""
+    parser = argparse.ArgumentParser(prog="python -m core.shapes.embedded", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train the embedded model from scratch and save it")
+    t.add_argument("--out", type=Path, required=True, help="folder to save_pretrained into")
+    t.add_argument("--steps", type=int, default=EmbeddedConfig.steps)
+    t.add_argument("--batch-size", type=int, default=EmbeddedConfig.batch_size)
+    t.add_argument("--lr", type=float, default=EmbeddedConfig.lr)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--vision-steps", type=int, default=EmbeddedConfig.vision_steps)
+    t.add_argument("--answer-steps", type=int, default=EmbeddedConfig.answer_steps)
+    t.add_argument("--init", type=Path, default=None,
+                   help="run only stage 3, from a saved stage-2 model (OUT-stage2); same result as one run")
+    t.add_argument("--blind-judge-from-captions", action="store_true",
+                   help="stage 3: judgments without the image follow the captions' prior (an experiment; off)")
+    t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")
+    t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = EmbeddedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         vision_steps=args.vision_steps, answer_steps=args.answer_steps,
+                         answer_blind_judge_from_captions=args.blind_judge_from_captions)
+    train(cfg, args.out, save_every=args.save_every, init=args.init)
+    print(f"saved to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

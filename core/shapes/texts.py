@@ -1,0 +1,268 @@
+"""Text generators for the shapes world: descriptions, POPE-style questions, counting,
+colour questions and self-judgment examples, all labelled from ground truth.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from core.engine.prompts import DESCRIBE_QUESTION, JUDGE_PROMPTS, judge_prompt
+from core.shapes.world import COLORS, POSITIONS, PRIOR_PAIRS, SHAPES, SIZES, Scene, SceneObject, make_scene, partner_of
+
+POSITION_PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top",
+                   "bottom": "at the bottom", "centre": "in the centre"}
+SENTENCE_TEMPLATES = (
+    "A {size} {color} {shape} is {where}.",
+    "There is a {size} {color} {shape} {where}.",
+    "I can see a {size} {color} {shape} {where}.",
+)
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
+# Training descriptions, like human captions, name an anchor's partner from expectation even when
+# it is not in the picture: this often. It is where the model's prior hallucination comes from
+# (COCO captioners write "fork" beside "knife"); the yes/no and judge answers follow the image.
+PRIOR_MENTION_RATE = 0.7
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question/answer pair about a scene; `use_image` False means the text-only prior."""
+
+    question: str
+    answer: str
+    task: str
+    use_image: bool = True
+
+
+def mention_order(scene: Scene) -> list[SceneObject]:
+    """Objects in the order descriptions mention them: left to right, partners right after anchors."""
+    ordered = sorted(scene.objects, key=lambda o: (o.x, o.y))
+    by_name = {o.name: o for o in ordered}
+    result: list[SceneObject] = []
+    anchored = {partner_of(o.name) for o in ordered} - {None}
+    for obj in ordered:
+        if obj in result or obj.name in anchored:  # a partner waits for its anchor
+            continue
+        result.append(obj)
+        partner = partner_of(obj.name)
+        if partner in by_name and by_name[partner] not in result:
+            result.append(by_name[partner])
+    return result
+
+
+def object_sentence(obj: SceneObject, template: str, color: str | None = None, shape: str | None = None) -> str:
+    """One sentence about one object (colour or shape can be overridden to make a false one)."""
+    return template.format(size=obj.size, color=color or obj.color, shape=shape or obj.shape,
+                           where=POSITION_PHRASE[obj.position])
+
+
+def describe_sentences(scene: Scene, rng: random.Random) -> list[str]:
+    """The reference description as a list of sentences, one per object, all in one template.
+
+    One template per description (not per sentence) so that, after an anchor, "go on" is one
+    next word rather than three: otherwise greedy decoding stops where the prior says go on,
+    and the model never shows the partner hallucination the world is built to produce.
+    """
+    return caption_sentences(scene, rng, prior_mention_rate=0.0)
+
+
+def describe(scene: Scene, rng: random.Random) -> str:
+    """The reference multi-sentence description (true to the scene)."""
+    return " ".join(describe_sentences(scene, rng))
+
+
+def caption_sentences(scene: Scene, rng: random.Random, prior_mention_rate: float = PRIOR_MENTION_RATE
+                      ) -> list[str]:
+    """A training caption: the true sentences, plus an absent partner named after its anchor
+    with probability `prior_mention_rate` (the captioner's expectation, not the image)."""
+    return [sentence for sentence, _name, _slot in _caption(scene, rng, prior_mention_rate)[1]]
+
+
+def _caption(scene: Scene, rng: random.Random, prior_mention_rate: float
+             ) -> tuple[str, list[tuple[str, tuple[str, str], SceneObject]]]:
+    """The caption's template, and its sentences with the object each names and the scene object
+    whose slot it takes. At rate 0 no random number is drawn for prior mentions."""
+    template = rng.choice(SENTENCE_TEMPLATES)
+    present = scene.names()
+    sentences = []
+    for obj in mention_order(scene):
+        sentences.append((object_sentence(obj, template), obj.name, obj))
+        partner = partner_of(obj.name)
+        if partner and partner not in present and prior_mention_rate > 0 and rng.random() < prior_mention_rate:
+            sentences.append((template.format(size=rng.choice(SIZES), color=partner[0], shape=partner[1],
+                                              where=POSITION_PHRASE[rng.choice(POSITIONS)]), partner, obj))
+    return template, sentences
+
+
+def _all_names() -> list[tuple[str, str]]:
+    return [(c, s) for c in COLORS for s in SHAPES]
+
+
+def object_frequencies(n_scenes: int = 4000, seed: int = 10_000_000) -> Counter:
+    """How often each (colour, shape) appears in training-like scenes (for 'popular' negatives)."""
+    counts: Counter = Counter()
+    for i in range(n_scenes):
+        counts.update(make_scene(seed + i).names())
+    return counts
+
+
+_POPULAR: list[tuple[str, str]] | None = None
+
+
+def popular_objects() -> list[tuple[str, str]]:
+    """Objects sorted from most to least frequent (computed once, deterministic)."""
+    global _POPULAR
+    if _POPULAR is None:
+        freq = object_frequencies()
+        _POPULAR = sorted(_all_names(), key=lambda nm: (-freq[nm], nm))
+    return _POPULAR
+
+
+def pope_question(name: tuple[str, str]) -> str:
+    """The POPE-style yes/no object question."""
+    return f"Is there a {name[0]} {name[1]} in the image?"
+
+
+def pope_negative(scene: Scene, split: str, rng: random.Random) -> tuple[str, str]:
+    """An absent object: random, popular (most frequent) or adversarial (absent prior partner)."""
+    present = scene.names()
+    absent = [nm for nm in _all_names() if nm not in present]
+    if split == "random":
+        return rng.choice(absent)
+    if split == "popular":
+        return next(nm for nm in popular_objects() if nm not in present)
+    if split == "adversarial":
+        partners = [partner_of(nm) for nm in present]
+        partners = [p for p in partners if p and p not in present]
+        if partners:
+            return rng.choice(partners)
+        # else the object sharing colour or shape with a present one (a near miss)
+        near = [nm for nm in absent if any(nm[0] == p[0] or nm[1] == p[1] for p in present)]
+        return rng.choice(near)
+    raise ValueError(f"POPE split must be random, popular or adversarial, not {split!r}")
+
+
+def pope_examples(scene: Scene, split: str, rng: random.Random) -> list[Example]:
+    """One yes and one no question for a scene."""
+    positive = rng.choice(sorted(scene.names()))
+    negative = pope_negative(scene, split, rng)
+    return [Example(pope_question(positive), "Yes.", f"pope-{split}"),
+            Example(pope_question(negative), "No.", f"pope-{split}")]
+
+
+def count_example(scene: Scene) -> Example:
+    """How many objects are there?"""
+    n = len(scene.objects)
+    answer = "There is one object." if n == 1 else f"There are {NUMBER_WORDS[n]} objects."
+    return Example("How many objects are there?", answer, "count")
+
+
+def colour_example(scene: Scene, rng: random.Random) -> Example | None:
+    """What colour is the <shape>? (only for shapes that appear once)."""
+    shapes = Counter(o.shape for o in scene.objects)
+    unique = [o for o in scene.objects if shapes[o.shape] == 1]
+    if not unique:
+        return None
+    obj = rng.choice(unique)
+    return Example(f"What colour is the {obj.shape}?", f"The {obj.shape} is {obj.color}.", "colour")
+
+
+def false_sentence(scene: Scene, obj: SceneObject, rng: random.Random,
+                   template: str = SENTENCE_TEMPLATES[0]) -> tuple[str, str]:
+    """A hallucinated sentence about `obj`'s slot, and its kind (partner, colour, shape, other)."""
+    present = scene.names()
+    kinds = []
+    for pair in PRIOR_PAIRS:
+        if pair.anchor in present and pair.partner not in present:
+            kinds.append(("partner", pair.partner))
+    colour_alt = [(c, obj.shape) for c in COLORS if (c, obj.shape) not in present]
+    shape_alt = [(obj.color, s) for s in SHAPES if (obj.color, s) not in present]
+    other = [nm for nm in _all_names() if nm not in present and nm[0] != obj.color and nm[1] != obj.shape]
+    if colour_alt:
+        kinds.append(("colour", rng.choice(colour_alt)))
+    if shape_alt:
+        kinds.append(("shape", rng.choice(shape_alt)))
+    kinds.append(("other", rng.choice(other)))
+    kind, (color, shape) = rng.choice(kinds)
+    return object_sentence(obj, template, color=color, shape=shape), kind
+
+
+def judge_example(scene: Scene, rng: random.Random, with_context: bool | None = None) -> tuple[Example, bool]:
+    """A self-judgment example (faithfulness) labelled from ground truth, and whether it is true."""
+    ordered = mention_order(scene)
+    template = rng.choice(SENTENCE_TEMPLATES)
+    sentences = [object_sentence(o, template) for o in ordered]
+    index = rng.randrange(len(ordered))
+    truthful = rng.random() < 0.5
+    sentence = sentences[index] if truthful else false_sentence(scene, ordered[index], rng, template)[0]
+    if with_context is None:
+        with_context = rng.random() < 0.5
+    context = " ".join(sentences[:index]) if with_context else ""
+    question = judge_prompt(sentence, JUDGE_PROMPTS["faithfulness"], context)
+    return Example(question, "Yes." if truthful else "No.", "judge"), truthful
+
+
+def caption_judge_example(scene: Scene, rng: random.Random, with_context: bool | None = None) -> Example:
+    """A judgment without the image, as a language model learns it from captions alone: a sentence
+    of a training caption (prior mentions included) is "accurate", one naming an object the caption
+    does not name is not. This is the text prior that the blind score measures."""
+    template, caption = _caption(scene, rng, PRIOR_MENTION_RATE)
+    index = rng.randrange(len(caption))
+    truthful = rng.random() < 0.5
+    sentence, _name, slot = caption[index]
+    if not truthful:
+        named = {name for _sentence, name, _slot in caption}
+        unnamed = [nm for nm in _all_names() if nm not in named and (nm[0] == slot.color or nm[1] == slot.shape)]
+        color, shape = rng.choice(unnamed or [nm for nm in _all_names() if nm not in named])
+        sentence = object_sentence(slot, template, color=color, shape=shape)
+    if with_context is None:
+        with_context = rng.random() < 0.5
+    context = " ".join(s for s, _name, _slot in caption[:index]) if with_context else ""
+    question = judge_prompt(sentence, JUDGE_PROMPTS["faithfulness"], context)
+    return Example(question, "Yes." if truthful else "No.", "judge", use_image=False)
+
+
+TASKS = ("describe", "pope", "count", "colour", "judge")
+TASK_WEIGHTS = (45, 20, 7, 8, 20)
+
+
+def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0.15,
+                     task_weights: tuple[int, ...] = TASK_WEIGHTS, blind_judge_from_captions: bool = False
+                     ) -> Example:
+    """One training example from the task mixture, sometimes without the image (the text prior).
+
+    With `blind_judge_from_captions`, judgments without the image follow the captions
+    (caption_judge_example) instead of the unseen ground truth.
+    """
+    task = rng.choices(TASKS, weights=task_weights)[0]
+    if task == "describe":
+        example = Example(DESCRIBE_QUESTION, " ".join(caption_sentences(scene, rng)), "describe")
+    elif task == "pope":
+        example = rng.choice(pope_examples(scene, rng.choice(["random", "popular", "adversarial"]), rng))
+    elif task == "count":
+        example = count_example(scene)
+    elif task == "colour":
+        example = colour_example(scene, rng) or count_example(scene)
+    else:
+        example = judge_example(scene, rng)[0]
+    # The text-only prior: descriptions and judgments without the image, like LLM pretraining.
+    if example.task in ("describe", "judge") and rng.random() < text_only_rate:
+        if example.task == "judge" and blind_judge_from_captions:
+            example = caption_judge_example(scene, rng)
+        else:
+            example = Example(example.question, example.answer, example.task, use_image=False)
+    return example
+
+
+def corpus(n_scenes: int = 3000, seed: int = 20_000_000) -> list[str]:
+    """Text for training the tokenizer: every kind of question and answer."""
+    texts = []
+    for i in range(n_scenes):
+        rng = random.Random(seed + i)
+        scene = make_scene(seed + i)
+        for _ in range(3):
+            ex = training_example(scene, rng)
+            texts.append(ex.question + " " + ex.answer)
+    texts.append(JUDGE_PROMPTS["safety"])
+    return texts
