@@ -404,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--vision-steps", type=int, default=EmbeddedConfig.vision_steps)
     t.add_argument("--answer-steps", type=int, default=EmbeddedConfig.answer_steps)
     t.add_argument("--text-batch-size", type=int, default=EmbeddedConfig.text_batch_size)
+    t.add_argument("--text-only-rate", type=float, default=EmbeddedConfig.text_only_rate,
+                   help="stages 2-3: share of descriptions and judgments shown without the image")
     t.add_argument("--init", type=Path, default=None,
                    help="continue a saved model with --init-stages (default: stage 3 only, from a saved stage-2 "
                         "model OUT-stage2; same result as one run)")
@@ -424,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     cfg = EmbeddedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          vision_steps=args.vision_steps, answer_steps=args.answer_steps, text_steps=args.text_steps,
-                         text_batch_size=args.text_batch_size,
+                         text_batch_size=args.text_batch_size, text_only_rate=args.text_only_rate,
                          caption_label_rate=args.caption_label_rate, habit_rate=args.habit_rate,
                          judge_templates=tuple(args.judge_templates.split(",")))
     train(cfg, args.out, save_every=args.save_every, init=args.init, init_stages=tuple(args.init_stages.split(",")))

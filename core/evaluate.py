@@ -103,8 +103,12 @@ def _batches(items: list, size: int):
 
 
 def repeated_object_rate(captions: list[str]) -> float:
-    """Share of captions that name one (colour, shape) more than once."""
-    return sum(len(set(names)) < len(names) for names in map(parse_objects, captions)) / max(len(captions), 1)
+    """Share of captions in which two sentences name the same (colour, shape)."""
+    def repeats(caption: str) -> bool:
+        names = [name for sentence in split_sentences(caption) for name in set(parse_objects(sentence))]
+        return len(set(names)) < len(names)
+
+    return sum(map(repeats, captions)) / max(len(captions), 1)
 
 
 def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed: int = 0,
