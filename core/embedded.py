@@ -404,6 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--vision-steps", type=int, default=EmbeddedConfig.vision_steps)
     t.add_argument("--answer-steps", type=int, default=EmbeddedConfig.answer_steps)
     t.add_argument("--text-batch-size", type=int, default=EmbeddedConfig.text_batch_size)
+    t.add_argument("--text-lr", type=float, default=EmbeddedConfig.text_lr, help="text stage peak learning rate")
     t.add_argument("--answer-lr", type=float, default=EmbeddedConfig.answer_lr, help="stage 3 peak learning rate")
     t.add_argument("--answer-task-weights", default=",".join(map(str, EmbeddedConfig.answer_task_weights)),
                    help="stage 3 task mixture: describe,pope,count,colour,judge")
@@ -430,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = EmbeddedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          vision_steps=args.vision_steps, answer_steps=args.answer_steps, text_steps=args.text_steps,
                          text_batch_size=args.text_batch_size, text_only_rate=args.text_only_rate,
-                         answer_lr=args.answer_lr,
+                         answer_lr=args.answer_lr, text_lr=args.text_lr,
                          answer_task_weights=tuple(int(w) for w in args.answer_task_weights.split(",")),
                          caption_label_rate=args.caption_label_rate, habit_rate=args.habit_rate,
                          judge_templates=tuple(args.judge_templates.split(",")))
