@@ -47,7 +47,7 @@ def test_judge_settings_from_the_controls():
     assert custom == JudgeSettings(alpha=0.0, kind="logit", template="Claim: {sentence} True?")
     with pytest.raises(gr.Error, match="must contain {sentence}"):
         inputs.judge_settings(1, "logit", "custom", "Is it true?", LIMITS)
-    with pytest.raises(gr.Error, match="judge prompt must be one of faithfulness, safety, custom"):
+    with pytest.raises(gr.Error, match="judge prompt must be one of faithfulness, faithfulness_last, safety, custom"):
         inputs.judge_settings(1, "logit", "kindness", "", LIMITS)
 
 
