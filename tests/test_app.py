@@ -262,10 +262,17 @@ def test_cli_flags_fill_the_settings(tmp_path):
 
 
 def test_shipped_examples_are_the_scenes_of_their_seeds():
-    # Regenerate with `python -m core.shapes.world sample --seed 20 --n 4 --out assets/examples` when the world changes.
-    from selfjudge_ui.explore import example_scenes
+    # Picked with `python -m core.shapes.examples --out assets/examples --n 4 --scan 300` (test-split scenes where the
+    # embedded model's raw judge says yes and the debiased judge no to a hallucinated sentence); rerun it when
+    # the world or the model changes.
+    import json
+
+    from selfjudge_ui.explore import EXAMPLES_DIR, example_scenes
 
     examples = example_scenes()
-    assert [seed for _, seed in examples] == [20, 21, 22, 23]
+    rows = [json.loads(line) for line in (EXAMPLES_DIR / "scenes.jsonl").read_text().splitlines()]
+    assert len(examples) == 4 and [seed for _, seed in examples] == [row["seed"] for row in rows]
+    assert all(seed < 1_000_000 and row["flip"]["raw"] > 0 > row["flip"]["debiased"]
+               for (_, seed), row in zip(examples, rows))
     for path, seed in examples:
         assert Image.open(path).convert("RGB").tobytes() == render(make_scene(seed)).tobytes(), path

@@ -52,7 +52,8 @@ def test_collate_masks_prompt_and_keeps_answer():
 
 
 def test_micro_training_lowers_the_loss_and_is_seeded():
-    cfg = EmbeddedConfig(**TINY, steps=12, batch_size=8, warmup=2, lr=3e-3, vision_steps=0, answer_steps=0)
+    cfg = EmbeddedConfig(**TINY, steps=12, batch_size=8, warmup=2, lr=3e-3, vision_steps=0, answer_steps=0,
+                         text_steps=0)
     _, _, losses = train(cfg, log_every=0)
     assert sum(losses[-3:]) / 3 < losses[0] - 0.5
     _, _, again = train(cfg, log_every=0)
@@ -89,10 +90,36 @@ def test_patch_labels_mark_the_object_patches():
 
 
 def test_stage_three_from_saved_stage_two_equals_one_run(tmp_path):
-    cfg = EmbeddedConfig(**TINY, steps=3, answer_steps=3, batch_size=4, warmup=1, vision_steps=0)
+    cfg = EmbeddedConfig(**TINY, steps=3, answer_steps=3, batch_size=4, warmup=1, vision_steps=0, text_steps=2,
+                         text_batch_size=4)
     one_run, _, _ = train(cfg, tmp_path / "one", log_every=0)
-    train(EmbeddedConfig(**TINY, steps=3, answer_steps=0, batch_size=4, warmup=1, vision_steps=0),
-          tmp_path / "two", log_every=0)
+    train(EmbeddedConfig(**TINY, steps=3, answer_steps=0, batch_size=4, warmup=1, vision_steps=0, text_steps=2,
+                         text_batch_size=4), tmp_path / "two", log_every=0)
     resumed, _, _ = train(cfg, tmp_path / "resumed", log_every=0, init=tmp_path / "two")
     for (name, a), (_, b) in zip(one_run.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_text_stage_batches_have_no_image_and_learn_judgments_in_every_template():
+    from core.shapes.embedded import language_stages, training_batch
+    from core.engine.prompts import JUDGE_PROMPTS
+
+    cfg = EmbeddedConfig(**TINY, text_batch_size=64)
+    tokenizer = build_tokenizer()
+    processor = build_processor(tokenizer, cfg)
+    text_stage = language_stages(cfg)[0]
+    assert text_stage.name == "text" and text_stage.text_only
+    batch = training_batch(0, cfg, processor, text_stage)
+    assert "pixel_values" not in batch and batch["input_ids"].shape[0] == 64
+    assert not (batch["input_ids"] == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).any()
+    prompts = tokenizer.batch_decode(batch["input_ids"])
+    for key in cfg.judge_templates:
+        marker = JUDGE_PROMPTS[key].split("{sentence}")[0].strip() or JUDGE_PROMPTS[key].split("{sentence}")[1].strip()
+        assert any(marker in p for p in prompts), key
+
+
+def test_init_stages_must_be_known(tmp_path, tiny_llava_dir):
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown stages"):
+        train(EmbeddedConfig(**TINY), init=tiny_llava_dir, init_stages=("pretraining",))

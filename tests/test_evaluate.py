@@ -22,3 +22,61 @@ def test_prior_rates_count_faint_objects_and_absent_partners():
     assert prior_rates([lonely], ["Nothing."]) == (0.0, 0.0)
     named, _ = prior_rates([faint], [f"There is a {faint_obj.color} {faint_obj.shape}."])
     assert named == 1 / sum(o.faint for o in faint.objects)
+
+
+def test_repeated_object_rate_counts_captions_naming_one_object_twice():
+    from core.shapes.evaluate import repeated_object_rate
+
+    captions = ["A large yellow circle is on the left. A small blue heart is on the right.",
+                "A large yellow circle is on the left. A large yellow circle is on the right.",
+                "Nothing here.", "A red square. A red square. A red square."]
+    assert repeated_object_rate(captions) == 0.5
+
+
+def test_absent_object_pairs_match_the_slot_and_differ_only_in_plausibility():
+    from core.shapes.evaluate import absent_object_pairs
+    from core.shapes.metrics import parse_objects
+    from core.shapes.texts import FREQUENT_IN_TEXT
+
+    pairs = absent_object_pairs(40, 0)
+    assert len(pairs) == 40
+    anchors = {pair.anchor for pair in PRIOR_PAIRS}
+    for scene, plausible, implausible in pairs:
+        (partner,), (other,) = parse_objects(plausible), parse_objects(implausible)
+        assert partner in FREQUENT_IN_TEXT and partner not in scene.names()
+        assert any(p.anchor in scene.names() and p.partner == partner for p in PRIOR_PAIRS)
+        assert other not in scene.names() and other not in FREQUENT_IN_TEXT and other not in anchors
+        # same template, size and position: only the colour and shape words differ
+        assert plausible.replace(partner[0], "C").replace(partner[1], "S") == \
+            implausible.replace(other[0], "C").replace(other[1], "S")
+
+
+def test_p_yes_uses_every_answer_spelling_and_leaves_the_tokenizer_alone(tiny_llava):
+    from core.shapes.evaluate import p_yes
+
+    tokenizer = tiny_llava.processor.tokenizer
+    before = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    try:
+        probs = p_yes(tiny_llava, ["Is there a red circle?", "Is it?"], None)
+        assert tokenizer.padding_side == "right"
+    finally:
+        tokenizer.padding_side = before
+    assert len(probs) == 2 and all(0 < p < 1 for p in probs)
+    # left padding: the short question's answer position is the last one, as for the long one alone
+    alone = p_yes(tiny_llava, ["Is it?"], None)
+    assert abs(alone[0] - probs[1]) < 1e-4
+
+
+def test_prior_section_runs_and_reports_every_context(tiny_llava):
+    from core.shapes.evaluate import format_prior, prior_section
+
+    try:
+        section = prior_section(tiny_llava, n=3, samples=2, batch_size=3, alphas=(1.0,))
+    except ValueError as error:  # a random tiny model may write no object at all
+        assert "faithful and hallucinated" in str(error)
+        return
+    assert set(section.auroc) == {"sentence", "response"}
+    assert set(section.auroc["sentence"]) == {"raw", "blind", "debiased a=1.0"}
+    assert section.n_pairs == 3 and 0 <= section.plausible_yes <= 1
+    assert "ratio plausible / implausible" in format_prior(section)

@@ -54,3 +54,27 @@ def test_cli_runs_on_a_tiny_model(tiny_llava_dir, tmp_path, capsys):
         (c, k) for c in ("sentence", "response") for k in ("logit", "logprob", "log-odds")]
     assert "| strategy | context | alpha |" in capsys.readouterr().out
     assert all(set(r["debiased"]) == {"0.0", "1.0"} for r in data["auroc"])
+
+
+def test_json_flag_prints_the_documented_object_on_validation_scenes(tiny_llava_dir, capsys):
+    main(["--n", "2", "--batch", "2", "--k", "2", "--max-new-tokens", "5", "--alphas", "0,1", "--json",
+          "--eval-first-seed", "4000000", "--strategies", "greedy,debiased-judged", "--contexts", "sentence",
+          "--model", str(tiny_llava_dir), "--reject-below", "none"])
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"rows", "auroc"}
+    assert [(r["strategy"], r["context"]) for r in data["rows"]] == [("greedy", "sentence"),
+                                                                     ("debiased-judged", "sentence")]
+    assert all(set(r) == {"strategy", "context", "alpha", "chair_s", "chair_i", "recall"} for r in data["rows"])
+    assert [(r["context"], r["kind"]) for r in data["auroc"]] == [
+        (c, k) for c in ("sentence", "response") for k in ("logit", "logprob", "log-odds")]
+
+
+def test_eval_first_seed_chooses_the_scenes(tiny_llava_dir, monkeypatch):
+    import core.shapes.evaluate_decoding as module
+
+    seen = []
+    real = module.make_scene
+    monkeypatch.setattr(module, "make_scene", lambda seed: seen.append(seed) or real(seed))
+    main(["--n", "2", "--batch", "2", "--k", "2", "--max-new-tokens", "3", "--alphas", "1", "--json",
+          "--eval-first-seed", "4000000", "--strategies", "greedy", "--model", str(tiny_llava_dir)])
+    assert seen == [4000000, 4000001]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import random
 
 from core.shapes.metrics import parse_objects
-from core.shapes.texts import (PRIOR_MENTION_RATE, SENTENCE_TEMPLATES, caption_judge_example, caption_sentences, colour_example, count_example,
-                               describe, describe_sentences, judge_example, mention_order, pope_examples, popular_objects)
+from core.shapes.texts import (FREQUENT_IN_TEXT, HABIT_MENTION_RATE, PRIOR_MENTION_RATE, SENTENCE_TEMPLATES,
+                        caption_judge_example, caption_pope_example, caption_sentences, colour_example, count_example,
+                        describe, describe_sentences, judge_example, mention_order, pope_examples, popular_objects,
+                        text_caption, text_example, training_example)
 from core.shapes.world import PRIOR_PAIRS, make_scene, partner_of
 
 
@@ -102,8 +104,8 @@ def test_count_colour_and_judge_examples():
         assert example.answer == ("Yes." if truthful else "No.")
 
 
-def test_blind_judge_examples_follow_the_captions_prior_not_the_unseen_truth():
-    absent_partner_yes = 0
+def test_blind_judge_examples_follow_the_text_captions_not_the_unseen_truth():
+    absent_partner_yes = habit_yes = 0
     for seed in range(2000):
         scene = make_scene(seed)
         example = caption_judge_example(scene, random.Random(f"judge-{seed}"), with_context=True)
@@ -112,7 +114,67 @@ def test_blind_judge_examples_follow_the_captions_prior_not_the_unseen_truth():
         context = parse_objects(example.question.split("Description:")[0])
         if example.answer == "No.":  # an object the caption does not name
             assert not set(described) & (scene.names() | set(context))
-        elif described[0] not in scene.names():  # "Yes" to an absent object: only the prior partner
-            assert partner_of(context[-1]) == described[0]
-            absent_partner_yes += 1
-    assert absent_partner_yes > 50
+        elif described[0] not in scene.names():  # "Yes" to an absent object: a prior partner or a habit
+            assert described[0] in FREQUENT_IN_TEXT
+            if context and partner_of(context[-1]) == described[0]:
+                absent_partner_yes += 1
+            else:
+                habit_yes += 1
+    assert absent_partner_yes > 50 and habit_yes > 50
+
+
+def test_text_captions_name_a_frequent_in_text_object_by_habit():
+    habits = 0
+    for seed in range(2000):
+        scene = make_scene(seed)
+        _template, plain = text_caption(scene, random.Random(seed), habit_rate=0.0)
+        _template, caption = text_caption(scene, random.Random(seed))
+        assert caption[:len(plain)] == plain  # the image caption, then at most one habitual mention
+        assert len(caption) - len(plain) in (0, 1)
+        if len(caption) > len(plain):
+            assert caption[-1][1] in FREQUENT_IN_TEXT and caption[-1][1] not in {n for _s, n, _o in plain}
+            habits += 1
+    assert abs(habits / 2000 - HABIT_MENTION_RATE) < 0.1  # a little under: all three may be named already
+
+
+def test_blind_judge_prefers_frequent_in_text_objects():
+    yes: dict[bool, list[int]] = {True: [0, 0], False: [0, 0]}
+    for seed in range(4000):
+        example = caption_judge_example(make_scene(seed), random.Random(seed), with_context=False)
+        frequent = parse_objects(example.question)[0] in FREQUENT_IN_TEXT
+        yes[frequent][0] += example.answer == "Yes."
+        yes[frequent][1] += 1
+    assert yes[True][0] / yes[True][1] > 0.8 > 0.4 > yes[False][0] / yes[False][1]
+
+
+def test_caption_pope_labels_follow_the_caption():
+    for seed in range(500):
+        scene = make_scene(seed)
+        example = caption_pope_example(scene, random.Random(seed), use_image=True)
+        _template, caption = text_caption(scene, random.Random(seed))
+        named = {name for _s, name, _o in caption}
+        assert example.use_image and (parse_objects(example.question)[0] in named) == (example.answer == "Yes.")
+
+
+def test_training_mixture_labels_a_share_of_image_answers_from_captions():
+    caption_yes_to_absent = 0
+    for seed in range(3000):
+        scene = make_scene(seed)
+        example = training_example(scene, random.Random(seed), caption_label_rate=1.0, text_only_rate=0.0,
+                                   task_weights=(0, 1, 0, 0, 1))
+        assert example.use_image
+        if example.answer == "Yes." and parse_objects(example.question.split("Context:")[-1])[-1] not in scene.names():
+            caption_yes_to_absent += 1
+    assert caption_yes_to_absent > 100
+    for seed in range(300):  # no caption labels: the image answers follow the pixels
+        scene = make_scene(seed)
+        example = training_example(scene, random.Random(seed), caption_label_rate=0.0, text_only_rate=0.0,
+                                   task_weights=(0, 1, 0, 0, 1))
+        claim = parse_objects(example.question.split("Context:")[-1].split("Context")[-1])[-1]
+        assert (example.answer == "Yes.") == (claim in scene.names())
+
+
+def test_text_examples_are_all_blind():
+    examples = [text_example(make_scene(seed), random.Random(seed)) for seed in range(300)]
+    assert not any(e.use_image for e in examples)
+    assert {e.task for e in examples} == {"describe", "pope-caption", "judge"}

@@ -26,7 +26,8 @@ from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, 
                           LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
 
 from core.engine.chat import conversation
-from core.shapes.texts import TASK_WEIGHTS, Example, corpus, training_example
+from core.shapes.texts import (CAPTION_LABEL_RATE, HABIT_MENTION_RATE, JUDGE_TEMPLATES, TASK_WEIGHTS, Example,
+                               corpus, text_example, training_example)
 from core.shapes.world import CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, make_scene, object_mask, render
 
 IMAGE_TOKEN = "<image>"
@@ -80,10 +81,17 @@ class EmbeddedConfig:
     answer_steps: int = 1500
     answer_lr: float = 1e-3
     answer_task_weights: tuple[int, ...] = (25, 35, 5, 5, 30)
-    # Stage 3 option (off): judgments without the image follow the captions (the text prior an LLM
-    # brings), not the unseen truth. Tried: the blind score then holds the prior, but the judge with
-    # the image got worse and the proof's CHAIR_S reduction fell from 55% to 31% (README).
-    answer_blind_judge_from_captions: bool = False
+    # The language prior in the judgment (issue 9; README, "The embedded model"):
+    # stage 1b, text-only pretraining of the language model on text captions (core.shapes.texts.text_example);
+    text_steps: int = 800
+    text_batch_size: int = 64
+    text_lr: float = 2e-3
+    # stages 2-3: this share of yes/no and judgment labels with the image comes from text captions;
+    caption_label_rate: float = CAPTION_LABEL_RATE
+    # text captions name a frequent-in-text object (a prior partner) by habit this often;
+    habit_rate: float = HABIT_MENTION_RATE
+    # judgments are learned in these templates (core.engine.prompts.JUDGE_PROMPTS keys), mixed evenly.
+    judge_templates: tuple[str, ...] = JUDGE_TEMPLATES
     # Curriculum: stages 1-2 see scenes without faint partners (learn to see), stage 3 the real world.
     curriculum_faint_rate: float = 0.0
     train_seed_offset: int = 1_000_000  # training scenes start here; test scenes are 0..999_999
@@ -188,25 +196,31 @@ class Stage:
     task_weights: tuple[int, ...]
     seed_tag: int  # keeps each stage's batches distinct
     faint_partner_rate: float
-    blind_judge_from_captions: bool = False
+    text_only: bool = False  # the text-only pretraining stage (no image, language model only)
+    batch_size: int = 0  # 0: the config's batch_size
 
 
 def language_stages(cfg: EmbeddedConfig) -> list[Stage]:
-    """Stage 2 (all tasks) and stage 3 (answer-focused), as the config sets them."""
-    return [Stage("language", cfg.steps, cfg.lr, cfg.warmup, tuple(cfg.task_weights), 1, cfg.curriculum_faint_rate),
+    """Stage 1b (text only), stage 2 (all tasks) and stage 3 (answer-focused), as the config sets them."""
+    return [Stage("text", cfg.text_steps, cfg.text_lr, 50, (), 3, FAINT_PARTNER_RATE, text_only=True,
+                  batch_size=cfg.text_batch_size),
+            Stage("language", cfg.steps, cfg.lr, cfg.warmup, tuple(cfg.task_weights), 1, cfg.curriculum_faint_rate),
             Stage("answers", cfg.answer_steps, cfg.answer_lr, 50, tuple(cfg.answer_task_weights), 2,
-                  FAINT_PARTNER_RATE, cfg.answer_blind_judge_from_captions)]
+                  FAINT_PARTNER_RATE)]
 
 
 def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
                    stage: Stage | None = None) -> dict[str, torch.Tensor]:
     """The batch for a training step: fresh scenes, deterministic in (seed, stage, step)."""
-    stage = stage or language_stages(cfg)[0]
+    stage = stage or language_stages(cfg)[1]
     rng = random.Random(cfg.seed * 1_000_003 + step + (stage.seed_tag - 1) * 7_919_000)
     scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000), faint_partner_rate=stage.faint_partner_rate)
-              for _ in range(cfg.batch_size)]
-    examples = [training_example(s, rng, cfg.text_only_rate, stage.task_weights, stage.blind_judge_from_captions)
-                for s in scenes]
+              for _ in range(stage.batch_size or cfg.batch_size)]
+    if stage.text_only:
+        examples = [text_example(s, rng, tuple(cfg.judge_templates), cfg.habit_rate) for s in scenes]
+    else:
+        examples = [training_example(s, rng, cfg.text_only_rate, stage.task_weights, cfg.caption_label_rate,
+                                     tuple(cfg.judge_templates), cfg.habit_rate) for s in scenes]
     return collate(examples, scenes, processor)
 
 
@@ -332,8 +346,9 @@ def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_ever
 
 
 def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50, save_every: int = 0,
-          init: Path | None = None) -> tuple[object, object, list[float]]:
-    """Train the embedded model from scratch (or stage 3 only, from a saved stage-2 model); save it to `out`."""
+          init: Path | None = None, init_stages: tuple[str, ...] = ("answers",)) -> tuple[object, object, list[float]]:
+    """Train the embedded model from scratch, or continue a saved model with `init_stages` (by default
+    stage 3 only, from a saved stage-2 model: the same result as one run); save it to `out`."""
     torch.manual_seed(cfg.seed)
     start = time.time()
     if init is None:
@@ -346,7 +361,10 @@ def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50, sav
     else:  # stage 2 saved in float32: continuing from it equals one uninterrupted run
         processor = LlavaProcessor.from_pretrained(init)
         model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
-        stages = language_stages(cfg)[1:]
+        unknown = set(init_stages) - {stage.name for stage in language_stages(cfg)}
+        if unknown:
+            raise ValueError(f"unknown stages {sorted(unknown)}; stages are text, language, answers")
+        stages = [stage for stage in language_stages(cfg) if stage.name in init_stages]
     snapshot = out.with_name(out.name + "-snapshot") if out is not None else None
     losses: list[float] = []
     for stage in stages:
@@ -380,19 +398,39 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--vision-steps", type=int, default=EmbeddedConfig.vision_steps)
     t.add_argument("--answer-steps", type=int, default=EmbeddedConfig.answer_steps)
+    t.add_argument("--text-batch-size", type=int, default=EmbeddedConfig.text_batch_size)
+    t.add_argument("--text-lr", type=float, default=EmbeddedConfig.text_lr, help="text stage peak learning rate")
+    t.add_argument("--answer-lr", type=float, default=EmbeddedConfig.answer_lr, help="stage 3 peak learning rate")
+    t.add_argument("--answer-task-weights", default=",".join(map(str, EmbeddedConfig.answer_task_weights)),
+                   help="stage 3 task mixture: describe,pope,count,colour,judge")
+    t.add_argument("--text-only-rate", type=float, default=EmbeddedConfig.text_only_rate,
+                   help="stages 2-3: share of descriptions and judgments shown without the image")
     t.add_argument("--init", type=Path, default=None,
-                   help="run only stage 3, from a saved stage-2 model (OUT-stage2); same result as one run")
-    t.add_argument("--blind-judge-from-captions", action="store_true",
-                   help="stage 3: judgments without the image follow the captions' prior (an experiment; off)")
+                   help="continue a saved model with --init-stages (default: stage 3 only, from a saved stage-2 "
+                        "model OUT-stage2; same result as one run)")
+    t.add_argument("--init-stages", default="answers",
+                   help="with --init: the stages to run, comma-separated, of text, language, answers")
+    t.add_argument("--text-steps", type=int, default=EmbeddedConfig.text_steps,
+                   help="stage 1b: text-only pretraining steps on text captions (0: skip; an ablation)")
+    t.add_argument("--caption-label-rate", type=float, default=EmbeddedConfig.caption_label_rate,
+                   help="share of yes/no and judgment labels with the image written from text captions")
+    t.add_argument("--habit-rate", type=float, default=EmbeddedConfig.habit_rate,
+                   help="how often a text caption names a frequent-in-text object by habit")
+    t.add_argument("--judge-templates", default=",".join(EmbeddedConfig.judge_templates),
+                   help="judge templates the judgments are learned in (comma-separated JUDGE_PROMPTS keys)")
     t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = EmbeddedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         vision_steps=args.vision_steps, answer_steps=args.answer_steps,
-                         answer_blind_judge_from_captions=args.blind_judge_from_captions)
-    train(cfg, args.out, save_every=args.save_every, init=args.init)
+                         vision_steps=args.vision_steps, answer_steps=args.answer_steps, text_steps=args.text_steps,
+                         text_batch_size=args.text_batch_size, text_only_rate=args.text_only_rate,
+                         answer_lr=args.answer_lr, text_lr=args.text_lr,
+                         answer_task_weights=tuple(int(w) for w in args.answer_task_weights.split(",")),
+                         caption_label_rate=args.caption_label_rate, habit_rate=args.habit_rate,
+                         judge_templates=tuple(args.judge_templates.split(",")))
+    train(cfg, args.out, save_every=args.save_every, init=args.init, init_stages=tuple(args.init_stages.split(",")))
     print(f"saved to {args.out}")
 
 

@@ -7,6 +7,7 @@ sentences from hallucinated ones (core.shapes.metrics.sentence_is_hallucinated),
 and score kind. Scenes are decoded and judged in batches.
 
 Run:  python -m core.shapes.evaluate_decoding --n 500
+      python -m core.shapes.evaluate_decoding --n 200 --eval-first-seed 4000000 --json   (validation scenes)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from core.config import ModelSettings, settings_from_args
 from core.engine.auroc import auroc
 from core.engine.chat import prepare_image
 from core.engine.decoding import DecodeOptions, DecodeResult, decode_many
-from core.engine.judge import SCORE_KINDS, JudgeItem, JudgeSettings, judge_sentences
+from core.engine.judge import SCORE_KINDS, JudgeItem, JudgeSettings, json_safe, judge_sentences
 from core.engine.loading import LoadedModel, load_model
 from core.engine.prompts import DESCRIBE_QUESTION
 from core.engine.sentences import split_sentences
@@ -101,7 +102,7 @@ def _auroc(scores: list[float], labels: list[bool]) -> float:
 
 
 def auroc_rows(loaded: LoadedModel, scenes: list, pool: list[tuple[int, str, str]], alphas: list[float],
-               batch: int) -> list[AurocRow]:
+               batch: int, template: str = JudgeSettings().template) -> list[AurocRow]:
     """Judge every pooled sentence in both contexts; AUROC per context and kind."""
     labelled = [(i, c, s, sentence_is_hallucinated(s, scenes[i].names())) for i, c, s in pool]
     # Sorted by scene: verdicts come back chunk by chunk of scenes, and must line up with the labels.
@@ -114,7 +115,8 @@ def auroc_rows(loaded: LoadedModel, scenes: list, pool: list[tuple[int, str, str
             chunk = [item for item in labelled if start <= item[0] < start + batch]
             images = [prepare_image(loaded.processor, render(s)) for s in scenes[start:start + batch]]
             items = [JudgeItem(image=i - start, sentence=s, context=c) for i, c, s, _ in chunk]
-            verdicts += judge_sentences(loaded, images, items, JudgeSettings(context=context)) if items else []
+            verdicts += (judge_sentences(loaded, images, items, JudgeSettings(context=context, template=template))
+                         if items else [])
         for kind in SCORE_KINDS:
             raw = [v.raw[kind] for v in verdicts]
             blind = [v.blind[kind] for v in verdicts]
@@ -141,6 +143,13 @@ def print_tables(decoding: list[DecodingRow], aurocs: list[AurocRow], alphas: li
               + " | ".join(f"{r.debiased[str(a)]:.3f}" for a in alphas) + f" | {r.n_faithful} | {r.n_hallucinated} |")
 
 
+def json_report(decoding: list[DecodingRow], aurocs: list[AurocRow]) -> dict:
+    """The --json object: {"rows": [{strategy, context, alpha, chair_s, chair_i, recall}], "auroc": [...]}."""
+    keys = ("strategy", "context", "alpha", "chair_s", "chair_i", "recall")
+    return json_safe({"rows": [{k: asdict(r)[k] for k in keys} for r in decoding],
+                      "auroc": [asdict(r) for r in aurocs]})
+
+
 def _threshold(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
@@ -148,11 +157,17 @@ def _threshold(text: str) -> float | None:
 def main(argv: list[str] | None = None) -> None:
     """CLI: run every decoding configuration and the AUROC on the test split; print tables."""
     parser = argparse.ArgumentParser(prog="python -m core.shapes.evaluate_decoding", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=500, help="test scenes (seeds 0..n-1)")
+    parser.add_argument("--n", type=int, default=500, help="scenes (seeds eval-first-seed .. eval-first-seed+n-1)")
+    parser.add_argument("--eval-first-seed", type=int, default=0,
+                        help="first scene (0: the test split; 4000000: validation scenes for choosing settings)")
     parser.add_argument("--k", type=int, default=4, help="proposals per step (judged) and beams (beam)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="token budget per answer")
     parser.add_argument("--batch", type=int, default=100, help="scenes decoded and judged together")
     parser.add_argument("--alphas", default="0,0.5,1,2,4", help="alpha sweep (comma separated)")
+    parser.add_argument("--alpha", type=float, default=JudgeSettings.alpha, help="alpha of debiased-judged decoding")
+    parser.add_argument("--strategies", default="greedy,beam,raw-judged,debiased-judged",
+                        help="decoding strategies to run (comma separated)")
+    parser.add_argument("--contexts", default="sentence,response", help="judge contexts of judged decoding")
     parser.add_argument("--sweep-decoding", action="store_true", help="also decode with every alpha of the sweep")
     parser.add_argument("--kind", default="logit", help="score kind used for decoding: logit | logprob | log-odds")
     parser.add_argument("--likelihood-weight", type=float, default=DecodeOptions.likelihood_weight,
@@ -162,28 +177,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--model", default=None, help="model id or folder (default SELFJUDGE_MODEL or the embedded model)")
     parser.add_argument("--4bit", dest="load_in_4bit", action="store_true", default=None, help="load in 4-bit NF4")
+    parser.add_argument("--template", default=JudgeSettings().template,
+                        help="judge template (a core.engine.prompts.JUDGE_PROMPTS key or a text containing {sentence})")
     parser.add_argument("--out", default="", help="also write the results as JSON to this file")
+    parser.add_argument("--json", action="store_true",
+                        help='print one JSON object {"rows": [...], "auroc": [...]} instead of tables')
     args = parser.parse_args(argv)
     alphas = [float(a) for a in args.alphas.split(",")]
     loaded = load_model(settings_from_args(ModelSettings, args))
-    scenes = [make_scene(seed) for seed in range(args.n)]
-    configs = [("greedy", JudgeSettings(kind=args.kind)), ("beam", JudgeSettings(kind=args.kind))]
+    scenes = [make_scene(seed) for seed in range(args.eval_first_seed, args.eval_first_seed + args.n)]
+    judged = {"kind": args.kind, "template": args.template}
+    configs = [("greedy", JudgeSettings(**judged)), ("beam", JudgeSettings(**judged))]
     for context in ("sentence", "response"):
-        configs += [("raw-judged", JudgeSettings(alpha=0.0, kind=args.kind, context=context)),
-                    ("debiased-judged", JudgeSettings(alpha=1.0, kind=args.kind, context=context))]
+        configs += [("raw-judged", JudgeSettings(alpha=0.0, context=context, **judged)),
+                    ("debiased-judged", JudgeSettings(alpha=args.alpha, context=context, **judged))]
     if args.sweep_decoding:
-        configs += [("debiased-judged", JudgeSettings(alpha=a, kind=args.kind)) for a in alphas if a not in (0.0, 1.0)]
+        configs += [("debiased-judged", JudgeSettings(alpha=a, **judged)) for a in alphas
+                    if a not in (0.0, args.alpha)]
+    wanted, contexts = set(args.strategies.split(",")), set(args.contexts.split(","))
+    configs = [(strategy, settings) for strategy, settings in configs if strategy in wanted
+               and (not strategy.endswith("judged") or settings.context in contexts)]
     outputs, decoding = {}, []
     for strategy, settings in configs:
         start = time.time()
         results = decode_all(loaded, scenes, strategy, settings, args)
         decoding.append(decoding_row(results, scenes, strategy, settings, time.time() - start))
         outputs[f"{strategy}/{settings.context}/{settings.alpha}"] = results
-        print(f"decoded {strategy} context={settings.context} alpha={settings.alpha}: "
-              f"{time.time() - start:.0f}s", flush=True)
-    aurocs = auroc_rows(loaded, scenes, sentence_pool(outputs), alphas, args.batch)
-    print()
-    print_tables(decoding, aurocs, alphas)
+        if not args.json:
+            print(f"decoded {strategy} context={settings.context} alpha={settings.alpha}: "
+                  f"{time.time() - start:.0f}s", flush=True)
+    aurocs = auroc_rows(loaded, scenes, sentence_pool(outputs), alphas, args.batch, args.template)
+    if args.json:
+        print(json.dumps(json_report(decoding, aurocs)))
+    else:
+        print()
+        print_tables(decoding, aurocs, alphas)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
             json.dump({"args": vars(args), "decoding": [asdict(r) for r in decoding],

@@ -1,5 +1,14 @@
 """Text generators for the shapes world: descriptions, POPE-style questions, counting,
-colour questions and self-judgment examples, all labelled from ground truth.
+colour questions and self-judgment examples, labelled from ground truth or, like a real
+LVLM's instruction data, from captions (with the captioners' habits).
+
+Two kinds of caption exist. An *image caption* (caption_sentences) names every object in the
+scene and, after an anchor, its absent partner 70% of the time: the model's descriptions learn
+from these. A *text caption* (text_caption) is what the language model's text corpus says about a
+scene: the same, plus the corpus's own habit of naming a frequent-in-text object (a prior
+partner) that the scene may not hold. Everything the model learns without the image, and a share
+of its yes/no and judgment labels with the image, come from text captions, so its judgment
+carries the text prior that debiased self-judgment subtracts (README, "The embedded model").
 """
 
 from __future__ import annotations
@@ -23,6 +32,16 @@ NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 # it is not in the picture: this often. It is where the model's prior hallucination comes from
 # (COCO captioners write "fork" beside "knife"); the yes/no and judge answers follow the image.
 PRIOR_MENTION_RATE = 0.7
+# The text corpus's own object statistics: captioners habitually name a few plausible objects
+# (COCO's "dining table", "chair", "person"); here the prior partners. A text caption names one of
+# them that it has not named yet this often, whether or not the scene holds it.
+FREQUENT_IN_TEXT = tuple(pair.partner for pair in PRIOR_PAIRS)
+HABIT_MENTION_RATE = 0.5
+# Share of yes/no and judgment labels, *with* the image, written from a text caption rather than
+# the pixels (LLaVA-Instruct's labels were written by a text-only model from captions).
+CAPTION_LABEL_RATE = 0.5
+# The judge templates the model learns judgments in (core.engine.prompts.JUDGE_PROMPTS keys).
+JUDGE_TEMPLATES = ("faithfulness", "faithfulness_last")
 
 
 @dataclass(frozen=True)
@@ -188,26 +207,48 @@ def false_sentence(scene: Scene, obj: SceneObject, rng: random.Random,
     return object_sentence(obj, template, color=color, shape=shape), kind
 
 
-def judge_example(scene: Scene, rng: random.Random, with_context: bool | None = None) -> tuple[Example, bool]:
-    """A self-judgment example (faithfulness) labelled from ground truth, and whether it is true."""
+def judge_example(scene: Scene, rng: random.Random, with_context: bool | None = None,
+                  template: str = "faithfulness") -> tuple[Example, bool]:
+    """A self-judgment example (a JUDGE_PROMPTS template) labelled from ground truth, and whether it is true."""
     ordered = mention_order(scene)
-    template = rng.choice(SENTENCE_TEMPLATES)
-    sentences = [object_sentence(o, template) for o in ordered]
+    sentence_template = rng.choice(SENTENCE_TEMPLATES)
+    sentences = [object_sentence(o, sentence_template) for o in ordered]
     index = rng.randrange(len(ordered))
     truthful = rng.random() < 0.5
-    sentence = sentences[index] if truthful else false_sentence(scene, ordered[index], rng, template)[0]
+    sentence = (sentences[index] if truthful
+                else false_sentence(scene, ordered[index], rng, sentence_template)[0])
     if with_context is None:
         with_context = rng.random() < 0.5
     context = " ".join(sentences[:index]) if with_context else ""
-    question = judge_prompt(sentence, JUDGE_PROMPTS["faithfulness"], context)
+    question = judge_prompt(sentence, JUDGE_PROMPTS[template], context)
     return Example(question, "Yes." if truthful else "No.", "judge"), truthful
 
 
-def caption_judge_example(scene: Scene, rng: random.Random, with_context: bool | None = None) -> Example:
-    """A judgment without the image, as a language model learns it from captions alone: a sentence
-    of a training caption (prior mentions included) is "accurate", one naming an object the caption
-    does not name is not. This is the text prior that the blind score measures."""
-    template, caption = _caption(scene, rng, PRIOR_MENTION_RATE)
+def text_caption(scene: Scene, rng: random.Random, habit_rate: float = HABIT_MENTION_RATE
+                 ) -> tuple[str, list[tuple[str, tuple[str, str], SceneObject]]]:
+    """A caption as the text corpus writes it: the image caption (prior mentions included), then,
+    with probability `habit_rate`, one frequent-in-text object it has not named (the corpus's habit).
+    Returns its template and its sentences with the object each names and a scene object as slot."""
+    template, sentences = _caption(scene, rng, PRIOR_MENTION_RATE)
+    if habit_rate > 0 and rng.random() < habit_rate:
+        named = {name for _sentence, name, _slot in sentences}
+        habits = [name for name in FREQUENT_IN_TEXT if name not in named]
+        if habits:
+            color, shape = rng.choice(habits)
+            sentences.append((template.format(size=rng.choice(SIZES), color=color, shape=shape,
+                                              where=POSITION_PHRASE[rng.choice(POSITIONS)]),
+                              (color, shape), rng.choice(scene.objects)))
+    return template, sentences
+
+
+def caption_judge_example(scene: Scene, rng: random.Random, with_context: bool | None = None,
+                          use_image: bool = False, template: str = "faithfulness",
+                          habit_rate: float = HABIT_MENTION_RATE) -> Example:
+    """A judgment labelled from a text caption, not from the pixels: a sentence of the caption
+    (prior and habitual mentions included) is "accurate", one naming an object the caption does not
+    name is not. Without the image it is the text prior that the blind score measures; with the
+    image it is an instruction label written from captions (the prior leaks into the raw score)."""
+    template_text, caption = text_caption(scene, rng, habit_rate)
     index = rng.randrange(len(caption))
     truthful = rng.random() < 0.5
     sentence, _name, slot = caption[index]
@@ -215,12 +256,48 @@ def caption_judge_example(scene: Scene, rng: random.Random, with_context: bool |
         named = {name for _sentence, name, _slot in caption}
         unnamed = [nm for nm in _all_names() if nm not in named and (nm[0] == slot.color or nm[1] == slot.shape)]
         color, shape = rng.choice(unnamed or [nm for nm in _all_names() if nm not in named])
-        sentence = object_sentence(slot, template, color=color, shape=shape)
+        sentence = object_sentence(slot, template_text, color=color, shape=shape)
     if with_context is None:
         with_context = rng.random() < 0.5
     context = " ".join(s for s, _name, _slot in caption[:index]) if with_context else ""
-    question = judge_prompt(sentence, JUDGE_PROMPTS["faithfulness"], context)
-    return Example(question, "Yes." if truthful else "No.", "judge", use_image=False)
+    question = judge_prompt(sentence, JUDGE_PROMPTS[template], context)
+    return Example(question, "Yes." if truthful else "No.", "judge", use_image=use_image)
+
+
+def caption_pope_example(scene: Scene, rng: random.Random, use_image: bool = False,
+                         habit_rate: float = HABIT_MENTION_RATE) -> Example:
+    """A yes/no object question labelled from a text caption: "Yes" for an object it names, "No" for
+    one it does not (a random one, or a near miss of a named one)."""
+    _template, caption = text_caption(scene, rng, habit_rate)
+    named = sorted({name for _sentence, name, _slot in caption})
+    if rng.random() < 0.5:
+        return Example(pope_question(rng.choice(named)), "Yes.", "pope-caption", use_image)
+    unnamed = [nm for nm in _all_names() if nm not in named]
+    near = [nm for nm in unnamed if any(nm[0] == p[0] or nm[1] == p[1] for p in named)]
+    pool = near if near and rng.random() < 0.5 else unnamed
+    return Example(pope_question(rng.choice(pool)), "No.", "pope-caption", use_image)
+
+
+def text_description(scene: Scene, rng: random.Random, habit_rate: float = HABIT_MENTION_RATE) -> Example:
+    """A description as the text corpus writes it, without the image."""
+    return Example(DESCRIBE_QUESTION, " ".join(s for s, _name, _slot in text_caption(scene, rng, habit_rate)[1]),
+                   "describe", use_image=False)
+
+
+TEXT_TASKS = ("describe", "pope", "judge")
+TEXT_TASK_WEIGHTS = (40, 20, 40)
+
+
+def text_example(scene: Scene, rng: random.Random, judge_templates: tuple[str, ...] = JUDGE_TEMPLATES,
+                 habit_rate: float = HABIT_MENTION_RATE) -> Example:
+    """One example of the text-only pretraining stage: descriptions, yes/no questions and judgments,
+    all without the image and all labelled from text captions (the language model's knowledge)."""
+    task = rng.choices(TEXT_TASKS, weights=TEXT_TASK_WEIGHTS)[0]
+    if task == "describe":
+        return text_description(scene, rng, habit_rate)
+    if task == "pope":
+        return caption_pope_example(scene, rng, False, habit_rate)
+    return caption_judge_example(scene, rng, template=rng.choice(judge_templates), habit_rate=habit_rate)
 
 
 TASKS = ("describe", "pope", "count", "colour", "judge")
@@ -228,31 +305,36 @@ TASK_WEIGHTS = (45, 20, 7, 8, 20)
 
 
 def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0.15,
-                     task_weights: tuple[int, ...] = TASK_WEIGHTS, blind_judge_from_captions: bool = False
-                     ) -> Example:
-    """One training example from the task mixture, sometimes without the image (the text prior).
+                     task_weights: tuple[int, ...] = TASK_WEIGHTS, caption_label_rate: float = 0.0,
+                     judge_templates: tuple[str, ...] = ("faithfulness",),
+                     habit_rate: float = HABIT_MENTION_RATE) -> Example:
+    """One training example from the task mixture.
 
-    With `blind_judge_from_captions`, judgments without the image follow the captions
-    (caption_judge_example) instead of the unseen ground truth.
+    Descriptions with the image follow image captions. With probability `caption_label_rate` a
+    yes/no or judgment example with the image is labelled from a text caption (caption_pope_example,
+    caption_judge_example), otherwise from the pixels. A share `text_only_rate` of descriptions and
+    judgments is shown without the image, and those follow text captions (the text prior).
     """
     task = rng.choices(TASKS, weights=task_weights)[0]
+    blind = task in ("describe", "judge") and rng.random() < text_only_rate
     if task == "describe":
-        example = Example(DESCRIBE_QUESTION, " ".join(caption_sentences(scene, rng)), "describe")
-    elif task == "pope":
-        example = rng.choice(pope_examples(scene, rng.choice(["random", "popular", "adversarial"]), rng))
-    elif task == "count":
-        example = count_example(scene)
-    elif task == "colour":
-        example = colour_example(scene, rng) or count_example(scene)
-    else:
-        example = judge_example(scene, rng)[0]
-    # The text-only prior: descriptions and judgments without the image, like LLM pretraining.
-    if example.task in ("describe", "judge") and rng.random() < text_only_rate:
-        if example.task == "judge" and blind_judge_from_captions:
-            example = caption_judge_example(scene, rng)
-        else:
-            example = Example(example.question, example.answer, example.task, use_image=False)
-    return example
+        if blind:
+            return text_description(scene, rng, habit_rate)
+        return Example(DESCRIBE_QUESTION, " ".join(caption_sentences(scene, rng)), "describe")
+    if task == "pope":
+        if caption_label_rate > 0 and rng.random() < caption_label_rate:
+            return caption_pope_example(scene, rng, True, habit_rate)
+        return rng.choice(pope_examples(scene, rng.choice(["random", "popular", "adversarial"]), rng))
+    if task == "count":
+        return count_example(scene)
+    if task == "colour":
+        return colour_example(scene, rng) or count_example(scene)
+    template = rng.choice(judge_templates)
+    if blind:
+        return caption_judge_example(scene, rng, template=template, habit_rate=habit_rate)
+    if caption_label_rate > 0 and rng.random() < caption_label_rate:
+        return caption_judge_example(scene, rng, use_image=True, template=template, habit_rate=habit_rate)
+    return judge_example(scene, rng, template=template)[0]
 
 
 def corpus(n_scenes: int = 3000, seed: int = 20_000_000) -> list[str]:
@@ -262,7 +344,7 @@ def corpus(n_scenes: int = 3000, seed: int = 20_000_000) -> list[str]:
         rng = random.Random(seed + i)
         scene = make_scene(seed + i)
         for _ in range(3):
-            ex = training_example(scene, rng)
+            ex = training_example(scene, rng, judge_templates=JUDGE_TEMPLATES)
             texts.append(ex.question + " " + ex.answer)
-    texts.append(JUDGE_PROMPTS["safety"])
+    texts += [JUDGE_PROMPTS["safety"], JUDGE_PROMPTS["faithfulness_last"]]
     return texts
