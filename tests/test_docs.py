@@ -59,3 +59,34 @@ def test_files_listed_in_readme_exist():
             folder = name if name.endswith("/") else ""
             assert (ROOT / name).exists(), name
     assert (ROOT / ".ci" / "run").exists()
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's anchors for a markdown file's headings (outside code blocks)."""
+    anchors, fence = set(), False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        elif not fence and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^a-z0-9 _-]", "", title).replace(" ", "-"))
+    return anchors
+
+
+@pytest.mark.parametrize("page", ["README.md"] + sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
+def test_every_relative_link_resolves(page):
+    path = ROOT / page
+    for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        assert linked.exists(), f"{page}: {target}"
+        if anchor and linked.suffix == ".md":
+            assert anchor in _anchors(linked.read_text()), f"{page}: {target}"
+
+
+def test_readme_is_an_overview():
+    assert README.count("\n") <= 400
+    for page in (ROOT / "docs").glob("*.md"):
+        assert f"(docs/{page.name})" in README, f"README does not link docs/{page.name}"
