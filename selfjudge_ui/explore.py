@@ -24,7 +24,7 @@ from core.config import REPO_ROOT
 from core.engine.decoding import DecodeOptions, decode
 from core.shapes.domain import knows_only_shapes, looks_like_shapes_scene
 from core.engine.images import image_sha256
-from core.engine.judge import judge
+from core.engine.judge import json_safe, judge
 from core.engine.loading import LoadedModel, adapter_in_use, display_model_id, get_model
 from core.engine.prompts import DESCRIBE_QUESTION
 from core.engine.safety import SafetySettings, format_verdict
@@ -294,7 +294,7 @@ class Explore:
         with _core_errors():
             result = decode(loaded, image, question, strategy, judge_settings, k=k, max_new_tokens=max_new_tokens,
                             seed=seed, options=DecodeOptions(safety=safety))
-        decoded = views.finite(dataclasses.asdict(result))
+        decoded = json_safe(dataclasses.asdict(result))
         report = format_verdict(result.safety) if result.safety else ""
         run = {"decoded": decoded, "k": k, "max_new_tokens": max_new_tokens}
         return (f"**{strategy}:** {decoded['text']}", plots.decode_tree(decoded), views.decode_rows(decoded),

@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 
 from core.engine.decoding import DecodeOptions
-from core.engine.judge import json_safe
 from core.shapes.metrics import sentence_is_hallucinated
 from core.shapes.world import Scene
 from selfjudge_ui.plots import GROUNDED, HIGHER, PRIOR, SIGNED_VIEWS, TOKEN_VIEWS
@@ -79,9 +78,6 @@ def styled_sentences(rows: list[list]):
     """The sentences table with correct verdicts in green and hallucinated ones in red."""
     return _styler(rows, SENTENCE_COLUMNS, lambda row, name, value: VERDICT_STYLE.get(value, "")
                    if name == "verdict" else "")
-
-
-finite = json_safe  # one implementation, in core
 
 
 def _r(value: float | None) -> float | None:

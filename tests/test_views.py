@@ -177,8 +177,10 @@ def test_decode_run_rows_compare_strategies_against_the_truth():
         4, "A red square. A blue heart.", "the chosen sentence ended the answer", "-"]
 
 
-def test_finite_turns_nan_and_infinity_into_null():
-    assert views.finite({"a": [1.0, float("nan")], "b": {"c": float("-inf"), "d": "x", "e": 2}}) == {
+def test_json_safe_turns_nan_and_infinity_into_null():
+    from core.engine.judge import json_safe
+
+    assert json_safe({"a": [1.0, float("nan")], "b": {"c": float("-inf"), "d": "x", "e": 2}}) == {
         "a": [1.0, None], "b": {"c": None, "d": "x", "e": 2}}
 
 
