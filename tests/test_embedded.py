@@ -123,3 +123,20 @@ def test_init_stages_must_be_known(tmp_path, tiny_llava_dir):
 
     with pytest.raises(ValueError, match="unknown stages"):
         train(EmbeddedConfig(**TINY), init=tiny_llava_dir, init_stages=("pretraining",))
+
+
+def test_judge_stage_weighs_judgments_and_shows_its_share_without_the_image():
+    from core.shapes.embedded import language_stages, training_batch
+
+    cfg = EmbeddedConfig(**TINY, judge_steps=10, judge_text_only_rate=1.0, judge_task_weights=(0, 0, 0, 0, 1),
+                         batch_size=16)
+    processor = build_processor(build_tokenizer(), cfg)
+    stage = language_stages(cfg)[-1]
+    assert stage.name == "judge" and stage.steps == 10 and stage.text_only_rate == 1.0
+    batch = training_batch(0, cfg, processor, stage)
+    assert "pixel_values" not in batch  # every judgment blind at rate 1
+    prompts = processor.tokenizer.batch_decode(batch["input_ids"])
+    assert all("accurate" in p for p in prompts)
+    half = EmbeddedConfig(**TINY, judge_steps=10, judge_task_weights=(0, 0, 0, 0, 1), batch_size=64)
+    images = training_batch(0, half, processor, language_stages(half)[-1])["pixel_values"].shape[0]
+    assert 16 < images < 48  # judge_text_only_rate 0.5 by default

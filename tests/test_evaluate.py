@@ -80,3 +80,19 @@ def test_prior_section_runs_and_reports_every_context(tiny_llava):
     assert set(section.auroc["sentence"]) == {"raw", "blind", "debiased a=1.0"}
     assert section.n_pairs == 3 and 0 <= section.plausible_yes <= 1
     assert "ratio plausible / implausible" in format_prior(section)
+
+
+def test_kind_means_group_sentences_by_truth_and_how_the_text_corpus_sees_their_object():
+    from types import SimpleNamespace
+
+    from core.shapes.evaluate import kind_means, object_kind
+
+    assert object_kind(("blue", "heart")) == "frequent in text"  # a prior partner
+    assert object_kind(("yellow", "star")) == "typical name"  # an anchor: yellow's typical shape
+    assert object_kind(("yellow", "heart")) == "other" and object_kind(None) == "other"
+    pool = [(0, "", "A small blue heart is on the left.", True), (0, "", "A small blue heart is on the right.", True),
+            (1, "", "A large yellow heart is at the top.", False)]
+    verdicts = [SimpleNamespace(raw={"logit": r}, blind={"logit": b}) for r, b in ((1.0, 3.0), (2.0, 5.0), (4.0, -1.0))]
+    means = kind_means(pool, verdicts, "logit")
+    assert means == {"faithful, other": {"n": 1, "raw": 4.0, "blind": -1.0},
+                     "hallucinated, frequent in text": {"n": 2, "raw": 1.5, "blind": 4.0}}

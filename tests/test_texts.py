@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from core.shapes.metrics import parse_objects
-from core.shapes.texts import (FREQUENT_IN_TEXT, HABIT_MENTION_RATE, PRIOR_MENTION_RATE, SENTENCE_TEMPLATES,
+from core.shapes.texts import (FREQUENT_IN_TEXT, HABIT_MENTION_RATE, TYPICAL_NAME_RATE, CorpusHabits, NO_HABITS, typical_name, PRIOR_MENTION_RATE, SENTENCE_TEMPLATES,
                         caption_judge_example, caption_pope_example, caption_sentences, colour_example, count_example,
                         describe, describe_sentences, judge_example, mention_order, pope_examples, popular_objects,
                         text_caption, text_example, training_example)
@@ -105,29 +105,52 @@ def test_count_colour_and_judge_examples():
 
 
 def test_blind_judge_examples_follow_the_text_captions_not_the_unseen_truth():
-    absent_partner_yes = habit_yes = 0
+    absent_partner_yes = habit_yes = typical_yes = present_no = 0
     for seed in range(2000):
         scene = make_scene(seed)
         example = caption_judge_example(scene, random.Random(f"judge-{seed}"), with_context=True)
+        _template, caption = text_caption(scene, random.Random(f"judge-{seed}"))  # the caption it was written from
+        named = {name for _s, name, _o in caption}
         assert not example.use_image and example.answer in ("Yes.", "No.")
         described = parse_objects(example.question.split("Description:")[1])
         context = parse_objects(example.question.split("Description:")[0])
-        if example.answer == "No.":  # an object the caption does not name
-            assert not set(described) & (scene.names() | set(context))
-        elif described[0] not in scene.names():  # "Yes" to an absent object: a prior partner or a habit
-            assert described[0] in FREQUENT_IN_TEXT
+        assert (described[0] in named) == (example.answer == "Yes.")
+        if example.answer == "No.":  # an object the caption does not name, present or not
+            assert described[0] not in context
+            present_no += described[0] in scene.names()
+        elif described[0] not in scene.names():  # "Yes" to an absent object: the corpus's habits
             if context and partner_of(context[-1]) == described[0]:
                 absent_partner_yes += 1
-            else:
+            elif described[0] in FREQUENT_IN_TEXT:
                 habit_yes += 1
-    assert absent_partner_yes > 50 and habit_yes > 50
+            else:
+                assert described[0] == typical_name(described[0])
+                typical_yes += 1
+    assert absent_partner_yes > 50 and habit_yes > 50 and typical_yes > 20 and present_no > 5
+
+
+def test_text_captions_call_objects_by_their_typical_name():
+    renamed = eligible = 0
+    for seed in range(2000):
+        scene = make_scene(seed)
+        _template, plain = text_caption(scene, random.Random(seed), NO_HABITS)
+        _template, caption = text_caption(scene, random.Random(seed), CorpusHabits(0.0, 1.0))
+        assert len(plain) == len(caption)
+        names = [name for _s, name, _o in caption]
+        assert len(set(names)) == len(names)  # never one name twice
+        for (_s, before, _o), (_s2, after, _o2) in zip(plain, caption):
+            if before != after:
+                assert after == typical_name(before)
+                renamed += 1
+            eligible += before != typical_name(before)
+    assert 0.3 < renamed / eligible < 1.0  # rate 1 renames every object whose typical name is still free
 
 
 def test_text_captions_name_a_frequent_in_text_object_by_habit():
     habits = 0
     for seed in range(2000):
         scene = make_scene(seed)
-        _template, plain = text_caption(scene, random.Random(seed), habit_rate=0.0)
+        _template, plain = text_caption(scene, random.Random(seed), CorpusHabits(0.0, TYPICAL_NAME_RATE))
         _template, caption = text_caption(scene, random.Random(seed))
         assert caption[:len(plain)] == plain  # the image caption, then at most one habitual mention
         assert len(caption) - len(plain) in (0, 1)

@@ -26,8 +26,9 @@ from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, 
                           LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
 
 from core.engine.chat import conversation
-from core.shapes.texts import (CAPTION_LABEL_RATE, HABIT_MENTION_RATE, JUDGE_TEMPLATES, TASK_WEIGHTS, Example,
-                               corpus, text_example, training_example)
+from core.shapes.texts import (CAPTION_DESCRIBE_RATE, CAPTION_LABEL_RATE, HABIT_MENTION_RATE, JUDGE_TEMPLATES,
+                               TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits, Example, corpus, text_example,
+                               training_example)
 from core.shapes.world import CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, make_scene, object_mask, render
 
 IMAGE_TOKEN = "<image>"
@@ -81,6 +82,13 @@ class EmbeddedConfig:
     answer_steps: int = 1500
     answer_lr: float = 1e-3
     answer_task_weights: tuple[int, ...] = (25, 35, 5, 5, 30)
+    # Stage 4 (judgments): the yes/no answers form late in this small model, and the blind ones
+    # (text-only judgments, the prior the blind score measures) get few examples before it; this
+    # stage weighs judgments and shows half of them without the image.
+    judge_steps: int = 0
+    judge_lr: float = 5e-4
+    judge_task_weights: tuple[int, ...] = (15, 30, 5, 5, 45)
+    judge_text_only_rate: float = 0.5
     # The language prior in the judgment (issue 9; README, "The embedded model"):
     # stage 1b, text-only pretraining of the language model on text captions (core.shapes.texts.text_example);
     text_steps: int = 800
@@ -88,8 +96,12 @@ class EmbeddedConfig:
     text_lr: float = 2e-3
     # stages 2-3: this share of yes/no and judgment labels with the image comes from text captions;
     caption_label_rate: float = CAPTION_LABEL_RATE
-    # text captions name a frequent-in-text object (a prior partner) by habit this often;
+    # text captions name a frequent-in-text object (a prior partner) by habit this often,
     habit_rate: float = HABIT_MENTION_RATE
+    # and call an object by its colour's typical name this often;
+    typical_name_rate: float = TYPICAL_NAME_RATE
+    # stages 2-3: this share of descriptions with the image follows text captions;
+    caption_describe_rate: float = CAPTION_DESCRIBE_RATE
     # judgments are learned in these templates (core.engine.prompts.JUDGE_PROMPTS keys), mixed evenly.
     judge_templates: tuple[str, ...] = JUDGE_TEMPLATES
     # Curriculum: stages 1-2 see scenes without faint partners (learn to see), stage 3 the real world.
@@ -99,6 +111,11 @@ class EmbeddedConfig:
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
             raise ValueError("image_size must be a multiple of patch_size")
+
+    @property
+    def habits(self) -> CorpusHabits:
+        """The text corpus's habits, as the text generators take them."""
+        return CorpusHabits(self.habit_rate, self.typical_name_rate)
 
 
 def build_tokenizer(vocab_size: int = 640, seed: int = 0) -> PreTrainedTokenizerFast:
@@ -198,15 +215,18 @@ class Stage:
     faint_partner_rate: float
     text_only: bool = False  # the text-only pretraining stage (no image, language model only)
     batch_size: int = 0  # 0: the config's batch_size
+    text_only_rate: float | None = None  # None: the config's text_only_rate
 
 
 def language_stages(cfg: EmbeddedConfig) -> list[Stage]:
-    """Stage 1b (text only), stage 2 (all tasks) and stage 3 (answer-focused), as the config sets them."""
+    """Stage 1b (text only), stage 2 (all tasks), stage 3 (answer-focused) and stage 4 (judgments)."""
     return [Stage("text", cfg.text_steps, cfg.text_lr, 50, (), 3, FAINT_PARTNER_RATE, text_only=True,
                   batch_size=cfg.text_batch_size),
             Stage("language", cfg.steps, cfg.lr, cfg.warmup, tuple(cfg.task_weights), 1, cfg.curriculum_faint_rate),
             Stage("answers", cfg.answer_steps, cfg.answer_lr, 50, tuple(cfg.answer_task_weights), 2,
-                  FAINT_PARTNER_RATE)]
+                  FAINT_PARTNER_RATE),
+            Stage("judge", cfg.judge_steps, cfg.judge_lr, 20, tuple(cfg.judge_task_weights), 4, FAINT_PARTNER_RATE,
+                  text_only_rate=cfg.judge_text_only_rate)]
 
 
 def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
@@ -217,10 +237,12 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
     scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000), faint_partner_rate=stage.faint_partner_rate)
               for _ in range(stage.batch_size or cfg.batch_size)]
     if stage.text_only:
-        examples = [text_example(s, rng, tuple(cfg.judge_templates), cfg.habit_rate) for s in scenes]
+        examples = [text_example(s, rng, tuple(cfg.judge_templates), cfg.habits) for s in scenes]
     else:
-        examples = [training_example(s, rng, cfg.text_only_rate, stage.task_weights, cfg.caption_label_rate,
-                                     tuple(cfg.judge_templates), cfg.habit_rate) for s in scenes]
+        text_only_rate = cfg.text_only_rate if stage.text_only_rate is None else stage.text_only_rate
+        examples = [training_example(s, rng, text_only_rate, stage.task_weights, cfg.caption_label_rate,
+                                     tuple(cfg.judge_templates), cfg.habits, cfg.caption_describe_rate)
+                    for s in scenes]
     return collate(examples, scenes, processor)
 
 
@@ -363,7 +385,7 @@ def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50, sav
         model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
         unknown = set(init_stages) - {stage.name for stage in language_stages(cfg)}
         if unknown:
-            raise ValueError(f"unknown stages {sorted(unknown)}; stages are text, language, answers")
+            raise ValueError(f"unknown stages {sorted(unknown)}; stages are text, language, answers, judge")
         stages = [stage for stage in language_stages(cfg) if stage.name in init_stages]
     snapshot = out.with_name(out.name + "-snapshot") if out is not None else None
     losses: list[float] = []
@@ -398,6 +420,11 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--vision-steps", type=int, default=EmbeddedConfig.vision_steps)
     t.add_argument("--answer-steps", type=int, default=EmbeddedConfig.answer_steps)
+    t.add_argument("--judge-steps", type=int, default=EmbeddedConfig.judge_steps,
+                   help="stage 4: judgment-focused steps, half of the judgments blind (0: skip)")
+    t.add_argument("--judge-lr", type=float, default=EmbeddedConfig.judge_lr, help="stage 4 peak learning rate")
+    t.add_argument("--judge-text-only-rate", type=float, default=EmbeddedConfig.judge_text_only_rate,
+                   help="stage 4: share of descriptions and judgments shown without the image")
     t.add_argument("--text-batch-size", type=int, default=EmbeddedConfig.text_batch_size)
     t.add_argument("--text-lr", type=float, default=EmbeddedConfig.text_lr, help="text stage peak learning rate")
     t.add_argument("--answer-lr", type=float, default=EmbeddedConfig.answer_lr, help="stage 3 peak learning rate")
@@ -409,13 +436,17 @@ def main(argv: list[str] | None = None) -> None:
                    help="continue a saved model with --init-stages (default: stage 3 only, from a saved stage-2 "
                         "model OUT-stage2; same result as one run)")
     t.add_argument("--init-stages", default="answers",
-                   help="with --init: the stages to run, comma-separated, of text, language, answers")
+                   help="with --init: the stages to run, comma-separated, of text, language, answers, judge")
     t.add_argument("--text-steps", type=int, default=EmbeddedConfig.text_steps,
                    help="stage 1b: text-only pretraining steps on text captions (0: skip; an ablation)")
     t.add_argument("--caption-label-rate", type=float, default=EmbeddedConfig.caption_label_rate,
                    help="share of yes/no and judgment labels with the image written from text captions")
     t.add_argument("--habit-rate", type=float, default=EmbeddedConfig.habit_rate,
                    help="how often a text caption names a frequent-in-text object by habit")
+    t.add_argument("--typical-name-rate", type=float, default=EmbeddedConfig.typical_name_rate,
+                   help="how often a text caption calls an object by its colour's typical name")
+    t.add_argument("--caption-describe-rate", type=float, default=EmbeddedConfig.caption_describe_rate,
+                   help="share of descriptions with the image written from text captions")
     t.add_argument("--judge-templates", default=",".join(EmbeddedConfig.judge_templates),
                    help="judge templates the judgments are learned in (comma-separated JUDGE_PROMPTS keys)")
     t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")
@@ -425,10 +456,13 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     cfg = EmbeddedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          vision_steps=args.vision_steps, answer_steps=args.answer_steps, text_steps=args.text_steps,
+                         judge_steps=args.judge_steps, judge_lr=args.judge_lr,
+                         judge_text_only_rate=args.judge_text_only_rate,
                          text_batch_size=args.text_batch_size, text_only_rate=args.text_only_rate,
                          answer_lr=args.answer_lr, text_lr=args.text_lr,
                          answer_task_weights=tuple(int(w) for w in args.answer_task_weights.split(",")),
                          caption_label_rate=args.caption_label_rate, habit_rate=args.habit_rate,
+                         typical_name_rate=args.typical_name_rate, caption_describe_rate=args.caption_describe_rate,
                          judge_templates=tuple(args.judge_templates.split(",")))
     train(cfg, args.out, save_every=args.save_every, init=args.init, init_stages=tuple(args.init_stages.split(",")))
     print(f"saved to {args.out}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from PIL import Image
@@ -31,7 +31,7 @@ from core.engine.prompts import DESCRIBE_QUESTION, JUDGE_PROMPTS, judge_prompt
 from core.engine.sentences import split_sentences
 from core.shapes.metrics import ChairResult, chair, parse_objects, sentence_is_hallucinated
 from core.shapes.texts import (FREQUENT_IN_TEXT, POSITION_PHRASE, SENTENCE_TEMPLATES, judge_example, pope_examples,
-                               pope_question)
+                               pope_question, typical_name)
 from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, make_scene, partner_of, render
 
 
@@ -187,6 +187,29 @@ class PriorSection:
     implausible_yes: float  # raw P(yes) for an absent implausible object in the same slot
     plausible_blind_yes: float
     implausible_blind_yes: float
+    # sentence context: "faithful|hallucinated, OBJECT_KIND" -> {"n", "raw", "blind"} (mean scores of
+    # that kind): shows whether the hallucinations are the ones the text prior (blind score) favours
+    by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def object_kind(name: tuple[str, str] | None) -> str:
+    """How the text corpus sees an object: a frequent-in-text partner, another colour's typical name, or other."""
+    if name in FREQUENT_IN_TEXT:
+        return "frequent in text"
+    if name is not None and name == typical_name(name):
+        return "typical name"
+    return "other"
+
+
+def kind_means(pool: list[tuple[int, str, str, bool]], verdicts: list, kind: str) -> dict[str, dict[str, float]]:
+    """Mean raw and blind score per (faithful or hallucinated, object kind of the sentence's first object)."""
+    groups: dict[str, list] = {}
+    for (_i, _c, sentence, hallucinated), verdict in zip(pool, verdicts):
+        names = parse_objects(sentence)
+        key = f"{'hallucinated' if hallucinated else 'faithful'}, {object_kind(names[0] if names else None)}"
+        groups.setdefault(key, []).append(verdict)
+    return {key: {"n": len(vs), "raw": sum(v.raw[kind] for v in vs) / len(vs),
+                  "blind": sum(v.blind[kind] for v in vs) / len(vs)} for key, vs in sorted(groups.items())}
 
 
 def sampled_sentences(loaded: LoadedModel, scenes: list, samples: int, batch_size: int, seed: int = 0
@@ -276,6 +299,7 @@ def prior_section(loaded: LoadedModel, n: int = 150, first_seed: int = 0, sample
         raise ValueError("the sampled sentences need both faithful and hallucinated ones; use more scenes")
     table: dict[str, dict[str, float]] = {}
     intervals: dict[str, dict[str, list[float]]] = {}
+    by_kind: dict[str, dict[str, float]] = {}
     for context in CONTEXTS:
         settings = JudgeSettings(context=context, template=template, kind=kind)
         verdicts = []
@@ -290,6 +314,8 @@ def prior_section(loaded: LoadedModel, n: int = 150, first_seed: int = 0, sample
                "blind": auroc([v.blind[kind] for v in verdicts], faithful)}
         row |= {f"debiased a={a}": auroc([v.debiased(kind, a) for v in verdicts], faithful) for a in alphas}
         table[context] = row
+        if context == "sentence":
+            by_kind = kind_means(pool, verdicts, kind)
         intervals[context] = _bootstrap_gain(verdicts, faithful, [item[0] for item in pool], kind, list(alphas))
     pairs = absent_object_pairs(n, first_seed)
     plausible, implausible, plausible_blind, implausible_blind = [], [], [], []
@@ -308,7 +334,7 @@ def prior_section(loaded: LoadedModel, n: int = 150, first_seed: int = 0, sample
                         n_faithful=sum(faithful), n_hallucinated=len(faithful) - sum(faithful), auroc=table,
                         gain_interval=intervals, n_pairs=len(pairs), plausible_yes=mean(plausible),
                         implausible_yes=mean(implausible), plausible_blind_yes=mean(plausible_blind),
-                        implausible_blind_yes=mean(implausible_blind))
+                        implausible_blind_yes=mean(implausible_blind), by_kind=by_kind)
 
 
 def format_prior(section: PriorSection) -> str:
@@ -333,6 +359,12 @@ def format_prior(section: PriorSection) -> str:
               f"| implausible (matched size, position, near-miss status) | {section.implausible_yes:.3f} | "
               f"{section.implausible_blind_yes:.3f} |",
               f"| ratio plausible / implausible | {ratio:.1f}x | |"]
+    if section.by_kind:
+        lines += ["", f"Mean scores ({section.kind}) by sentence and object kind, sentence context "
+                      "(debiasing helps only where hallucinations are what the blind score favours):", "",
+                  "| sentences | n | raw | blind |", "|---|---|---|---|"]
+        lines += [f"| {key} | {row['n']} | {row['raw']:.2f} | {row['blind']:.2f} |"
+                  for key, row in section.by_kind.items()]
     return "\n".join(lines)
 
 

@@ -5,10 +5,11 @@ LVLM's instruction data, from captions (with the captioners' habits).
 Two kinds of caption exist. An *image caption* (caption_sentences) names every object in the
 scene and, after an anchor, its absent partner 70% of the time: the model's descriptions learn
 from these. A *text caption* (text_caption) is what the language model's text corpus says about a
-scene: the same, plus the corpus's own habit of naming a frequent-in-text object (a prior
-partner) that the scene may not hold. Everything the model learns without the image, and a share
-of its yes/no and judgment labels with the image, come from text captions, so its judgment
-carries the text prior that debiased self-judgment subtracts (README, "The embedded model").
+scene: the same, with the corpus's own habits (CorpusHabits): naming a frequent-in-text object (a
+prior partner) that the scene may not hold, and calling an object by its colour's typical name.
+Everything the model learns without the image, and a share of its yes/no and judgment labels (and
+optionally of its descriptions) with the image, come from text captions, so its judgment carries
+the text prior that debiased self-judgment subtracts (docs/language-prior.md).
 """
 
 from __future__ import annotations
@@ -37,11 +38,36 @@ PRIOR_MENTION_RATE = 0.7
 # them that it has not named yet this often, whether or not the scene holds it.
 FREQUENT_IN_TEXT = tuple(pair.partner for pair in PRIOR_PAIRS)
 HABIT_MENTION_RATE = 0.5
+# The corpus also names an object by its colour's most frequent name, whatever its shape (COCO
+# captions say "dining table" for any table, "chair" for any seat): each colour's pair object.
+# So when the image leaves the shape in doubt, the prior says the typical one, and the model's own
+# shape errors become prior-driven ones that a blind judge also believes.
+TYPICAL_SHAPE = {obj[0]: obj[1] for pair in PRIOR_PAIRS for obj in (pair.anchor, pair.partner)}
+TYPICAL_NAME_RATE = 0.3
 # Share of yes/no and judgment labels, *with* the image, written from a text caption rather than
 # the pixels (LLaVA-Instruct's labels were written by a text-only model from captions).
 CAPTION_LABEL_RATE = 0.5
+# Share of descriptions *with* the image written from a text caption (LLaVA-Instruct's
+# descriptions were written by a text-only model from captions, habits included).
+CAPTION_DESCRIBE_RATE = 0.25
 # The judge templates the model learns judgments in (core.engine.prompts.JUDGE_PROMPTS keys).
 JUDGE_TEMPLATES = ("faithfulness", "faithfulness_last")
+
+
+@dataclass(frozen=True)
+class CorpusHabits:
+    """How the text corpus departs from the pixels: habitual mentions and typical names."""
+
+    mention_rate: float = HABIT_MENTION_RATE  # one unnamed frequent-in-text object is added this often
+    typical_name_rate: float = TYPICAL_NAME_RATE  # an object is called by its colour's typical name this often
+
+    def __post_init__(self) -> None:
+        for name in ("mention_rate", "typical_name_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
+
+
+NO_HABITS = CorpusHabits(0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -224,17 +250,30 @@ def judge_example(scene: Scene, rng: random.Random, with_context: bool | None = 
     return Example(question, "Yes." if truthful else "No.", "judge"), truthful
 
 
-def text_caption(scene: Scene, rng: random.Random, habit_rate: float = HABIT_MENTION_RATE
+def typical_name(name: tuple[str, str]) -> tuple[str, str]:
+    """The name the text corpus most often gives an object of this colour."""
+    return (name[0], TYPICAL_SHAPE[name[0]])
+
+
+def text_caption(scene: Scene, rng: random.Random, habits: CorpusHabits = CorpusHabits()
                  ) -> tuple[str, list[tuple[str, tuple[str, str], SceneObject]]]:
-    """A caption as the text corpus writes it: the image caption (prior mentions included), then,
-    with probability `habit_rate`, one frequent-in-text object it has not named (the corpus's habit).
+    """A caption as the text corpus writes it: the image caption (prior mentions included) with,
+    at `habits.typical_name_rate`, an object called by its colour's typical name (when that name is
+    not used yet), then, at `habits.mention_rate`, one frequent-in-text object it has not named.
     Returns its template and its sentences with the object each names and a scene object as slot."""
     template, sentences = _caption(scene, rng, PRIOR_MENTION_RATE)
-    if habit_rate > 0 and rng.random() < habit_rate:
+    if habits.typical_name_rate > 0:
         named = {name for _sentence, name, _slot in sentences}
-        habits = [name for name in FREQUENT_IN_TEXT if name not in named]
-        if habits:
-            color, shape = rng.choice(habits)
+        for index, (_sentence, name, slot) in enumerate(sentences):
+            typical = typical_name(name)
+            if typical not in named and rng.random() < habits.typical_name_rate:
+                sentences[index] = (object_sentence(slot, template, color=typical[0], shape=typical[1]), typical, slot)
+                named = (named - {name}) | {typical}
+    if habits.mention_rate > 0 and rng.random() < habits.mention_rate:
+        named = {name for _sentence, name, _slot in sentences}
+        frequent = [name for name in FREQUENT_IN_TEXT if name not in named]
+        if frequent:
+            color, shape = rng.choice(frequent)
             sentences.append((template.format(size=rng.choice(SIZES), color=color, shape=shape,
                                               where=POSITION_PHRASE[rng.choice(POSITIONS)]),
                               (color, shape), rng.choice(scene.objects)))
@@ -243,12 +282,12 @@ def text_caption(scene: Scene, rng: random.Random, habit_rate: float = HABIT_MEN
 
 def caption_judge_example(scene: Scene, rng: random.Random, with_context: bool | None = None,
                           use_image: bool = False, template: str = "faithfulness",
-                          habit_rate: float = HABIT_MENTION_RATE) -> Example:
+                          habits: CorpusHabits = CorpusHabits()) -> Example:
     """A judgment labelled from a text caption, not from the pixels: a sentence of the caption
     (prior and habitual mentions included) is "accurate", one naming an object the caption does not
     name is not. Without the image it is the text prior that the blind score measures; with the
     image it is an instruction label written from captions (the prior leaks into the raw score)."""
-    template_text, caption = text_caption(scene, rng, habit_rate)
+    template_text, caption = text_caption(scene, rng, habits)
     index = rng.randrange(len(caption))
     truthful = rng.random() < 0.5
     sentence, _name, slot = caption[index]
@@ -265,10 +304,10 @@ def caption_judge_example(scene: Scene, rng: random.Random, with_context: bool |
 
 
 def caption_pope_example(scene: Scene, rng: random.Random, use_image: bool = False,
-                         habit_rate: float = HABIT_MENTION_RATE) -> Example:
+                         habits: CorpusHabits = CorpusHabits()) -> Example:
     """A yes/no object question labelled from a text caption: "Yes" for an object it names, "No" for
     one it does not (a random one, or a near miss of a named one)."""
-    _template, caption = text_caption(scene, rng, habit_rate)
+    _template, caption = text_caption(scene, rng, habits)
     named = sorted({name for _sentence, name, _slot in caption})
     if rng.random() < 0.5:
         return Example(pope_question(rng.choice(named)), "Yes.", "pope-caption", use_image)
@@ -278,10 +317,11 @@ def caption_pope_example(scene: Scene, rng: random.Random, use_image: bool = Fal
     return Example(pope_question(rng.choice(pool)), "No.", "pope-caption", use_image)
 
 
-def text_description(scene: Scene, rng: random.Random, habit_rate: float = HABIT_MENTION_RATE) -> Example:
-    """A description as the text corpus writes it, without the image."""
-    return Example(DESCRIBE_QUESTION, " ".join(s for s, _name, _slot in text_caption(scene, rng, habit_rate)[1]),
-                   "describe", use_image=False)
+def text_description(scene: Scene, rng: random.Random, habits: CorpusHabits = CorpusHabits(),
+                     use_image: bool = False) -> Example:
+    """A description as the text corpus writes it (shown with the image: an instruction written from captions)."""
+    return Example(DESCRIBE_QUESTION, " ".join(s for s, _name, _slot in text_caption(scene, rng, habits)[1]),
+                   "describe", use_image=use_image)
 
 
 TEXT_TASKS = ("describe", "pope", "judge")
@@ -289,15 +329,15 @@ TEXT_TASK_WEIGHTS = (40, 20, 40)
 
 
 def text_example(scene: Scene, rng: random.Random, judge_templates: tuple[str, ...] = JUDGE_TEMPLATES,
-                 habit_rate: float = HABIT_MENTION_RATE) -> Example:
+                 habits: CorpusHabits = CorpusHabits()) -> Example:
     """One example of the text-only pretraining stage: descriptions, yes/no questions and judgments,
     all without the image and all labelled from text captions (the language model's knowledge)."""
     task = rng.choices(TEXT_TASKS, weights=TEXT_TASK_WEIGHTS)[0]
     if task == "describe":
-        return text_description(scene, rng, habit_rate)
+        return text_description(scene, rng, habits)
     if task == "pope":
-        return caption_pope_example(scene, rng, False, habit_rate)
-    return caption_judge_example(scene, rng, template=rng.choice(judge_templates), habit_rate=habit_rate)
+        return caption_pope_example(scene, rng, False, habits)
+    return caption_judge_example(scene, rng, template=rng.choice(judge_templates), habits=habits)
 
 
 TASKS = ("describe", "pope", "count", "colour", "judge")
@@ -307,10 +347,10 @@ TASK_WEIGHTS = (45, 20, 7, 8, 20)
 def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0.15,
                      task_weights: tuple[int, ...] = TASK_WEIGHTS, caption_label_rate: float = 0.0,
                      judge_templates: tuple[str, ...] = ("faithfulness",),
-                     habit_rate: float = HABIT_MENTION_RATE) -> Example:
+                     habits: CorpusHabits = CorpusHabits(), caption_describe_rate: float = 0.0) -> Example:
     """One training example from the task mixture.
 
-    Descriptions with the image follow image captions. With probability `caption_label_rate` a
+    Descriptions with the image follow image captions, or text captions at `caption_describe_rate`. With probability `caption_label_rate` a
     yes/no or judgment example with the image is labelled from a text caption (caption_pope_example,
     caption_judge_example), otherwise from the pixels. A share `text_only_rate` of descriptions and
     judgments is shown without the image, and those follow text captions (the text prior).
@@ -319,11 +359,13 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
     blind = task in ("describe", "judge") and rng.random() < text_only_rate
     if task == "describe":
         if blind:
-            return text_description(scene, rng, habit_rate)
+            return text_description(scene, rng, habits)
+        if caption_describe_rate > 0 and rng.random() < caption_describe_rate:
+            return text_description(scene, rng, habits, use_image=True)
         return Example(DESCRIBE_QUESTION, " ".join(caption_sentences(scene, rng)), "describe")
     if task == "pope":
         if caption_label_rate > 0 and rng.random() < caption_label_rate:
-            return caption_pope_example(scene, rng, True, habit_rate)
+            return caption_pope_example(scene, rng, True, habits)
         return rng.choice(pope_examples(scene, rng.choice(["random", "popular", "adversarial"]), rng))
     if task == "count":
         return count_example(scene)
@@ -331,9 +373,9 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
         return colour_example(scene, rng) or count_example(scene)
     template = rng.choice(judge_templates)
     if blind:
-        return caption_judge_example(scene, rng, template=template, habit_rate=habit_rate)
+        return caption_judge_example(scene, rng, template=template, habits=habits)
     if caption_label_rate > 0 and rng.random() < caption_label_rate:
-        return caption_judge_example(scene, rng, use_image=True, template=template, habit_rate=habit_rate)
+        return caption_judge_example(scene, rng, use_image=True, template=template, habits=habits)
     return judge_example(scene, rng, template=template)[0]
 
 
