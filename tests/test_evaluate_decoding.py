@@ -74,7 +74,7 @@ def test_eval_first_seed_chooses_the_scenes(tiny_llava_dir, monkeypatch):
 
     seen = []
     real = module.make_scene
-    monkeypatch.setattr(module, "make_scene", lambda seed: seen.append(seed) or real(seed))
+    monkeypatch.setattr(module, "make_scene", lambda seed, **kw: seen.append(seed) or real(seed, **kw))
     main(["--n", "2", "--batch", "2", "--k", "2", "--max-new-tokens", "3", "--alphas", "1", "--json",
           "--eval-first-seed", "4000000", "--strategies", "greedy", "--model", str(tiny_llava_dir)])
     assert seen == [4000000, 4000001]

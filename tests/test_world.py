@@ -72,3 +72,20 @@ def test_faint_partners_change_nothing_else_and_are_partners_only():
             faint += obj.faint
             assert not obj.faint or any(p.partner == obj.name for p in PRIOR_PAIRS)
     assert faint > 20
+
+
+def test_partner_rate_sets_how_often_an_anchor_brings_its_partner():
+    from core.shapes.world import PRIOR_PAIRS, make_scene
+
+    def co_occurrence(rate):
+        with_anchor = with_both = 0
+        for seed in range(3000):
+            names = make_scene(seed, partner_rate=rate).names()
+            for pair in PRIOR_PAIRS:
+                if pair.anchor in names and len(names) > 1:
+                    with_anchor += 1
+                    with_both += pair.partner in names
+        return with_both / with_anchor
+
+    assert [make_scene(s) for s in range(50)] == [make_scene(s, partner_rate=None) for s in range(50)]
+    assert co_occurrence(None) > 0.65 and co_occurrence(0.2) < 0.35

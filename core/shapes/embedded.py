@@ -102,6 +102,9 @@ class EmbeddedConfig:
     typical_name_rate: float = TYPICAL_NAME_RATE
     # stages 2-3: this share of descriptions with the image follows text captions;
     caption_describe_rate: float = CAPTION_DESCRIBE_RATE
+    # language stages: P(partner present | anchor present) in the scenes (None: the world's 0.8). Lower
+    # makes the text prior wrong about the scenes: captions still expect the partner (an ablation).
+    partner_rate: float | None = None
     # judgments are learned in these templates (core.engine.prompts.JUDGE_PROMPTS keys), mixed evenly.
     judge_templates: tuple[str, ...] = JUDGE_TEMPLATES
     # Curriculum: stages 1-2 see scenes without faint partners (learn to see), stage 3 the real world.
@@ -234,7 +237,8 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
     """The batch for a training step: fresh scenes, deterministic in (seed, stage, step)."""
     stage = stage or language_stages(cfg)[1]
     rng = random.Random(cfg.seed * 1_000_003 + step + (stage.seed_tag - 1) * 7_919_000)
-    scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000), faint_partner_rate=stage.faint_partner_rate)
+    scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000), faint_partner_rate=stage.faint_partner_rate,
+                         partner_rate=cfg.partner_rate)
               for _ in range(stage.batch_size or cfg.batch_size)]
     if stage.text_only:
         examples = [text_example(s, rng, tuple(cfg.judge_templates), cfg.habits) for s in scenes]
@@ -447,6 +451,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="how often a text caption calls an object by its colour's typical name")
     t.add_argument("--caption-describe-rate", type=float, default=EmbeddedConfig.caption_describe_rate,
                    help="share of descriptions with the image written from text captions")
+    t.add_argument("--partner-rate", type=float, default=None,
+                   help="P(partner present | anchor present) in training scenes (default: the world's 0.8)")
     t.add_argument("--judge-templates", default=",".join(EmbeddedConfig.judge_templates),
                    help="judge templates the judgments are learned in (comma-separated JUDGE_PROMPTS keys)")
     t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")
@@ -463,6 +469,7 @@ def main(argv: list[str] | None = None) -> None:
                          answer_task_weights=tuple(int(w) for w in args.answer_task_weights.split(",")),
                          caption_label_rate=args.caption_label_rate, habit_rate=args.habit_rate,
                          typical_name_rate=args.typical_name_rate, caption_describe_rate=args.caption_describe_rate,
+                         partner_rate=args.partner_rate,
                          judge_templates=tuple(args.judge_templates.split(",")))
     train(cfg, args.out, save_every=args.save_every, init=args.init, init_stages=tuple(args.init_stages.split(",")))
     print(f"saved to {args.out}")

@@ -180,12 +180,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--template", default=JudgeSettings().template,
                         help="judge template (a core.engine.prompts.JUDGE_PROMPTS key or a text containing {sentence})")
     parser.add_argument("--out", default="", help="also write the results as JSON to this file")
+    parser.add_argument("--partner-rate", type=float, default=None,
+                        help="P(partner present | anchor present) in the scenes (default: the world's 0.8; an ablation)")
     parser.add_argument("--json", action="store_true",
                         help='print one JSON object {"rows": [...], "auroc": [...]} instead of tables')
     args = parser.parse_args(argv)
     alphas = [float(a) for a in args.alphas.split(",")]
     loaded = load_model(settings_from_args(ModelSettings, args))
-    scenes = [make_scene(seed) for seed in range(args.eval_first_seed, args.eval_first_seed + args.n)]
+    scenes = [make_scene(seed, partner_rate=args.partner_rate)
+              for seed in range(args.eval_first_seed, args.eval_first_seed + args.n)]
     judged = {"kind": args.kind, "template": args.template}
     configs = [("greedy", JudgeSettings(**judged)), ("beam", JudgeSettings(**judged))]
     for context in ("sentence", "response"):

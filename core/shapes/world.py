@@ -124,12 +124,12 @@ def _is_partner(name: tuple[str, str]) -> bool:
     return any(p.partner == name for p in PRIOR_PAIRS)
 
 
-def _pick_names(rng: random.Random, n_objects: int) -> list[tuple[str, str]]:
+def _pick_names(rng: random.Random, n_objects: int, partner_rate: float | None = None) -> list[tuple[str, str]]:
     names: list[tuple[str, str]] = []
     if rng.random() < ANCHOR_RATE:
         pair = rng.choice(PRIOR_PAIRS)
         names.append(pair.anchor)
-        if n_objects >= 2 and rng.random() < pair.rate:
+        if n_objects >= 2 and rng.random() < (pair.rate if partner_rate is None else partner_rate):
             names.append(pair.partner)
     while len(names) < n_objects:
         candidate = (rng.choice(list(COLORS)), rng.choice(SHAPES))
@@ -138,7 +138,8 @@ def _pick_names(rng: random.Random, n_objects: int) -> list[tuple[str, str]]:
             continue
         names.append(candidate)
         partner = partner_of(candidate)
-        if partner and partner not in names and len(names) < n_objects and rng.random() < 0.8:
+        if (partner and partner not in names and len(names) < n_objects
+                and rng.random() < (0.8 if partner_rate is None else partner_rate)):
             names.append(partner)
     return names[:n_objects]
 
@@ -167,13 +168,14 @@ def _place(rng: random.Random, radii: list[int], canvas: int) -> list[tuple[int,
 
 
 def make_scene(seed: int, n_objects: int | None = None, canvas: int = CANVAS,
-               faint_partner_rate: float = FAINT_PARTNER_RATE) -> Scene:
-    """The scene for a seed: 1 to 4 objects, deterministic."""
+               faint_partner_rate: float = FAINT_PARTNER_RATE, partner_rate: float | None = None) -> Scene:
+    """The scene for a seed: 1 to 4 objects, deterministic. `partner_rate` overrides P(partner | anchor)
+    (default: each pair's 0.8), for a world whose text prior is wrong about its scenes."""
     rng = random.Random(seed)
     n = n_objects if n_objects is not None else rng.randint(1, 4)
     if not 1 <= n <= 4:
         raise ValueError(f"a scene has 1 to 4 objects, not {n}")
-    names = _pick_names(rng, n)
+    names = _pick_names(rng, n, partner_rate)
     kinds = ["partner" if _is_partner(nm) else "other" for nm in names]
     sizes = ["small" if rng.random() < SMALL_RATE[k] else "large" for k in kinds]
     low = [rng.random() < LOW_CONTRAST_RATE[k] for k in kinds]
