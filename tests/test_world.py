@@ -89,3 +89,20 @@ def test_partner_rate_sets_how_often_an_anchor_brings_its_partner():
 
     assert [make_scene(s) for s in range(50)] == [make_scene(s, partner_rate=None) for s in range(50)]
     assert co_occurrence(None) > 0.65 and co_occurrence(0.2) < 0.35
+
+
+def test_dim_rate_dims_objects_of_every_kind_and_leaves_the_rest_of_the_scene_alone():
+    from core.shapes.world import make_scene, render
+
+    plain, dimmed = make_scene(7), make_scene(7, dim_rate=1.0)
+    assert [o.name for o in plain.objects] == [o.name for o in dimmed.objects]
+    assert all(o.dim != o.faint for o in dimmed.objects) and not any(o.dim for o in plain.objects)
+    assert "dim" not in str(plain.to_json()) and "dim" in str(dimmed.to_json())
+    # a dim object is drawn closer to the background than the same object at full colour
+    def contrast(scene):
+        pixels = render(scene).convert("L").load()
+        obj = scene.objects[0]
+        return abs(pixels[obj.x, obj.y] - sum(scene.background) / 3)
+    assert contrast(dimmed) < contrast(plain) or plain.objects[0].faint
+    kinds = {o.name for seed in range(300) for o in make_scene(seed, dim_rate=0.5).objects if o.dim}
+    assert ("blue", "heart") in kinds and len(kinds) > 20  # partners and others alike

@@ -105,6 +105,7 @@ class EmbeddedConfig:
     # language stages: P(partner present | anchor present) in the scenes (None: the world's 0.8). Lower
     # makes the text prior wrong about the scenes: captions still expect the partner (an ablation).
     partner_rate: float | None = None
+    dim_rate: float = 0.0  # language stages: share of objects of every kind rendered dim (an ablation)
     # judgments are learned in these templates (core.engine.prompts.JUDGE_PROMPTS keys), mixed evenly.
     judge_templates: tuple[str, ...] = JUDGE_TEMPLATES
     # Curriculum: stages 1-2 see scenes without faint partners (learn to see), stage 3 the real world.
@@ -238,7 +239,7 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
     stage = stage or language_stages(cfg)[1]
     rng = random.Random(cfg.seed * 1_000_003 + step + (stage.seed_tag - 1) * 7_919_000)
     scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000), faint_partner_rate=stage.faint_partner_rate,
-                         partner_rate=cfg.partner_rate)
+                         partner_rate=cfg.partner_rate, dim_rate=cfg.dim_rate)
               for _ in range(stage.batch_size or cfg.batch_size)]
     if stage.text_only:
         examples = [text_example(s, rng, tuple(cfg.judge_templates), cfg.habits) for s in scenes]
@@ -453,6 +454,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="share of descriptions with the image written from text captions")
     t.add_argument("--partner-rate", type=float, default=None,
                    help="P(partner present | anchor present) in training scenes (default: the world's 0.8)")
+    t.add_argument("--dim-rate", type=float, default=0.0,
+                   help="share of objects of every kind rendered dim in training scenes (an ablation)")
     t.add_argument("--judge-templates", default=",".join(EmbeddedConfig.judge_templates),
                    help="judge templates the judgments are learned in (comma-separated JUDGE_PROMPTS keys)")
     t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")
@@ -469,7 +472,7 @@ def main(argv: list[str] | None = None) -> None:
                          answer_task_weights=tuple(int(w) for w in args.answer_task_weights.split(",")),
                          caption_label_rate=args.caption_label_rate, habit_rate=args.habit_rate,
                          typical_name_rate=args.typical_name_rate, caption_describe_rate=args.caption_describe_rate,
-                         partner_rate=args.partner_rate,
+                         partner_rate=args.partner_rate, dim_rate=args.dim_rate,
                          judge_templates=tuple(args.judge_templates.split(",")))
     train(cfg, args.out, save_every=args.save_every, init=args.init, init_stages=tuple(args.init_stages.split(",")))
     print(f"saved to {args.out}")

@@ -182,12 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="", help="also write the results as JSON to this file")
     parser.add_argument("--partner-rate", type=float, default=None,
                         help="P(partner present | anchor present) in the scenes (default: the world's 0.8; an ablation)")
+    parser.add_argument("--dim-rate", type=float, default=0.0,
+                        help="share of objects of every kind rendered dim in the scenes (an ablation)")
     parser.add_argument("--json", action="store_true",
                         help='print one JSON object {"rows": [...], "auroc": [...]} instead of tables')
     args = parser.parse_args(argv)
     alphas = [float(a) for a in args.alphas.split(",")]
     loaded = load_model(settings_from_args(ModelSettings, args))
-    scenes = [make_scene(seed, partner_rate=args.partner_rate)
+    scenes = [make_scene(seed, partner_rate=args.partner_rate, dim_rate=args.dim_rate)
               for seed in range(args.eval_first_seed, args.eval_first_seed + args.n)]
     judged = {"kind": args.kind, "template": args.template}
     configs = [("greedy", JudgeSettings(**judged)), ("beam", JudgeSettings(**judged))]

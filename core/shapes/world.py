@@ -59,6 +59,7 @@ LOW_CONTRAST_RATE = {"partner": 0.3, "other": 0.12}
 # core.shapes.texts.PRIOR_MENTION_RATE.) The embedded model first learns to see on scenes without them.
 FAINT_PARTNER_RATE = 0.5
 FAINT_VISIBILITY = 0.06  # a faint object's colour is 6% its own, 94% the background
+DIM_VISIBILITY = 0.2  # a dim object (make_scene's dim_rate) is visible, but its colour and shape are in doubt
 SMALL_RATE = {"partner": 0.6, "other": 0.5}
 
 
@@ -74,6 +75,7 @@ class SceneObject:
     y: int
     low_contrast: bool = False
     faint: bool = False
+    dim: bool = False  # weak evidence of any kind of object (make_scene's dim_rate; an ablation)
 
     @property
     def name(self) -> tuple[str, str]:
@@ -99,7 +101,8 @@ class Scene:
         """Ground truth as plain JSON data."""
         return {"seed": self.seed, "objects": [
             {"shape": o.shape, "color": o.color, "size": o.size, "position": o.position,
-             "x": o.x, "y": o.y, "low_contrast": o.low_contrast, "faint": o.faint} for o in self.objects]}
+             "x": o.x, "y": o.y, "low_contrast": o.low_contrast, "faint": o.faint} | ({"dim": True} if o.dim else {})
+            for o in self.objects]}
 
 
 def position_of(x: float, y: float, canvas: int = CANVAS) -> str:
@@ -168,9 +171,11 @@ def _place(rng: random.Random, radii: list[int], canvas: int) -> list[tuple[int,
 
 
 def make_scene(seed: int, n_objects: int | None = None, canvas: int = CANVAS,
-               faint_partner_rate: float = FAINT_PARTNER_RATE, partner_rate: float | None = None) -> Scene:
+               faint_partner_rate: float = FAINT_PARTNER_RATE, partner_rate: float | None = None,
+               dim_rate: float = 0.0) -> Scene:
     """The scene for a seed: 1 to 4 objects, deterministic. `partner_rate` overrides P(partner | anchor)
-    (default: each pair's 0.8), for a world whose text prior is wrong about its scenes."""
+    (default: each pair's 0.8), for a world whose text prior is wrong about its scenes; `dim_rate`
+    makes that share of objects of every kind dim (weak evidence, where the prior decides)."""
     rng = random.Random(seed)
     n = n_objects if n_objects is not None else rng.randint(1, 4)
     if not 1 <= n <= 4:
@@ -182,11 +187,13 @@ def make_scene(seed: int, n_objects: int | None = None, canvas: int = CANVAS,
     # Its own generator, so the rest of the scene does not depend on the faint rate.
     faint_rng = random.Random(f"faint-{seed}")
     faint = [k == "partner" and faint_rng.random() < faint_partner_rate for k in kinds]
+    dim_rng = random.Random(f"dim-{seed}")
+    dim = [dim_rate > 0 and not f and dim_rng.random() < dim_rate for f in faint]
     centres = _place(rng, [RADIUS[s] for s in sizes], canvas)
     objects = tuple(
         SceneObject(shape=nm[1], color=nm[0], size=s, position=position_of(x, y, canvas), x=x, y=y, low_contrast=lc,
-                    faint=f)
-        for nm, s, lc, f, (x, y) in zip(names, sizes, low, faint, centres))
+                    faint=f, dim=d)
+        for nm, s, lc, f, d, (x, y) in zip(names, sizes, low, faint, dim, centres))
     shade = rng.randint(205, 250)
     background = (shade + rng.randint(-5, 5), shade + rng.randint(-5, 5), shade + rng.randint(-5, 5))
     background = tuple(max(0, min(255, c)) for c in background)
@@ -243,7 +250,8 @@ def render(scene: Scene, canvas: int = CANVAS) -> Image.Image:
     draw = ImageDraw.Draw(img)
     for obj, angle in zip(scene.objects, _angles(scene)):
         colour = COLORS[obj.color]
-        visibility = FAINT_VISIBILITY if obj.faint else 0.45 if obj.low_contrast else 1.0
+        visibility = (FAINT_VISIBILITY if obj.faint else DIM_VISIBILITY if obj.dim else 0.45 if obj.low_contrast
+                      else 1.0)
         if visibility < 1.0:  # blend towards the background: the model must sometimes guess
             colour = tuple(int(visibility * c + (1 - visibility) * b) for c, b in zip(colour, scene.background))
         _draw_object(draw, obj, angle, colour)
