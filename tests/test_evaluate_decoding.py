@@ -70,7 +70,7 @@ def test_json_flag_prints_the_documented_object_on_validation_scenes(tiny_llava_
 
 
 def test_eval_first_seed_chooses_the_scenes(tiny_llava_dir, monkeypatch):
-    import core.shapes.evaluate_decoding as module
+    import core.shapes.world as module  # evaluate_decoding draws its scenes through WorldOptions.scene
 
     seen = []
     real = module.make_scene

@@ -106,3 +106,17 @@ def test_dim_rate_dims_objects_of_every_kind_and_leaves_the_rest_of_the_scene_al
     assert contrast(dimmed) < contrast(plain) or plain.objects[0].faint
     kinds = {o.name for seed in range(300) for o in make_scene(seed, dim_rate=0.5).objects if o.dim}
     assert ("blue", "heart") in kinds and len(kinds) > 20  # partners and others alike
+
+
+def test_world_options_draw_the_scenes_of_their_world_and_parse_their_flags():
+    import argparse
+
+    from core.shapes.world import WorldOptions, make_scene
+
+    assert WorldOptions().scene(3) == make_scene(3)
+    assert WorldOptions(partner_rate=0.2, dim_rate=0.5).scene(3) == make_scene(3, partner_rate=0.2, dim_rate=0.5)
+    parser = argparse.ArgumentParser()
+    WorldOptions.add_arguments(parser)
+    assert WorldOptions.from_args(parser.parse_args([])) == WorldOptions()
+    assert WorldOptions.from_args(parser.parse_args(["--partner-rate", "0.2", "--dim-rate", "0.3"])) == \
+        WorldOptions(0.2, 0.3)

@@ -29,7 +29,7 @@ from core.engine.chat import conversation
 from core.shapes.texts import (CAPTION_DESCRIBE_RATE, CAPTION_LABEL_RATE, HABIT_MENTION_RATE, JUDGE_TEMPLATES,
                                TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits, Example, corpus, text_example,
                                training_example)
-from core.shapes.world import CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, make_scene, object_mask, render
+from core.shapes.world import CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, WorldOptions, make_scene, object_mask, render
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
@@ -452,10 +452,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="how often a text caption calls an object by its colour's typical name")
     t.add_argument("--caption-describe-rate", type=float, default=EmbeddedConfig.caption_describe_rate,
                    help="share of descriptions with the image written from text captions")
-    t.add_argument("--partner-rate", type=float, default=None,
-                   help="P(partner present | anchor present) in training scenes (default: the world's 0.8)")
-    t.add_argument("--dim-rate", type=float, default=0.0,
-                   help="share of objects of every kind rendered dim in training scenes (an ablation)")
+    WorldOptions.add_arguments(t)  # the training scenes' world
     t.add_argument("--judge-templates", default=",".join(EmbeddedConfig.judge_templates),
                    help="judge templates the judgments are learned in (comma-separated JUDGE_PROMPTS keys)")
     t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")

@@ -32,7 +32,7 @@ from core.engine.sentences import split_sentences
 from core.shapes.metrics import ChairResult, chair, parse_objects, sentence_is_hallucinated
 from core.shapes.texts import (FREQUENT_IN_TEXT, POSITION_PHRASE, SENTENCE_TEMPLATES, judge_example, pope_examples,
                                pope_question, typical_name)
-from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, make_scene, partner_of, render
+from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, WorldOptions, make_scene, partner_of, render
 
 
 def chat_prompt(processor, question: str, with_image: bool) -> str:
@@ -114,10 +114,9 @@ def repeated_object_rate(captions: list[str]) -> float:
 
 
 def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed: int = 0,
-             template: str = "faithfulness", partner_rate: float | None = None,
-             dim_rate: float = 0.0) -> BaseEvaluation:
+             template: str = "faithfulness", world: WorldOptions = WorldOptions()) -> BaseEvaluation:
     """Describe, POPE and self-judgment numbers on scenes start_seed..start_seed+n-1."""
-    scenes = [make_scene(start_seed + i, partner_rate=partner_rate, dim_rate=dim_rate) for i in range(n)]
+    scenes = [world.scene(start_seed + i) for i in range(n)]
     captions: list[str] = []
     for chunk in _batches(scenes, batch_size):
         captions += describe_batch(loaded, [render(s) for s in chunk])
@@ -231,7 +230,7 @@ def sampled_sentences(loaded: LoadedModel, scenes: list, samples: int, batch_siz
     return [(i, c, s, h) for (i, c, s), h in sorted(pool.items(), key=lambda item: item[0][0])]
 
 
-def absent_object_pairs(n: int, first_seed: int, partner_rate: float | None = None, dim_rate: float = 0.0
+def absent_object_pairs(n: int, first_seed: int, world: WorldOptions = WorldOptions()
                         ) -> list[tuple[object, str, str]]:
     """Up to n scenes with an anchor present and its partner absent, each with two sentences in the
     same slot (template, size, position): one naming the partner (plausible: prior partner and
@@ -242,7 +241,7 @@ def absent_object_pairs(n: int, first_seed: int, partner_rate: float | None = No
     for seed in range(first_seed, first_seed + 40 * n):
         if len(found) >= n:
             break
-        scene = make_scene(seed, partner_rate=partner_rate, dim_rate=dim_rate)
+        scene = world.scene(seed)
         present = scene.names()
         partners = [pair.partner for pair in PRIOR_PAIRS if pair.anchor in present and pair.partner not in present]
         if not partners:
@@ -291,10 +290,10 @@ def _bootstrap_gain(verdicts: list, labels: list[bool], scene_of: list[int], kin
 
 def prior_section(loaded: LoadedModel, n: int = 150, first_seed: int = 0, samples: int = 4, batch_size: int = 25,
                   template: str = "faithfulness", kind: str = "logit", alphas: tuple[float, ...] = (0.5, 1, 2, 4),
-                  seed: int = 0, partner_rate: float | None = None, dim_rate: float = 0.0) -> PriorSection:
+                  seed: int = 0, world: WorldOptions = WorldOptions()) -> PriorSection:
     """On `samples` sampled descriptions of n scenes: AUROC of the raw, blind and debiased scores per
     judge context; and the raw judge's P(yes) for absent plausible against implausible objects."""
-    scenes = [make_scene(first_seed + i, partner_rate=partner_rate, dim_rate=dim_rate) for i in range(n)]
+    scenes = [world.scene(first_seed + i) for i in range(n)]
     pool = sampled_sentences(loaded, scenes, samples, batch_size, seed)
     faithful = [not hallucinated for _i, _c, _s, hallucinated in pool]
     if not 0 < sum(faithful) < len(faithful):
@@ -319,7 +318,7 @@ def prior_section(loaded: LoadedModel, n: int = 150, first_seed: int = 0, sample
         if context == "sentence":
             by_kind = kind_means(pool, verdicts, kind)
         intervals[context] = _bootstrap_gain(verdicts, faithful, [item[0] for item in pool], kind, list(alphas))
-    pairs = absent_object_pairs(n, first_seed, partner_rate, dim_rate)
+    pairs = absent_object_pairs(n, first_seed, world)
     plausible, implausible, plausible_blind, implausible_blind = [], [], [], []
     question = JUDGE_PROMPTS.get(template, template)
     for first in range(0, len(pairs), batch_size):
@@ -409,10 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alphas", default="0.5,1,2,4", help="debiasing strengths of the prior section")
     parser.add_argument("--kind", default=JudgeSettings.kind, help="score kind: logit | logprob | log-odds")
     parser.add_argument("--prior-only", action="store_true", help="only the language-prior section")
-    parser.add_argument("--partner-rate", type=float, default=None,
-                        help="P(partner present | anchor present) in the scenes (default: the world's 0.8; an ablation)")
-    parser.add_argument("--dim-rate", type=float, default=0.0,
-                        help="share of objects of every kind rendered dim in the scenes (an ablation)")
+    WorldOptions.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.n < 2:
         parser.error("--n must be at least 2")
@@ -422,12 +418,12 @@ def main(argv: list[str] | None = None) -> None:
                                                    "load_in_4bit": args.load_in_4bit or None}.items() if v})
     loaded = load_model(settings)
     result = None if args.prior_only else evaluate(loaded, args.n, args.batch_size, args.first_seed, args.template,
-                                                   args.partner_rate, args.dim_rate)
+                                                   WorldOptions.from_args(args))
     prior = None
     if args.prior_n or args.prior_only:
         prior = prior_section(loaded, args.prior_n or 150, args.first_seed, args.samples, template=args.template,
                               kind=args.kind, alphas=tuple(float(a) for a in args.alphas.split(",")),
-                              partner_rate=args.partner_rate, dim_rate=args.dim_rate)
+                              world=WorldOptions.from_args(args))
     if result is not None:
         result.prior = prior
     if args.json:

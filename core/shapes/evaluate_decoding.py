@@ -26,7 +26,7 @@ from core.engine.loading import LoadedModel, load_model
 from core.engine.prompts import DESCRIBE_QUESTION
 from core.engine.sentences import split_sentences
 from core.shapes.metrics import chair, sentence_is_hallucinated
-from core.shapes.world import make_scene, render
+from core.shapes.world import WorldOptions, render
 
 
 @dataclass
@@ -180,17 +180,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--template", default=JudgeSettings().template,
                         help="judge template (a core.engine.prompts.JUDGE_PROMPTS key or a text containing {sentence})")
     parser.add_argument("--out", default="", help="also write the results as JSON to this file")
-    parser.add_argument("--partner-rate", type=float, default=None,
-                        help="P(partner present | anchor present) in the scenes (default: the world's 0.8; an ablation)")
-    parser.add_argument("--dim-rate", type=float, default=0.0,
-                        help="share of objects of every kind rendered dim in the scenes (an ablation)")
+    WorldOptions.add_arguments(parser)
     parser.add_argument("--json", action="store_true",
                         help='print one JSON object {"rows": [...], "auroc": [...]} instead of tables')
     args = parser.parse_args(argv)
     alphas = [float(a) for a in args.alphas.split(",")]
     loaded = load_model(settings_from_args(ModelSettings, args))
-    scenes = [make_scene(seed, partner_rate=args.partner_rate, dim_rate=args.dim_rate)
-              for seed in range(args.eval_first_seed, args.eval_first_seed + args.n)]
+    world = WorldOptions.from_args(args)
+    scenes = [world.scene(seed) for seed in range(args.eval_first_seed, args.eval_first_seed + args.n)]
     judged = {"kind": args.kind, "template": args.template}
     configs = [("greedy", JudgeSettings(**judged)), ("beam", JudgeSettings(**judged))]
     for context in ("sentence", "response"):

@@ -170,6 +170,32 @@ def _place(rng: random.Random, radii: list[int], canvas: int) -> list[tuple[int,
     raise RuntimeError("could not place objects")  # unreachable for <= 4 objects on 96 px
 
 
+@dataclass(frozen=True)
+class WorldOptions:
+    """Ablation options that change the world itself (defaults: the standard world)."""
+
+    partner_rate: float | None = None  # P(partner present | anchor present); None: each pair's 0.8
+    dim_rate: float = 0.0  # share of objects of every kind drawn dim
+
+    def scene(self, seed: int) -> "Scene":
+        """The scene for a seed in this world."""
+        return make_scene(seed, partner_rate=self.partner_rate, dim_rate=self.dim_rate)
+
+    @staticmethod
+    def add_arguments(parser) -> None:
+        """The --partner-rate and --dim-rate flags, for the CLIs that draw scenes."""
+        parser.add_argument("--partner-rate", type=float, default=None,
+                            help="P(partner present | anchor present) in the scenes (default: the world's 0.8; "
+                                 "lower makes the captions' expectation wrong; an ablation)")
+        parser.add_argument("--dim-rate", type=float, default=0.0,
+                            help="share of objects of every kind drawn dim in the scenes (an ablation)")
+
+    @classmethod
+    def from_args(cls, args) -> "WorldOptions":
+        """The options parsed by add_arguments."""
+        return cls(partner_rate=args.partner_rate, dim_rate=args.dim_rate)
+
+
 def make_scene(seed: int, n_objects: int | None = None, canvas: int = CANVAS,
                faint_partner_rate: float = FAINT_PARTNER_RATE, partner_rate: float | None = None,
                dim_rate: float = 0.0) -> Scene:
