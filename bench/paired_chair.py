@@ -6,11 +6,14 @@ proof's debiased-pair and raw-pair adapters on scenes 0..m-1. For each, per scen
 hallucinate? An exact two-sided McNemar test on the scenes where exactly one of the two does.
 
 Run:  python bench/paired_chair.py --n 200 --proof data/proof-v3 --proof-scenes 400
+(--model, --first-seed and the world flags --partner-rate/--dim-rate choose the model and S2's
+scenes; S3 uses the proof's own held-out scenes and world, read from its proof.json)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -25,7 +28,7 @@ from core.shapes.evaluate_decoding import decode_all  # noqa: E402
 from core.engine.judge import JudgeSettings  # noqa: E402
 from core.engine.loading import LoadedModel, attach_adapter, load_model  # noqa: E402
 from core.shapes.metrics import chair  # noqa: E402
-from core.shapes.world import make_scene, render  # noqa: E402
+from core.shapes.world import WorldOptions, render  # noqa: E402
 
 
 def hallucinates(texts: list[str], scenes: list) -> list[bool]:
@@ -55,10 +58,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="decoding scenes (S2); 0 skips")
     parser.add_argument("--proof", type=Path, default=None, help="a core.shapes.proof --out folder (S3)")
     parser.add_argument("--proof-scenes", type=int, default=400)
+    parser.add_argument("--model", default=None, help="model folder or id (default: the embedded model)")
+    parser.add_argument("--first-seed", type=int, default=0, help="S2's first scene (0: the test split)")
+    WorldOptions.add_arguments(parser)
     args = parser.parse_args()
-    loaded = load_model(ModelSettings(adapter=""))
+    loaded = load_model(ModelSettings(adapter="", **({"model": args.model} if args.model else {})))
     if args.n:
-        scenes = [make_scene(seed) for seed in range(args.n)]
+        world = WorldOptions.from_args(args)
+        scenes = [world.scene(seed) for seed in range(args.first_seed, args.first_seed + args.n)]
         options = SimpleNamespace(likelihood_weight=DecodeOptions.likelihood_weight,
                                   reject_below=DecodeOptions.reject_below, batch=100, k=4, max_new_tokens=64, seed=0)
         raw = decode_all(loaded, scenes, "raw-judged", JudgeSettings(alpha=0.0), options)
@@ -66,7 +73,10 @@ def main() -> None:
         report("S2 debiased-judged vs raw-judged", hallucinates([r.text for r in debiased], scenes),
                hallucinates([r.text for r in raw], scenes))
     if args.proof:
-        scenes = [make_scene(seed) for seed in range(args.proof_scenes)]
+        proof_settings = json.loads((args.proof / "proof.json").read_text())["settings"]
+        world = WorldOptions(**proof_settings.get("world", {}))
+        first = proof_settings.get("eval_first_seed", 0)
+        scenes = [world.scene(seed) for seed in range(first, first + args.proof_scenes)]
         flags = {}
         for rank in ("debiased", "raw"):
             model = attach_adapter(loaded.model, str(args.proof / f"adapter-{rank}"))

@@ -8,12 +8,14 @@ import pytest
 
 from core.config import ModelSettings
 from core.shapes.proof import ProofSettings, format_table, pair_verdict, run_proof
+from core.shapes.world import WorldOptions
 from core.training.dpo.settings import DPOSettings
 
 
 def test_proof_runs_end_to_end_at_toy_size(tiny_llava_dir, tmp_path):
+    world = WorldOptions(partner_rate=0.0, dim_rate=0.5)  # scenes come from the chosen world
     settings = ProofSettings(eval_scenes=3, curate_scenes=3, pairs=2, candidates=3, max_new_tokens=8, batch_size=3,
-                             dpo=DPOSettings(batch_size=2, lr=1e-3))
+                             dpo=DPOSettings(batch_size=2, lr=1e-3), world=world)
     model = ModelSettings(model=str(tiny_llava_dir), device="cpu", dtype="float32", adapter="", load_in_4bit=False)
     result = run_proof(settings, tmp_path / "proof", model, log=lambda line: None)
     names = [row.name for row in result.rows]
@@ -22,6 +24,9 @@ def test_proof_runs_end_to_end_at_toy_size(tiny_llava_dir, tmp_path):
     assert all(row.pairs == result.pairs_found[row.name.split(", ")[1].split()[0]] for row in result.rows[1:])
     saved = json.loads((tmp_path / "proof" / "proof.json").read_text())
     assert saved["pairs_found"] == result.pairs_found
+    assert saved["settings"]["world"] == {"partner_rate": 0.0, "dim_rate": 0.5}
+    assert [example["truth"] for example in saved["examples"]] == [
+        sorted(" ".join(name) for name in world.scene(seed).names()) for seed in range(3)]
     assert {rank: sum(counts.values()) for rank, counts in result.pair_quality.items()} == {
         rank: n for rank, n in result.pairs_found.items() if n}
     assert (tmp_path / "proof" / "proof.md").read_text() == format_table(result) + "\n"

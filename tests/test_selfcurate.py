@@ -12,7 +12,7 @@ from core.engine.judge import JudgeResult, JudgeSettings, ScoredCandidate
 from core.training.selfcurate import (CurationProgress, CurationSettings, curate, make_pair, oracle_key, pick_pair,
                                       sources)
 from core.data.store import Store
-from core.shapes.world import make_scene, render
+from core.shapes.world import WorldOptions, make_scene, render
 
 
 def candidate(text: str, raw: float, debiased: float) -> ScoredCandidate:
@@ -88,6 +88,13 @@ def test_sources_are_fresh_scenes_or_a_folder(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     found = list(sources(CurationSettings(n=5, folder=str(tmp_path))))
     assert [(s.label, s.truth) for s in found] == [("a.png", None), ("b.png", None)]
+
+
+def test_sources_come_from_the_chosen_world():
+    world = WorldOptions(partner_rate=0.0, dim_rate=1.0)
+    scenes = list(sources(CurationSettings(n=20, seed_offset=2_000_000, world=world)))
+    assert [s.truth for s in scenes] == [world.scene(2_000_000 + i).names() for i in range(20)]
+    assert any(s.truth != make_scene(2_000_000 + i).names() for i, s in enumerate(scenes))
 
 
 def test_settings_refuse_test_split_seeds_and_oracle_on_folders():

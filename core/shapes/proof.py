@@ -36,7 +36,7 @@ from core.training.dpo.settings import DPOSettings, PreferenceExample
 from core.training.selfcurate import (FRESH_SEED_OFFSET, RANKERS, CurationSettings, hallucinated_objects, pick_pair,
                                       sources)
 from core.shapes.texts import pope_examples
-from core.shapes.world import make_scene, render
+from core.shapes.world import WorldOptions, render
 
 
 @dataclass
@@ -55,6 +55,7 @@ class ProofSettings:
     batch_size: int = 50  # evaluation batch
     eval_first_seed: int = 0  # 0: the test split; 4,000,000: validation scenes for choosing settings
     seed: int = 0
+    world: WorldOptions = field(default_factory=WorldOptions)  # the shapes world of every scene
     # Chosen on validation scenes (seeds 4,000,000+, not the test split; README has the runs): plain
     # DPO at lr 1e-3 wrecked the small model's text; the chosen-NLL term (sft_weight) keeps it fluent
     # at 5e-4, and weight 2 rather than 1 keeps recall within 5 points (4.0 vs 5.5 points lost).
@@ -100,10 +101,10 @@ class ProofResult:
     pair_quality: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def held_out_scores(loaded: LoadedModel, name: str, n: int, batch_size: int, first_seed: int = 0
-                    ) -> tuple[ModelScores, list[str]]:
+def held_out_scores(loaded: LoadedModel, name: str, n: int, batch_size: int, first_seed: int = 0,
+                    world: WorldOptions = WorldOptions()) -> tuple[ModelScores, list[str]]:
     """Greedy CHAIR and recall of descriptions, and POPE random-split accuracy, on seeds first_seed.. (n scenes)."""
-    scenes = [make_scene(seed) for seed in range(first_seed, first_seed + n)]
+    scenes = [world.scene(seed) for seed in range(first_seed, first_seed + n)]
     captions: list[str] = []
     correct = total = 0
     for first in range(0, n, batch_size):
@@ -133,7 +134,7 @@ def curated_pairs(loaded: LoadedModel, settings: ProofSettings, log,
     judge_settings = JudgeSettings(alpha=settings.alpha, kind=settings.judge_kind, context=settings.judge_context)
     picked: dict[str, list[PreferenceExample]] = {rank: [] for rank in RANKERS}
     started = time.time()
-    curation = CurationSettings(n=settings.curate_scenes, seed_offset=FRESH_SEED_OFFSET)
+    curation = CurationSettings(n=settings.curate_scenes, seed_offset=FRESH_SEED_OFFSET, world=settings.world)
     for done, source in enumerate(sources(curation), start=1):
         if all(len(found) >= settings.pairs for found in picked.values()):
             break
@@ -161,7 +162,8 @@ def adapter_scores(loaded: LoadedModel, adapter: Path, name: str, settings: Proo
     peft_model.eval()
     try:
         adapted = LoadedModel(peft_model, loaded.processor, loaded.model_id, str(adapter), loaded.quantized)
-        return held_out_scores(adapted, name, settings.eval_scenes, settings.batch_size, settings.eval_first_seed)
+        return held_out_scores(adapted, name, settings.eval_scenes, settings.batch_size, settings.eval_first_seed,
+                               settings.world)
     finally:
         peft_model.unload()
 
@@ -176,7 +178,7 @@ def run_proof(settings: ProofSettings, out: Path, model_settings: ModelSettings 
     loaded = load_model(model_settings or ModelSettings(adapter=""))
     tic = time.time()
     base, base_captions = held_out_scores(loaded, "base", settings.eval_scenes, settings.batch_size,
-                                          settings.eval_first_seed)
+                                          settings.eval_first_seed, settings.world)
     seconds["evaluate base"] = time.time() - tic
     log(f"base: {format_row(base)}")
     tic = time.time()
@@ -200,7 +202,7 @@ def run_proof(settings: ProofSettings, out: Path, model_settings: ModelSettings 
         rows.append(row)
         log(f"{row.name}: {format_row(row)}")
     first = settings.eval_first_seed
-    examples = [{"seed": first + i, "truth": sorted(" ".join(nm) for nm in make_scene(first + i).names())}
+    examples = [{"seed": first + i, "truth": sorted(" ".join(nm) for nm in settings.world.scene(first + i).names())}
                 | {name: texts[i] for name, texts in captions.items()} for i in range(3)]
     result = ProofResult(settings=asdict(settings), rows=rows, pairs_found={k: len(v) for k, v in picked.items()},
                          pair_quality=quality,
@@ -257,7 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--beta", type=float, default=defaults.dpo.beta, help="DPO beta")
     parser.add_argument("--sft-weight", type=float, default=defaults.dpo.sft_weight,
                         help="weight of the chosen answers' NLL in the loss (RPO)")
+    parser.add_argument("--model", default=None,
+                        help="model id or folder (default SELFJUDGE_MODEL or the embedded model)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    WorldOptions.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -266,9 +271,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = ProofSettings(eval_scenes=args.eval_scenes, eval_first_seed=args.eval_first_seed,
                              curate_scenes=args.curate_scenes, pairs=args.pairs,
                              candidates=args.candidates, temperature=args.temperature, alpha=args.alpha,
-                             judge_kind=args.judge_kind, judge_context=args.judge_context, dpo=dpo)
+                             judge_kind=args.judge_kind, judge_context=args.judge_context, dpo=dpo,
+                             world=WorldOptions.from_args(args))
     started = time.time()
-    result = run_proof(settings, args.out)
+    model_settings = ModelSettings(adapter="", **({"model": args.model} if args.model else {}))
+    result = run_proof(settings, args.out, model_settings)
     print(format_table(result))
     print(f"pairs found: {result.pairs_found}; chosen vs rejected hallucinated objects: {result.pair_quality}; "
           f"seconds: {result.seconds}; total {time.time() - started:.0f}s")

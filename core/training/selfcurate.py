@@ -18,7 +18,7 @@ import argparse
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -31,7 +31,7 @@ from core.engine.judge import JudgeResult, JudgeSettings, ScoredCandidate, judge
 from core.engine.loading import LoadedModel, load_model
 from core.engine.prompts import DESCRIBE_QUESTION
 from core.shapes.metrics import parse_objects
-from core.shapes.world import make_scene, render
+from core.shapes.world import WorldOptions, render
 
 FRESH_SEED_OFFSET = 2_000_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -74,6 +74,7 @@ class CurationSettings:
     seed_offset: int = FRESH_SEED_OFFSET  # first shapes-scene seed (ignored with a folder)
     folder: str = ""  # curate these images instead of shapes scenes
     question: str = DESCRIBE_QUESTION
+    world: WorldOptions = field(default_factory=WorldOptions)  # the shapes world the scenes come from
 
     def __post_init__(self) -> None:
         if self.rank not in RANKERS:
@@ -123,7 +124,7 @@ def sources(settings: CurationSettings) -> Iterator[Source]:
             yield Source(label=path.name, image=open_image(path), truth=None)
         return
     for seed in range(settings.seed_offset, settings.seed_offset + settings.n):
-        scene = make_scene(seed)
+        scene = settings.world.scene(seed)
         yield Source(label=f"scene seed {seed}", image=render(scene), truth=scene.names())
 
 
@@ -236,9 +237,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", type=Path, default=None, help="the store (default: SELFJUDGE_DATA/selfjudge.db)")
     parser.add_argument("--model", default=None, help="model id or path (default: the embedded model)")
     parser.add_argument("--adapter", default=None, help="LoRA adapter to curate with (a later round)")
+    WorldOptions.add_arguments(parser)
     args = parser.parse_args(argv)
     settings = CurationSettings(n=args.n, rank=args.rank, seed_offset=args.seed_offset, folder=args.folder,
-                                question=args.question)
+                                question=args.question, world=WorldOptions.from_args(args))
     gen = GenerationSettings(n=args.candidates, strategy="sample", temperature=args.temperature,
                              max_new_tokens=args.max_new_tokens, seed=args.seed)
     model_settings = ModelSettings(**{k: v for k, v in {"model": args.model, "adapter": args.adapter}.items() if v})
