@@ -1,9 +1,9 @@
 """When can debiasing beat the raw judge? A simulation of the Bayes argument in docs/language-prior.md.
 
 Sentences are of two kinds: prior-favoured (the text names such objects often) and other. Each is
-true with the *scenes'* rate for its kind; the image gives evidence: a feature drawn from
-N(+d/2, 1) for a true sentence and N(-d/2, 1) for a false one, whose log-likelihood ratio is d times it. The blind judge has learned
-the *text's* rate for each kind. Two raw judges:
+true with the *scenes'* rate for its kind. The image gives evidence: a feature drawn from
+N(+d/2, 1) for a true sentence and N(-d/2, 1) for a false one, whose log-likelihood ratio is d
+times the feature. The blind judge has learned the *text's* rate for each kind. Two raw judges:
 
 - calibrated: trained on labels that follow the scenes, so raw = logit(scenes' rate) + evidence,
   the posterior. Any other score, the debiased one included, ranks no better.
