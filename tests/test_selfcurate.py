@@ -95,6 +95,7 @@ def test_sources_come_from_the_chosen_world():
     scenes = list(sources(CurationSettings(n=20, seed_offset=2_000_000, world=world)))
     assert [s.truth for s in scenes] == [world.scene(2_000_000 + i).names() for i in range(20)]
     assert any(s.truth != make_scene(2_000_000 + i).names() for i, s in enumerate(scenes))
+    assert scenes[0].label == "scene seed 2000000 (WorldOptions(partner_rate=0.0, dim_rate=1.0))"
 
 
 def test_settings_refuse_test_split_seeds_and_oracle_on_folders():

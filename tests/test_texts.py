@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from core.shapes.metrics import parse_objects
-from core.shapes.texts import (FREQUENT_IN_TEXT, HABIT_MENTION_RATE, TYPICAL_NAME_RATE, CorpusHabits, NO_HABITS, typical_name, PRIOR_MENTION_RATE, SENTENCE_TEMPLATES,
+from core.shapes.texts import (FREQUENT_IN_TEXT, HABIT_MENTION_RATE, TYPICAL_NAME_RATE, CorpusHabits, typical_name, PRIOR_MENTION_RATE, SENTENCE_TEMPLATES,
                         caption_judge_example, caption_pope_example, caption_sentences, colour_example, count_example,
                         describe, describe_sentences, judge_example, mention_order, pope_examples, popular_objects,
                         text_caption, text_example, training_example)
@@ -133,7 +133,7 @@ def test_text_captions_call_objects_by_their_typical_name():
     renamed = eligible = 0
     for seed in range(2000):
         scene = make_scene(seed)
-        _template, plain = text_caption(scene, random.Random(seed), NO_HABITS)
+        _template, plain = text_caption(scene, random.Random(seed), CorpusHabits(0.0, 0.0))
         _template, caption = text_caption(scene, random.Random(seed), CorpusHabits(0.0, 1.0))
         assert len(plain) == len(caption)
         names = [name for _s, name, _o in caption]

@@ -417,13 +417,14 @@ def main(argv: list[str] | None = None) -> None:
     settings = ModelSettings(**{k: v for k, v in {"model": args.model, "adapter": args.adapter,
                                                    "load_in_4bit": args.load_in_4bit or None}.items() if v})
     loaded = load_model(settings)
+    world = WorldOptions.from_args(args)
     result = None if args.prior_only else evaluate(loaded, args.n, args.batch_size, args.first_seed, args.template,
-                                                   WorldOptions.from_args(args))
+                                                   world)
     prior = None
     if args.prior_n or args.prior_only:
         prior = prior_section(loaded, args.prior_n or 150, args.first_seed, args.samples, template=args.template,
                               kind=args.kind, alphas=tuple(float(a) for a in args.alphas.split(",")),
-                              world=WorldOptions.from_args(args))
+                              world=world)
     if result is not None:
         result.prior = prior
     if args.json:

@@ -67,9 +67,6 @@ class CorpusHabits:
                 raise ValueError(f"{name} must be in [0, 1]")
 
 
-NO_HABITS = CorpusHabits(0.0, 0.0)
-
-
 @dataclass(frozen=True)
 class Example:
     """One question/answer pair about a scene; `use_image` False means the text-only prior."""

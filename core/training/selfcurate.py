@@ -123,9 +123,11 @@ def sources(settings: CurationSettings) -> Iterator[Source]:
         for path in paths[:settings.n]:
             yield Source(label=path.name, image=open_image(path), truth=None)
         return
+    # A seed names a scene only together with its world, so a pair from another world says which.
+    world = "" if settings.world == WorldOptions() else f" ({settings.world})"
     for seed in range(settings.seed_offset, settings.seed_offset + settings.n):
         scene = settings.world.scene(seed)
-        yield Source(label=f"scene seed {seed}", image=render(scene), truth=scene.names())
+        yield Source(label=f"scene seed {seed}{world}", image=render(scene), truth=scene.names())
 
 
 def pick_pair(result: JudgeResult, rank: str, truth: Truth | None = None
