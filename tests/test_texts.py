@@ -201,3 +201,25 @@ def test_text_examples_are_all_blind():
     examples = [text_example(make_scene(seed), random.Random(seed)) for seed in range(300)]
     assert not any(e.use_image for e in examples)
     assert {e.task for e in examples} == {"describe", "pope-caption", "judge"}
+
+
+def test_describe_mention_rate_sets_how_often_image_descriptions_name_an_absent_partner():
+    def partner_share(rate: float) -> float:
+        lonely = named = 0
+        for seed in range(600):
+            scene = make_scene(seed)
+            absent = {partner_of(n) for n in scene.names()} - scene.names() - {None}
+            if not absent:
+                continue
+            example = training_example(scene, random.Random(seed), text_only_rate=0.0, task_weights=(1, 0, 0, 0, 0),
+                                       describe_mention_rate=rate)
+            assert example.use_image and example.task == "describe"
+            lonely += 1
+            named += bool(absent & set(parse_objects(example.answer)))
+        assert lonely > 100
+        return named / lonely
+
+    assert partner_share(0.0) == 0.0
+    assert 0.2 < partner_share(0.3) < 0.4
+    assert partner_share(1.0) == 1.0
+    assert partner_share(PRIOR_MENTION_RATE) > 0.6  # the default: as the text corpus's image captions

@@ -27,6 +27,7 @@ from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, 
 
 from core.engine.chat import conversation
 from core.shapes.texts import (CAPTION_DESCRIBE_RATE, CAPTION_LABEL_RATE, HABIT_MENTION_RATE, JUDGE_TEMPLATES,
+                               PRIOR_MENTION_RATE,
                                TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits, Example, corpus, text_example,
                                training_example)
 from core.shapes.world import CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, WorldOptions, make_scene, object_mask, render
@@ -102,8 +103,12 @@ class EmbeddedConfig:
     typical_name_rate: float = TYPICAL_NAME_RATE
     # stages 2-3: this share of descriptions with the image follows text captions;
     caption_describe_rate: float = CAPTION_DESCRIBE_RATE
-    # language stages: P(partner present | anchor present) in the scenes (None: the world's 0.8). Lower
-    # makes the text prior wrong about the scenes: captions still expect the partner (an ablation).
+    # and image captions (the other descriptions with the image) name an absent partner after its
+    # anchor this often; the text corpus keeps PRIOR_MENTION_RATE, so the judge's prior can be
+    # stronger than the describer's (a real LVLM's captions are cleaner than its text corpus).
+    describe_mention_rate: float = PRIOR_MENTION_RATE
+    # language stages: P(partner present | anchor present) in the scenes (None: the world's PARTNER_RATE,
+    # 0.2, where the captions' expectation is wrong; 0.8 makes it right, the world up to v3b).
     partner_rate: float | None = None
     dim_rate: float = 0.0  # language stages: share of objects of every kind rendered dim (an ablation)
     # judgments are learned in these templates (core.engine.prompts.JUDGE_PROMPTS keys), mixed evenly.
@@ -246,7 +251,8 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
     else:
         text_only_rate = cfg.text_only_rate if stage.text_only_rate is None else stage.text_only_rate
         examples = [training_example(s, rng, text_only_rate, stage.task_weights, cfg.caption_label_rate,
-                                     tuple(cfg.judge_templates), cfg.habits, cfg.caption_describe_rate)
+                                     tuple(cfg.judge_templates), cfg.habits, cfg.caption_describe_rate,
+                                     cfg.describe_mention_rate)
                     for s in scenes]
     return collate(examples, scenes, processor)
 
@@ -452,6 +458,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="how often a text caption calls an object by its colour's typical name")
     t.add_argument("--caption-describe-rate", type=float, default=EmbeddedConfig.caption_describe_rate,
                    help="share of descriptions with the image written from text captions")
+    t.add_argument("--describe-mention-rate", type=float, default=EmbeddedConfig.describe_mention_rate,
+                   help="how often the other descriptions with the image name an absent partner after its anchor")
     WorldOptions.add_arguments(t)  # the training scenes' world
     t.add_argument("--judge-templates", default=",".join(EmbeddedConfig.judge_templates),
                    help="judge templates the judgments are learned in (comma-separated JUDGE_PROMPTS keys)")
@@ -469,6 +477,7 @@ def main(argv: list[str] | None = None) -> None:
                          answer_task_weights=tuple(int(w) for w in args.answer_task_weights.split(",")),
                          caption_label_rate=args.caption_label_rate, habit_rate=args.habit_rate,
                          typical_name_rate=args.typical_name_rate, caption_describe_rate=args.caption_describe_rate,
+                         describe_mention_rate=args.describe_mention_rate,
                          partner_rate=args.partner_rate, dim_rate=args.dim_rate,
                          judge_templates=tuple(args.judge_templates.split(",")))
     train(cfg, args.out, save_every=args.save_every, init=args.init, init_stages=tuple(args.init_stages.split(",")))

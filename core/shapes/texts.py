@@ -344,10 +344,12 @@ TASK_WEIGHTS = (45, 20, 7, 8, 20)
 def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0.15,
                      task_weights: tuple[int, ...] = TASK_WEIGHTS, caption_label_rate: float = 0.0,
                      judge_templates: tuple[str, ...] = ("faithfulness",),
-                     habits: CorpusHabits = CorpusHabits(), caption_describe_rate: float = 0.0) -> Example:
+                     habits: CorpusHabits = CorpusHabits(), caption_describe_rate: float = 0.0,
+                     describe_mention_rate: float = PRIOR_MENTION_RATE) -> Example:
     """One training example from the task mixture.
 
-    Descriptions with the image follow image captions, or text captions at `caption_describe_rate`. With probability `caption_label_rate` a
+    Descriptions with the image follow image captions (an absent partner named after its anchor at
+    `describe_mention_rate`), or text captions at `caption_describe_rate`. With probability `caption_label_rate` a
     yes/no or judgment example with the image is labelled from a text caption (caption_pope_example,
     caption_judge_example), otherwise from the pixels. A share `text_only_rate` of descriptions and
     judgments is shown without the image, and those follow text captions (the text prior).
@@ -359,7 +361,7 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
             return text_description(scene, rng, habits)
         if caption_describe_rate > 0 and rng.random() < caption_describe_rate:
             return text_description(scene, rng, habits, use_image=True)
-        return Example(DESCRIBE_QUESTION, " ".join(caption_sentences(scene, rng)), "describe")
+        return Example(DESCRIBE_QUESTION, " ".join(caption_sentences(scene, rng, describe_mention_rate)), "describe")
     if task == "pope":
         if caption_label_rate > 0 and rng.random() < caption_label_rate:
             return caption_pope_example(scene, rng, True, habits)
