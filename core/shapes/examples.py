@@ -1,11 +1,16 @@
-"""Pick Explore's example scenes: test-split scenes where the raw judge says "yes" to a hallucinated
-sentence of the model's own greedy description and the debiased judge says "no".
+"""Pick Explore's example scenes: test-split scenes where, with Explore's default settings, the raw
+judge prefers a candidate that names an absent object and the debiased judge prefers one that does not.
 
-Each scene's greedy description is split into sentences; every sentence naming an absent object
-is judged (default judge settings: its template and context, score kind log-odds, so that "yes" is
-a log-odds above 0). A scene qualifies when some such sentence has raw log-odds > 0 and debiased
-log-odds < 0. The first `n` qualifying scenes (in seed order) are written like `core.shapes.world sample`
-writes scenes (PNG files and scenes.jsonl), with the sentence and its scores added to each row.
+Each scene gets what Explore's "Generate and score" gives it by default (`core.engine.judge.judge`
+with `GenerationSettings()` and `JudgeSettings()`: 4 sampled candidates, seed 0, alpha 1, kind
+logit, sentence context). A scene qualifies when the candidate with the highest mean raw score
+hallucinates (names an object the scene does not hold) and the debiased rank-1 candidate does not:
+ranked by the raw score the studio would keep a hallucination, ranked by the debiased score it
+keeps a faithful answer. That is the paper's use of the score (best-of-N), in one click. (A
+sentence whose own raw log-odds is above 0 and debiased log-odds below 0 is rare: the blind judge,
+too, leans to "yes", so debiasing moves rankings more than it crosses zero.) The first `n`
+qualifying scenes (in seed order) are written like `core.shapes.sample` writes scenes (PNG files and
+scenes.jsonl), with both candidates and their scores added to each row.
 
 Run:  python -m core.shapes.examples --out assets/examples --n 4 --scan 300
 """
@@ -18,12 +23,11 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core.engine.chat import prepare_image
 from core.config import ModelSettings
-from core.shapes.evaluate import describe_batch
-from core.engine.judge import JudgeItem, JudgeSettings, judge_sentences
+from core.engine.generation import GenerationSettings
+from core.engine.judge import JudgeSettings, ScoredCandidate, judge
 from core.engine.loading import LoadedModel, load_model
-from core.engine.sentences import split_sentences
+from core.engine.prompts import DESCRIBE_QUESTION
 from core.shapes.metrics import sentence_is_hallucinated
 from core.shapes.texts import describe
 from core.shapes.world import make_scene, render
@@ -31,40 +35,38 @@ from core.shapes.world import make_scene, render
 
 @dataclass
 class Flip:
-    """A hallucinated sentence the raw judge accepts and the debiased judge rejects."""
+    """A scene whose raw-preferred candidate hallucinates while the debiased rank-1 candidate does not."""
 
     seed: int
-    description: str
-    sentence: str
-    raw: float  # log-odds of "yes", with the image
-    blind: float  # the same without the image
-    debiased: float
+    raw_pick: str  # the candidate with the highest mean raw score
+    debiased_pick: str  # the debiased rank-1 candidate (highest mean debiased score)
+    sentence: str  # the raw pick's first hallucinated sentence
+    raw: tuple[float, float]  # mean raw score of (raw pick, debiased pick)
+    blind: tuple[float, float]  # mean blind score of both
+    debiased: tuple[float, float]  # mean debiased score of both
 
 
-def find_flips(loaded: LoadedModel, seeds: list[int], settings: JudgeSettings, batch_size: int = 25) -> list[Flip]:
-    """For each scene, the hallucinated greedy sentence whose debiased log-odds is lowest among those
-    the raw judge accepts (raw > 0 > debiased); scenes without one are left out."""
+def _hallucinated(candidate: ScoredCandidate, truth: set) -> list[str]:
+    return [s.text for s in candidate.sentences if sentence_is_hallucinated(s.text, truth)]
+
+
+def find_flips(loaded: LoadedModel, seeds: list[int], settings: JudgeSettings,
+               gen: GenerationSettings | None = None) -> list[Flip]:
+    """The scenes of `seeds` where the raw judge's favourite candidate hallucinates and the debiased one's does not."""
+    gen = gen or GenerationSettings()
     flips = []
-    for first in range(0, len(seeds), batch_size):
-        scenes = [make_scene(seed) for seed in seeds[first:first + batch_size]]
-        texts = describe_batch(loaded, [render(s) for s in scenes])
-        items, owners = [], []
-        for index, (scene, text) in enumerate(zip(scenes, texts)):
-            sentences = split_sentences(text)
-            for j, sentence in enumerate(sentences):
-                if sentence_is_hallucinated(sentence, scene.names()):
-                    items.append(JudgeItem(image=index, sentence=sentence, context=" ".join(sentences[:j])))
-                    owners.append(index)
-        if not items:
+    for seed in seeds:
+        scene = make_scene(seed)
+        result = judge(loaded, render(scene), DESCRIBE_QUESTION, gen, settings)
+        raw_pick = max(result.candidates, key=lambda c: c.mean_raw)
+        debiased_pick = result.best()
+        wrong = _hallucinated(raw_pick, scene.names())
+        if raw_pick is debiased_pick or not wrong or _hallucinated(debiased_pick, scene.names()):
             continue
-        images = [prepare_image(loaded.processor, render(s)) for s in scenes]
-        best: dict[int, Flip] = {}
-        for item, owner, verdict in zip(items, owners, judge_sentences(loaded, images, items, settings)):
-            raw, blind = verdict.raw["log-odds"], verdict.blind["log-odds"]
-            debiased = verdict.debiased("log-odds", settings.alpha)
-            if raw > 0 > debiased and (owner not in best or debiased < best[owner].debiased):
-                best[owner] = Flip(scenes[owner].seed, texts[owner], item.sentence, raw, blind, debiased)
-        flips += [best[i] for i in sorted(best)]
+        pair = (raw_pick, debiased_pick)
+        flips.append(Flip(seed, raw_pick.text, debiased_pick.text, wrong[0],
+                          tuple(c.mean_raw for c in pair), tuple(c.mean_blind for c in pair),
+                          tuple(c.mean_debiased for c in pair)))
     return flips
 
 
@@ -82,8 +84,8 @@ def write_examples(flips: list[Flip], out: Path) -> Path:
                "objects": [{"shape": o.shape, "color": o.color, "size": o.size, "position": o.position}
                            for o in scene.objects],
                "description": describe(scene, random.Random(scene.seed)),
-               "flip": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(flip).items()
-                        if k != "seed"}}
+               "flip": {k: ([round(x, 3) for x in v] if isinstance(v, tuple) else v)
+                        for k, v in asdict(flip).items() if k != "seed"}}
         lines.append(json.dumps(row))
     path = out / "scenes.jsonl"
     tmp = path.with_suffix(".jsonl.tmp")
@@ -93,7 +95,7 @@ def write_examples(flips: list[Flip], out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: scan test scenes from --first-seed, write the first --n with a raw-yes, debiased-no hallucination."""
+    """CLI: scan test scenes from --first-seed, write the first --n whose raw and debiased favourites differ as above."""
     parser = argparse.ArgumentParser(prog="python -m core.shapes.examples", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNG files and scenes.jsonl")
     parser.add_argument("--n", type=int, default=4, help="examples to write")
@@ -107,17 +109,18 @@ def main(argv: list[str] | None = None) -> None:
     loaded = load_model(ModelSettings(**({"model": args.model} if args.model else {}), adapter=""))
     settings = JudgeSettings(alpha=args.alpha)
     flips: list[Flip] = []
-    for first in range(args.first_seed, args.first_seed + args.scan, 50):
-        flips += find_flips(loaded, list(range(first, min(first + 50, args.first_seed + args.scan))), settings)
+    for seed in range(args.first_seed, args.first_seed + args.scan):
+        flips += find_flips(loaded, [seed], settings)
         if len(flips) >= args.n:
             break
-    flips = flips[:args.n]
     if not flips:
-        raise SystemExit(f"no scene among {args.scan} has a hallucinated sentence that raw accepts and debiased rejects")
+        raise SystemExit(f"no scene among {args.scan} has a raw-preferred candidate that hallucinates "
+                         "and a debiased rank-1 candidate that does not")
     print(write_examples(flips, args.out))
     for flip in flips:
-        print(f"seed {flip.seed}: {flip.sentence!r} raw {flip.raw:+.2f} blind {flip.blind:+.2f} "
-              f"debiased {flip.debiased:+.2f}")
+        print(f"seed {flip.seed}: raw prefers {flip.raw_pick!r} (mean raw {flip.raw[0]:+.2f} vs {flip.raw[1]:+.2f}); "
+              f"debiased prefers {flip.debiased_pick!r} (mean debiased {flip.debiased[1]:+.2f} vs "
+              f"{flip.debiased[0]:+.2f}); hallucinated: {flip.sentence!r}")
 
 
 if __name__ == "__main__":
