@@ -418,7 +418,7 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
             with gr.Accordion("Generation and judge settings", open=False, elem_id="explore-settings"):
                 n, strategy, seed, alpha, kind, prompt, custom_template = _judge_controls(limits)
             if examples:
-                gallery = gr.Gallery(value=[str(p) for p, _ in examples], label="Examples: the raw score would keep a hallucination, the debiased score does not",
+                gallery = gr.Gallery(value=[str(p) for p, _ in examples], label="Examples: raw prefers a hallucination",
                                      columns=len(examples), height=100, allow_preview=False,
                                      elem_id="explore-examples")
             with gr.Row():

@@ -6,8 +6,9 @@ LlavaProcessor with the PIL CLIP image processor and a LLaVA-1.5 chat template),
 loads through AutoModelForImageTextToText / AutoProcessor exactly like
 llava-hf/llava-1.5-7b-hf.
 
-Train (reproducible, seed-deterministic, about 40 minutes on a 2-core CPU):
-    python -m core.shapes.embedded train --out assets/shapes-llava
+Train from scratch (reproducible, seed-deterministic, 54-65 minutes on a 2-core CPU):
+    python -m core.shapes.embedded train --out OUT
+The shipped weights (v6) continue an earlier model instead: the model card has the commands.
 """
 
 from __future__ import annotations
