@@ -37,11 +37,11 @@ TRUTH = [["green", "triangle"], ["red", "square"]]
 
 
 def test_scene_truth_and_description():
-    scene = make_scene(21)
+    scene = make_scene(8)
     assert views.scene_truth(scene) == TRUTH
     assert views.scene_truth(None) is None
-    assert views.describe_truth(scene) == ("**Ground truth, scene 21:** small red square (bottom), "
-                                           "small green triangle (top).")
+    assert views.describe_truth(scene) == ("**Ground truth, scene 8:** large red square (top), "
+                                           "small green triangle (bottom).")
 
 
 def test_verdicts_against_truth_and_without():
