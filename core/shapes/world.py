@@ -182,7 +182,7 @@ def _place(rng: random.Random, radii: list[int], canvas: int) -> list[tuple[int,
 
 @dataclass(frozen=True)
 class WorldOptions:
-    """Ablation options that change the world itself (defaults: the standard world)."""
+    """Options that change the world itself (defaults: the shapes world since v6)."""
 
     partner_rate: float | None = None  # P(partner present | anchor present); None: each pair's PARTNER_RATE
     dim_rate: float = 0.0  # share of objects of every kind drawn dim
