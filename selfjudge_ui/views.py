@@ -13,11 +13,11 @@ from core.shapes.world import Scene
 from selfjudge_ui.plots import GROUNDED, HIGHER, PRIOR, SIGNED_VIEWS, TOKEN_VIEWS
 
 CANDIDATE_COLUMNS = ["rank", "#", "answer", "raw", "blind", "debiased", "min debiased", "likelihood",
-                     "hallucinated"]
+                     "raw rank", "hallucinated"]
 SENTENCE_COLUMNS = ["rank", "#", "sentence", "raw", "blind", "debiased", "verdict"]
 # Column widths in pixels: they fit a desktop's results column, and a phone scrolls the table sideways
 # rather than squeezing each header into one letter per line.
-CANDIDATE_WIDTHS = [52, 34, 178, 62, 62, 84, 84, 94, 108]
+CANDIDATE_WIDTHS = [52, 34, 150, 62, 62, 84, 84, 84, 60, 100]
 SENTENCE_WIDTHS = [52, 34, 300, 62, 62, 84, 130]
 DECODE_COLUMNS = ["step", "sentence (indented under its parent)", "score", "raw", "blind", "debiased log-odds",
                   "judge", "chosen"]
@@ -46,6 +46,7 @@ SCORE_HELP = (
     "**blind**: the same question without the image (what the language prior alone says). "
     "**debiased**: (1+alpha) raw - alpha blind. **min debiased**: the weakest sentence. "
     "**likelihood**: mean log-probability of the answer's tokens given the image. "
+    "**raw rank**: the rank by mean raw score alone (where it differs, debiasing changed the order). "
     "**hallucinated**: sentences naming an object that is not in the scene / sentences. "
     "Score kind **logit**: the yes-token's logit; **logprob**: log p(yes); **log-odds**: log p(yes) - log p(no).")
 
@@ -123,12 +124,23 @@ def rank_order(result: dict) -> list[int]:
 def candidate_rows(result: dict, truth: list[list[str]] | None) -> list[list]:
     """One table row per candidate, best rank first; the first column is the rank, the second its number."""
     every = verdicts(result, truth)
+    raw_rank = raw_ranks(result)
     rows = []
     for i in rank_order(result):
         c = result["candidates"][i]
         rows.append([c["rank"], i + 1, c["text"], _r(c["mean_raw"]), _r(c["mean_blind"]), _r(c["mean_debiased"]),
-                     _r(c["min_debiased"]), _r(c["likelihood"]), _hallucinated_count(every[i])])
+                     _r(c["min_debiased"]), _r(c["likelihood"]), raw_rank[i], _hallucinated_count(every[i])])
     return rows
+
+
+def raw_ranks(result: dict) -> list[int]:
+    """Each candidate's rank by mean raw score alone (1 = highest; candidates without a score last)."""
+    scores = [c["mean_raw"] for c in result["candidates"]]
+    order = sorted(range(len(scores)), key=lambda i: (scores[i] is None, -(scores[i] or 0.0), i))
+    ranks = [0] * len(scores)
+    for position, i in enumerate(order, start=1):
+        ranks[i] = position
+    return ranks
 
 
 def sentence_rows(result: dict, truth: list[list[str]] | None) -> list[list]:

@@ -242,7 +242,8 @@ def test_compare_runs_base_and_adapter(studio, tiny_llava_dir, monkeypatch):
         assert "**The outputs are identical**" in summary
     # one copy of the weights: no model was loaded for either click, the adapter went into the cached base
     assert loads == [] and core.engine.loading.get_model(settings.model) is base_model
-    assert [Path(folder).name for folder in base_model.adapter_names] == ["tiny-lora"]
+    # attached once to the cached base (other tests that ran earlier in the session may have attached theirs)
+    assert [Path(folder).name for folder in base_model.adapter_names].count("tiny-lora") == 1
     with pytest.raises(AppError, match="No adapter named '../tiny-lora'"):
         client.predict(handle_file(str(path)), 13, QUESTION, 2, "sample", 0, 1.0, "logit", "faithfulness", "",
                        "../tiny-lora", api_name="/compare")

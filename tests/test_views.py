@@ -53,8 +53,8 @@ def test_verdicts_against_truth_and_without():
 
 def test_candidate_and_sentence_rows_come_best_rank_first():
     assert views.candidate_rows(RESULT, TRUTH) == [
-        [1, 2, "A blue heart.", 3.0, 0.0, 6.0, 6.0, -0.25, "1/1"],
-        [2, 1, "A red square. A green triangle.", 1.25, 1.25, 1.25, -0.5, -1.625, "0/2"]]
+        [1, 2, "A blue heart.", 3.0, 0.0, 6.0, 6.0, -0.25, 1, "1/1"],
+        [2, 1, "A red square. A green triangle.", 1.25, 1.25, 1.25, -0.5, -1.625, 2, "0/2"]]
     assert views.candidate_rows(RESULT, None)[0][-1] == "-"
     assert views.rank_order(RESULT) == [1, 0]
     assert views.sentence_rows(RESULT, TRUTH) == [
@@ -62,13 +62,19 @@ def test_candidate_and_sentence_rows_come_best_rank_first():
         [2, 1, "A red square.", 2.0, 1.0, 3.0, "correct"], [2, 1, "A green triangle.", 0.5, 1.5, -0.5, "correct"]]
 
 
+def test_raw_rank_shows_where_debiasing_changed_the_order():
+    flipped = {"candidates": [{"mean_raw": 2.0}, {"mean_raw": 3.5}, {"mean_raw": None}, {"mean_raw": 2.0}]}
+    assert views.raw_ranks(flipped) == [2, 1, 4, 3]  # ties keep generation order; no score ranks last
+    assert views.raw_ranks(RESULT) == [2, 1]
+
+
 def test_tables_highlight_the_best_row_and_colour_verdicts():
     styles = views.styled_candidates(views.candidate_rows(RESULT, TRUTH))
     styles._compute()
     by_cell = {cell: dict(css) for cell, css in styles.ctx.items()}
     assert by_cell[(0, 1)] == {"background-color": "#e3f4e8", "font-weight": "600"}  # the rank-1 row
-    assert by_cell[(0, 8)] == {"color": plots.PRIOR, "font-weight": "600"}  # 1/1 hallucinated
-    assert (1, 1) not in by_cell and (1, 8) not in by_cell  # rank 2, 0/2: plain
+    assert by_cell[(0, 9)] == {"color": plots.PRIOR, "font-weight": "600"}  # 1/1 hallucinated
+    assert (1, 1) not in by_cell and (1, 9) not in by_cell  # rank 2, 0/2: plain
     sentences = views.styled_sentences(views.sentence_rows(RESULT, TRUTH))
     sentences._compute()
     colours = {cell: dict(css)["color"] for cell, css in sentences.ctx.items()}
