@@ -124,23 +124,12 @@ def rank_order(result: dict) -> list[int]:
 def candidate_rows(result: dict, truth: list[list[str]] | None) -> list[list]:
     """One table row per candidate, best rank first; the first column is the rank, the second its number."""
     every = verdicts(result, truth)
-    raw_rank = raw_ranks(result)
     rows = []
     for i in rank_order(result):
         c = result["candidates"][i]
         rows.append([c["rank"], i + 1, c["text"], _r(c["mean_raw"]), _r(c["mean_blind"]), _r(c["mean_debiased"]),
-                     _r(c["min_debiased"]), _r(c["likelihood"]), raw_rank[i], _hallucinated_count(every[i])])
+                     _r(c["min_debiased"]), _r(c["likelihood"]), c["raw_rank"], _hallucinated_count(every[i])])
     return rows
-
-
-def raw_ranks(result: dict) -> list[int]:
-    """Each candidate's rank by mean raw score alone (1 = highest; candidates without a score last)."""
-    scores = [c["mean_raw"] for c in result["candidates"]]
-    order = sorted(range(len(scores)), key=lambda i: (scores[i] is None, -(scores[i] or 0.0), i))
-    ranks = [0] * len(scores)
-    for position, i in enumerate(order, start=1):
-        ranks[i] = position
-    return ranks
 
 
 def sentence_rows(result: dict, truth: list[list[str]] | None) -> list[list]:

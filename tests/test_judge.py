@@ -200,6 +200,17 @@ def test_rank_by_mean_debiased_nan_last():
     assert [c.rank for c in candidates] == [1, 4, 3, 2]
 
 
+def test_raw_rank_orders_by_mean_raw_beside_the_debiased_rank():
+    def candidate(raw):
+        return ScoredCandidate(text="", sentences=[], tokens=[], mean_raw=raw, mean_blind=0, mean_debiased=0,
+                               min_debiased=0, likelihood=0)
+
+    candidates = [candidate(2.0), candidate(3.5), candidate(float("nan")), candidate(2.0)]
+    _rank(candidates, True, "mean_raw", "raw_rank")
+    assert [c.raw_rank for c in candidates] == [2, 1, 4, 3]  # ties keep generation order; no score ranks last
+    assert [c.rank for c in candidates] == [0, 0, 0, 0]  # the debiased rank is its own field
+
+
 def test_result_json_and_best_worst(tiny_llava):
     image = render(make_scene(6))
     result = score_candidates(tiny_llava, image, QUESTION, CANDIDATES, JudgeSettings())
@@ -211,6 +222,8 @@ def test_result_json_and_best_worst(tiny_llava):
     assert data["settings"] == {"alpha": 1.0, "kind": "logit", "context": "sentence", "template": "faithfulness"}
     by_score = sorted(result.candidates, key=lambda c: -c.mean_debiased)
     assert result.best() is by_score[0] and result.worst() is by_score[-1]
+    by_raw = sorted(result.candidates, key=lambda c: -c.mean_raw)
+    assert [c.raw_rank for c in by_raw] == list(range(1, len(by_raw) + 1))
 
 
 def test_empty_candidates_are_refused(tiny_llava):

@@ -26,11 +26,13 @@ RESULT = {
          "sentences": [_sentence("A red square.", 2.0, 1.0, 0, 2), _sentence("A green triangle.", 0.5, 1.5, 2, 4)],
          "tokens": [_token("A", -1.0, -1.0), _token(" red", -0.5, -2.5), _token(" green", -2.0, -1.0),
                     _token(" triangle", -3.0, -3.0)],
-         "mean_raw": 1.25, "mean_blind": 1.25, "mean_debiased": 1.25, "min_debiased": -0.5, "likelihood": -1.625},
+         "mean_raw": 1.25, "mean_blind": 1.25, "mean_debiased": 1.25, "min_debiased": -0.5, "likelihood": -1.625,
+         "raw_rank": 2},
         {"text": "A blue heart.", "rank": 1,
          "sentences": [_sentence("A blue heart.", 3.0, 0.0, 0, 1)],
          "tokens": [_token("A", -0.25, -0.5)],
-         "mean_raw": 3.0, "mean_blind": 0.0, "mean_debiased": 6.0, "min_debiased": 6.0, "likelihood": -0.25},
+         "mean_raw": 3.0, "mean_blind": 0.0, "mean_debiased": 6.0, "min_debiased": 6.0, "likelihood": -0.25,
+         "raw_rank": 1},
     ],
 }
 TRUTH = [["green", "triangle"], ["red", "square"]]
@@ -60,12 +62,6 @@ def test_candidate_and_sentence_rows_come_best_rank_first():
     assert views.sentence_rows(RESULT, TRUTH) == [
         [1, 2, "A blue heart.", 3.0, 0.0, 6.0, "hallucinated"],
         [2, 1, "A red square.", 2.0, 1.0, 3.0, "correct"], [2, 1, "A green triangle.", 0.5, 1.5, -0.5, "correct"]]
-
-
-def test_raw_rank_shows_where_debiasing_changed_the_order():
-    flipped = {"candidates": [{"mean_raw": 2.0}, {"mean_raw": 3.5}, {"mean_raw": None}, {"mean_raw": 2.0}]}
-    assert views.raw_ranks(flipped) == [2, 1, 4, 3]  # ties keep generation order; no score ranks last
-    assert views.raw_ranks(RESULT) == [2, 1]
 
 
 def test_tables_highlight_the_best_row_and_colour_verdicts():

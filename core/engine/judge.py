@@ -136,6 +136,7 @@ class ScoredCandidate:
     min_debiased: float
     likelihood: float  # mean token log-prob with the image
     rank: int = 0  # 1 = best by mean_debiased
+    raw_rank: int = 0  # 1 = best by mean_raw (where it differs from rank, debiasing changed the order)
 
 
 @dataclass
@@ -287,15 +288,16 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def _rank(candidates: list[ScoredCandidate], higher_is_better: bool) -> None:
+def _rank(candidates: list[ScoredCandidate], higher_is_better: bool, score: str = "mean_debiased",
+          field: str = "rank") -> None:
     def key(index: int) -> tuple:
-        score = candidates[index].mean_debiased
-        if math.isnan(score):
+        value = getattr(candidates[index], score)
+        if math.isnan(value):
             return (1, 0.0, index)
-        return (0, -score if higher_is_better else score, index)
+        return (0, -value if higher_is_better else value, index)
 
     for rank, index in enumerate(sorted(range(len(candidates)), key=key), start=1):
-        candidates[index].rank = rank
+        setattr(candidates[index], field, rank)
 
 
 def score_answers(loaded: LoadedModel, image: Image.Image, question: str, answers: list[list[int]],
@@ -351,6 +353,7 @@ def score_answers(loaded: LoadedModel, image: Image.Image, question: str, answer
             min_debiased=min(debiased) if debiased else float("nan"),
             likelihood=_mean([t.logprob_image for t in tokens])))
     _rank(candidates, settings.higher_is_better)
+    _rank(candidates, settings.higher_is_better, "mean_raw", "raw_rank")
     return JudgeResult(question=question, candidates=candidates, settings=settings, model_id=loaded.model_id,
                        adapter=loaded.adapter)
 

@@ -55,10 +55,10 @@ def find_flips(loaded: LoadedModel, seeds: list[int], settings: JudgeSettings,
     """The scenes of `seeds` where the raw judge's favourite candidate hallucinates and the debiased one's does not."""
     gen = gen or GenerationSettings()
     flips = []
-    for seed in seeds:
+    for seed in seeds:  # one image per call, as Explore scores it: the same sampled candidates
         scene = make_scene(seed)
         result = judge(loaded, render(scene), DESCRIBE_QUESTION, gen, settings)
-        raw_pick = max(result.candidates, key=lambda c: c.mean_raw)
+        raw_pick = next(c for c in result.candidates if c.raw_rank == 1)
         debiased_pick = result.best()
         wrong = _hallucinated(raw_pick, scene.names())
         if raw_pick is debiased_pick or not wrong or _hallucinated(debiased_pick, scene.names()):
