@@ -140,3 +140,32 @@ def test_judge_stage_weighs_judgments_and_shows_its_share_without_the_image():
     half = EmbeddedConfig(**TINY, judge_steps=10, judge_task_weights=(0, 0, 0, 0, 1), batch_size=64)
     images = training_batch(0, half, processor, language_stages(half)[-1])["pixel_values"].shape[0]
     assert 16 < images < 48  # judge_text_only_rate 0.5 by default
+
+
+def test_unlikelihood_negatives_sit_where_a_description_could_repeat_and_raise_the_loss():
+    from core.shapes.embedded import build_model, per_example_loss
+
+    cfg = EmbeddedConfig(**TINY)
+    tokenizer = build_tokenizer()
+    processor = build_processor(tokenizer, cfg)
+    description = "A small yellow heart is at the top. A small blue circle is at the bottom."
+    examples = [Example("Is there a red circle in the image?", "Yes.", "pope"),
+                Example("Describe the image.", description, "describe")]
+    scenes = [make_scene(1), make_scene(2)]
+    batch = collate(examples, scenes, processor, unlikelihood=True)
+    # one negative: "yellow" where the description says "blue"; only descriptions get negatives
+    assert batch["negatives"].tolist() == [[1, batch["negatives"][0, 1].item(), tokenizer.convert_tokens_to_ids("Ġyellow")]]
+    row, position, _ = batch["negatives"][0].tolist()
+    assert tokenizer.convert_ids_to_tokens(int(batch["input_ids"][row, position])) == "Ġblue"
+    plain = collate(examples, scenes, processor)
+    assert "negatives" not in plain and torch.equal(plain["input_ids"], batch["input_ids"])
+
+    model = build_model(tokenizer, cfg).eval()
+    with torch.no_grad():
+        base = per_example_loss(model, plain)
+        assert torch.allclose(per_example_loss(model, batch), base)  # weight 0: the plain loss
+        logits = model(**{k: v for k, v in plain.items() if k != "labels"}).logits
+        p_yellow = torch.softmax(logits[row, position - 1], dim=-1)[tokenizer.convert_tokens_to_ids("Ġyellow")]
+        answer_tokens = int((plain["labels"][row] != -100).sum())
+        expected = base + 2.0 * -torch.log1p(-p_yellow) / answer_tokens / len(examples)
+        assert torch.allclose(per_example_loss(model, batch, unlikelihood_weight=2.0), expected, atol=1e-6)

@@ -223,3 +223,27 @@ def test_describe_mention_rate_sets_how_often_image_descriptions_name_an_absent_
     assert 0.2 < partner_share(0.3) < 0.4
     assert partner_share(1.0) == 1.0
     assert partner_share(PRIOR_MENTION_RATE) > 0.6  # the default: as the text corpus's image captions
+
+
+def test_repeat_negatives_name_only_objects_already_named_that_cannot_come_next():
+    from core.shapes.texts import repeat_negatives
+
+    text = ("A small yellow heart is at the top. A small yellow circle is at the bottom. "
+            "A large blue star is on the left. A small red cross is on the right.")
+    negatives = dict(repeat_negatives(text))
+    # second object: yellow is still to come, so only the named yellow shape is a negative
+    assert negatives[text.index("circle")] == ["heart"]
+    assert text.index("yellow circle") not in negatives
+    # third object: yellow is spent; fourth: yellow and blue are
+    assert negatives[text.index("blue")] == ["yellow"]
+    assert negatives[text.index("red")] == ["blue", "yellow"]
+    assert len(negatives) == 3
+    # a training description never names an object twice, so no negative is ever its own next word
+    rng = random.Random(5)
+    checked = 0
+    for seed in range(200):
+        description = " ".join(caption_sentences(make_scene(seed), rng))
+        for char_at, words in repeat_negatives(description):
+            assert not any(description.startswith(word, char_at) for word in words)
+            checked += 1
+    assert checked > 50

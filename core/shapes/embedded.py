@@ -28,6 +28,7 @@ from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, 
 
 from core.engine.chat import conversation
 from core.shapes.texts import (CAPTION_DESCRIBE_RATE, CAPTION_LABEL_RATE, HABIT_MENTION_RATE, JUDGE_TEMPLATES,
+                               repeat_negatives,
                                PRIOR_MENTION_RATE,
                                TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits, Example, corpus, text_example,
                                training_example)
@@ -116,6 +117,9 @@ class EmbeddedConfig:
     judge_templates: tuple[str, ...] = JUDGE_TEMPLATES
     # Curriculum: stages 1-2 see scenes without faint partners (learn to see), stage 3 the real world.
     curriculum_faint_rate: float = 0.0
+    # every language stage: weight of the unlikelihood term on objects a description has already named
+    # (0: off, as in every model up to v6)
+    unlikelihood_weight: float = 0.0
     train_seed_offset: int = 1_000_000  # training scenes start here; test scenes are 0..999_999
 
     def __post_init__(self) -> None:
@@ -175,10 +179,16 @@ def build_model(tokenizer: PreTrainedTokenizerFast, cfg: EmbeddedConfig) -> Llav
     return model
 
 
-def collate(examples: list[Example], scenes: list, processor: LlavaProcessor) -> dict[str, torch.Tensor]:
-    """Tokenise examples into a right-padded training batch; loss only on the answers and EOS."""
+def collate(examples: list[Example], scenes: list, processor: LlavaProcessor,
+            unlikelihood: bool = False) -> dict[str, torch.Tensor]:
+    """Tokenise examples into a right-padded training batch; loss only on the answers and EOS.
+
+    With `unlikelihood`, the batch also holds "negatives": rows (example, position, token) where a
+    description would repeat an object it has named (core.shapes.texts.repeat_negatives).
+    """
     tok = processor.tokenizer
     ids_list, label_list, images = [], [], []
+    negatives: list[tuple[int, int, int]] = []
     prompt_cache: dict[tuple[str, bool], list[int]] = {}
     for ex, scene in zip(examples, scenes):
         key = (ex.question, ex.use_image)
@@ -187,7 +197,11 @@ def collate(examples: list[Example], scenes: list, processor: LlavaProcessor) ->
             prompt = prompt.replace(IMAGE_TOKEN, IMAGE_TOKEN * image_seq_length(processor))
             prompt_cache[key] = tok(prompt, add_special_tokens=False)["input_ids"]
         prompt_ids = prompt_cache[key]
-        answer_ids = tok(" " + ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        answer = tok(" " + ex.answer, add_special_tokens=False, return_offsets_mapping=unlikelihood)
+        answer_ids = answer["input_ids"] + [tok.eos_token_id]
+        if unlikelihood and ex.task == "describe":
+            negatives += [(len(ids_list), len(prompt_ids) + position, token)
+                          for position, token in _negative_tokens(ex.answer, answer["offset_mapping"], tok)]
         ids_list.append(prompt_ids + answer_ids)
         label_list.append([-100] * len(prompt_ids) + answer_ids)
         if ex.use_image:
@@ -201,9 +215,25 @@ def collate(examples: list[Example], scenes: list, processor: LlavaProcessor) ->
         labels[i, :len(lab)] = torch.tensor(lab)
         attention[i, :len(ids)] = 1
     batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    if unlikelihood:
+        batch["negatives"] = torch.tensor(negatives, dtype=torch.long).reshape(-1, 3)
     if images:
         batch["pixel_values"] = processor.image_processor(images, return_tensors="pt")["pixel_values"]
     return batch
+
+
+def _negative_tokens(answer: str, offsets: list[tuple[int, int]], tok) -> list[tuple[int, int]]:
+    """(answer token index, negative token id) for the repeat negatives of a description; offsets
+    are those of " " + answer, and a negative word's first token stands for the word."""
+    token_at = {start: index for index, (start, end) in enumerate(offsets) if end > start}
+    result = []
+    for char_at, words in repeat_negatives(answer):
+        # " word" tokenises with its space, so its token starts one character before the word.
+        index = token_at.get(char_at, token_at.get(char_at + 1))
+        if index is None:
+            continue
+        result += [(index, tok(" " + word, add_special_tokens=False)["input_ids"][0]) for word in words]
+    return result
 
 
 def image_seq_length(processor: LlavaProcessor) -> int:
@@ -255,7 +285,7 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
                                      tuple(cfg.judge_templates), cfg.habits, cfg.caption_describe_rate,
                                      cfg.describe_mention_rate)
                     for s in scenes]
-    return collate(examples, scenes, processor)
+    return collate(examples, scenes, processor, unlikelihood=cfg.unlikelihood_weight > 0)
 
 
 def patch_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.12) -> tuple[list[int], list[int]]:
@@ -321,19 +351,31 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
     return losses
 
 
-def per_example_loss(model: LlavaForConditionalGeneration, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def per_example_loss(model: LlavaForConditionalGeneration, batch: dict[str, torch.Tensor],
+                     unlikelihood_weight: float = 0.0) -> torch.Tensor:
     """Token cross-entropy averaged within each example, then over examples.
 
     With the usual mean over all tokens, a one-word yes/no answer weighs 1/40 of a description
-    and the model never learns to answer it from the image.
+    and the model never learns to answer it from the image. With `unlikelihood_weight` and the
+    batch's "negatives", each negative token adds -log(1 - p(token)) at its position (token-level
+    unlikelihood, Welleck et al. 2019), counted in its example like one more target token.
     """
     labels = batch["labels"]
-    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1].float()
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "negatives")}
+    logits = model(**inputs).logits[:, :-1].float()
     targets = labels[:, 1:]
     token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
                                                    reduction="none")
+    per_example = token_loss.sum(dim=1)
+    negatives = batch.get("negatives")
+    if unlikelihood_weight and negatives is not None and len(negatives):
+        rows, positions, tokens = negatives.unbind(dim=1)
+        # logits[:, p - 1] predicts the token at position p
+        p_negative = torch.softmax(logits[rows, positions - 1], dim=-1)[torch.arange(len(rows)), tokens]
+        penalty = -torch.log1p(-p_negative.clamp(max=1 - 1e-6))
+        per_example = per_example.index_add(0, rows, unlikelihood_weight * penalty)
     counts = (targets != -100).sum(dim=1).clamp(min=1)
-    return (token_loss.sum(dim=1) / counts).mean()
+    return (per_example / counts).mean()
 
 
 def lr_at(step: int, stage: Stage) -> float:
@@ -361,7 +403,7 @@ def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_ever
     for step in range(stage.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, stage) * group["lr_scale"]
-        loss = per_example_loss(model, training_batch(step, cfg, processor, stage))
+        loss = per_example_loss(model, training_batch(step, cfg, processor, stage), cfg.unlikelihood_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -461,6 +503,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="share of descriptions with the image written from text captions")
     t.add_argument("--describe-mention-rate", type=float, default=EmbeddedConfig.describe_mention_rate,
                    help="how often the other descriptions with the image name an absent partner after its anchor")
+    t.add_argument("--unlikelihood-weight", type=float, default=EmbeddedConfig.unlikelihood_weight,
+                   help="weight of unlikelihood on objects a description has already named (0: off)")
     WorldOptions.add_arguments(t)  # the training scenes' world
     t.add_argument("--judge-templates", default=",".join(EmbeddedConfig.judge_templates),
                    help="judge templates the judgments are learned in (comma-separated JUDGE_PROMPTS keys)")
@@ -480,6 +524,7 @@ def main(argv: list[str] | None = None) -> None:
                          typical_name_rate=args.typical_name_rate, caption_describe_rate=args.caption_describe_rate,
                          describe_mention_rate=args.describe_mention_rate,
                          partner_rate=args.partner_rate, dim_rate=args.dim_rate,
+                         unlikelihood_weight=args.unlikelihood_weight,
                          judge_templates=tuple(args.judge_templates.split(",")))
     train(cfg, args.out, save_every=args.save_every, init=args.init, init_stages=tuple(args.init_stages.split(",")))
     print(f"saved to {args.out}")

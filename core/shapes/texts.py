@@ -15,6 +15,7 @@ the text prior that debiased self-judgment subtracts (docs/language-prior.md).
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -135,6 +136,32 @@ def _caption(scene: Scene, rng: random.Random, prior_mention_rate: float
             sentences.append((template.format(size=rng.choice(SIZES), color=partner[0], shape=partner[1],
                                               where=POSITION_PHRASE[rng.choice(POSITIONS)]), partner, obj))
     return template, sentences
+
+
+_OBJECT_WORDS = re.compile(r"\b(" + "|".join(COLORS) + r") (" + "|".join(SHAPES) + r")\b")
+
+
+def repeat_negatives(description: str) -> list[tuple[int, list[str]]]:
+    """Where a description could start naming an object it has already named, and with which words.
+
+    For each object mention (colour word, shape word) in order: at the colour word, the colours of
+    objects already named that no later mention uses (saying one can only repeat or invent); at the
+    shape word, the shapes already named in the same colour. Returns (character offset of the word,
+    its negative words) wherever there are some; unlikelihood training pushes those words down, since
+    no training description names an object twice but the small model copies one under doubt.
+    """
+    mentions = [(m.start(1), m.start(2), m.group(1), m.group(2)) for m in _OBJECT_WORDS.finditer(description)]
+    negatives: list[tuple[int, list[str]]] = []
+    for index, (color_at, shape_at, color, shape) in enumerate(mentions):
+        named = {(c, s) for _ca, _sa, c, s in mentions[:index]}
+        later_colors = {c for _ca, _sa, c, _s in mentions[index:]}
+        spent_colors = sorted({c for c, _s in named} - later_colors)
+        if spent_colors:
+            negatives.append((color_at, spent_colors))
+        spent_shapes = sorted({s for c, s in named if c == color and s != shape})
+        if spent_shapes:
+            negatives.append((shape_at, spent_shapes))
+    return negatives
 
 
 def _all_names() -> list[tuple[str, str]]:
