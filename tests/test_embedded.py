@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, build_processor, build_tokenizer, collate, image_seq_length,
-                                  train)
+from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, build_model, build_processor, build_tokenizer, collate,
+                                  image_seq_length, language_stages, own_corrections, per_example_loss, train)
+from core.shapes.metrics import parse_objects
 from core.shapes.texts import Example
 from core.shapes.world import make_scene, render
 
@@ -68,7 +69,7 @@ def test_saved_model_loads_through_auto_classes(tiny_llava):
 
 
 def test_vision_pretraining_lowers_the_patch_loss():
-    from core.shapes.embedded import build_model, pretrain_vision
+    from core.shapes.embedded import pretrain_vision
 
     cfg = EmbeddedConfig(**TINY, vision_steps=10, vision_batch_size=8)
     tokenizer = build_tokenizer()
@@ -143,8 +144,6 @@ def test_judge_stage_weighs_judgments_and_shows_its_share_without_the_image():
 
 
 def test_unlikelihood_negatives_sit_where_a_description_could_repeat_and_raise_the_loss():
-    from core.shapes.embedded import build_model, per_example_loss
-
     cfg = EmbeddedConfig(**TINY)
     tokenizer = build_tokenizer()
     processor = build_processor(tokenizer, cfg)
@@ -169,3 +168,41 @@ def test_unlikelihood_negatives_sit_where_a_description_could_repeat_and_raise_t
         answer_tokens = int((plain["labels"][row] != -100).sum())
         expected = base + 2.0 * -torch.log1p(-p_yellow) / answer_tokens / len(examples)
         assert torch.allclose(per_example_loss(model, batch, unlikelihood_weight=2.0), expected, atol=1e-6)
+
+
+def test_a_correction_learns_only_its_continuation_after_the_models_own_start():
+    cfg = EmbeddedConfig(**TINY)
+    processor = build_processor(build_tokenizer(), cfg)
+    tok = processor.tokenizer
+    start = "A small yellow heart is at the top. A small blue star is on the left."
+    examples = [Example("Describe the image.", "A small red cross is on the right.", "describe", prefix=start),
+                Example("Describe the image.", "", "describe", prefix=start)]
+    batch = collate(examples, [make_scene(1), make_scene(2)], processor, unlikelihood=True)
+    labelled = [tok.decode(row[row != -100].tolist()) for row in batch["labels"]]
+    assert labelled == [" A small red cross is on the right.</s>", "</s>"]  # the end alone, where all is said
+    # the start is in the context, right before the target
+    first_target = int((batch["labels"][0] != -100).nonzero()[0])
+    assert tok.decode(batch["input_ids"][0, :first_target].tolist()).endswith("ASSISTANT: " + start)
+    # the negatives come from the whole description: yellow and blue are spent where "red" is due
+    negatives = {tok.convert_ids_to_tokens(token) for row, position, token in batch["negatives"].tolist()}
+    assert negatives == {"Ġyellow", "Ġblue"}
+    assert {tok.convert_ids_to_tokens(int(batch["input_ids"][row, position]))
+            for row, position, _ in batch["negatives"].tolist()} == {"Ġred"}
+
+
+def test_own_corrections_continue_the_models_greedy_descriptions_and_training_with_them_is_seeded():
+    cfg = EmbeddedConfig(**TINY, steps=4, batch_size=8, warmup=1, vision_steps=0, answer_steps=0, text_steps=0,
+                         own_prefix_rate=0.5, own_prefix_every=2, own_prefix_scenes=6, unlikelihood_weight=1.0)
+    tokenizer = build_tokenizer()
+    processor = build_processor(tokenizer, cfg)
+    model = build_model(tokenizer, cfg)
+    corrections = own_corrections(model, processor, cfg, language_stages(cfg)[1], step=0)
+    # an untrained model's descriptions are all wrong, so every scene gets a correction, which names
+    # every object of its scene that the kept start does not
+    assert len(corrections) == cfg.own_prefix_scenes and model.training
+    for scene, example in corrections:
+        said = set(parse_objects(example.prefix)) | set(parse_objects(example.answer))
+        assert scene.names() <= said
+    _, _, losses = train(cfg, log_every=0)
+    _, _, again = train(cfg, log_every=0)
+    assert again == losses and len(losses) == 4

@@ -8,7 +8,7 @@ from core.shapes.metrics import parse_objects
 from core.shapes.texts import (FREQUENT_IN_TEXT, HABIT_MENTION_RATE, TYPICAL_NAME_RATE, CorpusHabits, typical_name, PRIOR_MENTION_RATE, SENTENCE_TEMPLATES,
                         caption_judge_example, caption_pope_example, caption_sentences, colour_example, count_example,
                         describe, describe_sentences, judge_example, mention_order, pope_examples, popular_objects,
-                        text_caption, text_example, training_example)
+                        object_sentence, text_caption, text_example, training_example)
 from core.shapes.world import PRIOR_PAIRS, make_scene, partner_of
 
 
@@ -247,3 +247,46 @@ def test_repeat_negatives_name_only_objects_already_named_that_cannot_come_next(
             assert not any(description.startswith(word, char_at) for word in words)
             checked += 1
     assert checked > 50
+
+
+def test_correction_keeps_the_models_good_start_and_continues_with_what_it_left_out():
+    from core.shapes.texts import correction_example
+
+    scene = make_scene(5)  # orange heart, orange diamond, purple circle; no partner is absent
+    assert [o.name for o in mention_order(scene)] == [("orange", "heart"), ("orange", "diamond"), ("purple", "circle")]
+    start = "There is a small purple circle at the top."
+    own = start + " There is a small purple circle on the right. There is a large orange heart at the top."
+    example = correction_example(scene, own, random.Random(0))
+    # the repeat and everything after it go; the objects not named follow, in the same template
+    assert example.prefix == start
+    assert example.answer == " ".join(object_sentence(obj, "There is a {size} {color} {shape} {where}.")
+                                      for obj in mention_order(scene)[:2])
+    assert example.task == "describe" and example.use_image
+    # an object the scene does not hold ends the good start too; a complete, true description needs nothing
+    wrong = correction_example(scene, "A small green star is on the left. A large orange heart is at the top.",
+                               random.Random(0))
+    assert wrong.prefix == "" and parse_objects(wrong.answer) == [o.name for o in mention_order(scene)]
+    assert correction_example(scene, describe(scene, random.Random(1)), random.Random(0)) is None
+    # a description that stops early is continued; one that ends where it should is continued by the end alone
+    two = " ".join(describe_sentences(scene, random.Random(2))[:2])
+    assert correction_example(scene, two, random.Random(0)).prefix == two
+    finished = describe(scene, random.Random(3))
+    after = correction_example(scene, finished + " " + describe_sentences(scene, random.Random(3))[0], random.Random(0))
+    assert after.prefix == finished and after.answer == ""
+
+
+def test_correction_keeps_an_absent_partner_named_after_its_anchor_like_the_captions():
+    from core.shapes.texts import correction_example
+
+    rng = random.Random(0)
+    for seed in range(300):
+        scene = make_scene(seed)
+        first = mention_order(scene)[0]
+        partner = partner_of(first.name)
+        if partner and partner not in scene.names() and len(scene.objects) >= 2:
+            break
+    template = SENTENCE_TEMPLATES[0]
+    own = [object_sentence(first, template), f"A small {partner[0]} {partner[1]} is on the left."]
+    example = correction_example(scene, " ".join(own + own[:1]), rng, describe_mention_rate=0.0)
+    assert example.prefix == " ".join(own)
+    assert parse_objects(example.answer) == [o.name for o in mention_order(scene)[1:]]

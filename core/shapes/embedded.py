@@ -27,12 +27,14 @@ from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, 
                           LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
 
 from core.engine.chat import conversation
+from core.engine.prompts import DESCRIBE_QUESTION
 from core.shapes.texts import (CAPTION_DESCRIBE_RATE, CAPTION_LABEL_RATE, HABIT_MENTION_RATE, JUDGE_TEMPLATES,
-                               repeat_negatives,
+                               correction_example, repeat_negatives,
                                PRIOR_MENTION_RATE,
                                TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits, Example, corpus, text_example,
                                training_example)
-from core.shapes.world import CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, WorldOptions, make_scene, object_mask, render
+from core.shapes.world import (CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, Scene, WorldOptions, make_scene, object_mask,
+                               render)
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
@@ -120,6 +122,12 @@ class EmbeddedConfig:
     # every language stage: weight of the unlikelihood term on objects a description has already named
     # (0: off, as in every model up to v6)
     unlikelihood_weight: float = 0.0
+    # every image stage: this share of each batch continues the model's own greedy descriptions
+    # (own_corrections; 0: off, as in every model up to v6), refreshed every own_prefix_every steps
+    # from own_prefix_scenes fresh scenes
+    own_prefix_rate: float = 0.0
+    own_prefix_every: int = 50
+    own_prefix_scenes: int = 192
     train_seed_offset: int = 1_000_000  # training scenes start here; test scenes are 0..999_999
 
     def __post_init__(self) -> None:
@@ -197,11 +205,14 @@ def collate(examples: list[Example], scenes: list, processor: LlavaProcessor,
             prompt = prompt.replace(IMAGE_TOKEN, IMAGE_TOKEN * image_seq_length(processor))
             prompt_cache[key] = tok(prompt, add_special_tokens=False)["input_ids"]
         prompt_ids = prompt_cache[key]
-        answer = tok(" " + ex.answer, add_special_tokens=False, return_offsets_mapping=unlikelihood)
+        if ex.prefix:  # the model's own start of the answer is context, like the prompt
+            prompt_ids = prompt_ids + tok(" " + ex.prefix, add_special_tokens=False)["input_ids"]
+        answer = (tok(" " + ex.answer, add_special_tokens=False, return_offsets_mapping=unlikelihood) if ex.answer
+                  else {"input_ids": [], "offset_mapping": []})  # a correction may be just the end
         answer_ids = answer["input_ids"] + [tok.eos_token_id]
-        if unlikelihood and ex.task == "describe":
+        if unlikelihood and ex.task == "describe" and ex.answer:
             negatives += [(len(ids_list), len(prompt_ids) + position, token)
-                          for position, token in _negative_tokens(ex.answer, answer["offset_mapping"], tok)]
+                          for position, token in _negative_tokens(ex, answer["offset_mapping"], tok)]
         ids_list.append(prompt_ids + answer_ids)
         label_list.append([-100] * len(prompt_ids) + answer_ids)
         if ex.use_image:
@@ -222,12 +233,16 @@ def collate(examples: list[Example], scenes: list, processor: LlavaProcessor,
     return batch
 
 
-def _negative_tokens(answer: str, offsets: list[tuple[int, int]], tok) -> list[tuple[int, int]]:
-    """(answer token index, negative token id) for the repeat negatives of a description; offsets
-    are those of " " + answer, and a negative word's first token stands for the word."""
+def _negative_tokens(ex: Example, offsets: list[tuple[int, int]], tok) -> list[tuple[int, int]]:
+    """(answer token index, negative token id) for the repeat negatives of a description (its prefix
+    included); offsets are those of " " + answer, and a negative word's first token stands for it."""
     token_at = {start: index for index, (start, end) in enumerate(offsets) if end > start}
+    shift = len(ex.prefix) + 1 if ex.prefix else 0  # where the answer starts in prefix + " " + answer
     result = []
-    for char_at, words in repeat_negatives(answer):
+    for char_at, words in repeat_negatives(f"{ex.prefix} {ex.answer}" if ex.prefix else ex.answer):
+        char_at -= shift
+        if char_at < 0:
+            continue
         # " word" tokenises with its space, so its token starts one character before the word.
         index = token_at.get(char_at, token_at.get(char_at + 1))
         if index is None:
@@ -269,9 +284,10 @@ def language_stages(cfg: EmbeddedConfig) -> list[Stage]:
                   text_only_rate=cfg.judge_text_only_rate)]
 
 
-def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
-                   stage: Stage | None = None) -> dict[str, torch.Tensor]:
-    """The batch for a training step: fresh scenes, deterministic in (seed, stage, step)."""
+def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor, stage: Stage | None = None,
+                   corrections: list[tuple[Scene, Example]] | None = None) -> dict[str, torch.Tensor]:
+    """The batch for a training step: fresh scenes, deterministic in (seed, stage, step); with
+    `corrections`, a share `cfg.own_prefix_rate` of it drawn from them."""
     stage = stage or language_stages(cfg)[1]
     rng = random.Random(cfg.seed * 1_000_003 + step + (stage.seed_tag - 1) * 7_919_000)
     scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000), faint_partner_rate=stage.faint_partner_rate,
@@ -285,7 +301,41 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor,
                                      tuple(cfg.judge_templates), cfg.habits, cfg.caption_describe_rate,
                                      cfg.describe_mention_rate)
                     for s in scenes]
+        if corrections and cfg.own_prefix_rate > 0:
+            count = max(1, round(len(scenes) * cfg.own_prefix_rate))
+            picks = [corrections[rng.randrange(len(corrections))] for _ in range(count)]
+            scenes[-count:] = [scene for scene, _ex in picks]
+            examples[-count:] = [ex for _scene, ex in picks]
     return collate(examples, scenes, processor, unlikelihood=cfg.unlikelihood_weight > 0)
+
+
+@torch.no_grad()
+def own_corrections(model, processor: LlavaProcessor, cfg: EmbeddedConfig, stage: Stage, step: int,
+                    batch_size: int = 64) -> list[tuple[Scene, Example]]:
+    """Greedy descriptions by the model as it is now, of fresh training scenes, each turned into a
+    correction (core.shapes.texts.correction_example) where it needs one: what it should have said
+    after the start it wrote itself. Deterministic in (seed, stage, step) and the weights."""
+    rng = random.Random(f"corrections-{cfg.seed}-{stage.seed_tag}-{step}")
+    scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000), faint_partner_rate=stage.faint_partner_rate,
+                         partner_rate=cfg.partner_rate, dim_rate=cfg.dim_rate) for _ in range(cfg.own_prefix_scenes)]
+    prompt = processor.apply_chat_template(conversation(DESCRIBE_QUESTION, True), add_generation_prompt=True)
+    was_training = model.training
+    model.eval()
+    descriptions: list[str] = []
+    for start in range(0, len(scenes), batch_size):
+        chunk = scenes[start:start + batch_size]
+        inputs = processor(text=[prompt] * len(chunk), images=[render(s) for s in chunk], return_tensors="pt",
+                           padding=True)
+        out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
+        descriptions += [text.strip() for text in processor.tokenizer.batch_decode(
+            out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)]
+    model.train(was_training)
+    corrections = []
+    for scene, description in zip(scenes, descriptions):
+        example = correction_example(scene, description, rng, cfg.describe_mention_rate)
+        if example is not None:
+            corrections.append((scene, example))
+    return corrections
 
 
 def patch_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.12) -> tuple[list[int], list[int]]:
@@ -400,10 +450,17 @@ def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_ever
     model.train()
     losses: list[float] = []
     start = time.time()
+    corrections: list[tuple[Scene, Example]] = []
     for step in range(stage.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, stage) * group["lr_scale"]
-        loss = per_example_loss(model, training_batch(step, cfg, processor, stage), cfg.unlikelihood_weight)
+        if cfg.own_prefix_rate > 0 and not stage.text_only and step % cfg.own_prefix_every == 0:
+            corrections = own_corrections(model, processor, cfg, stage, step)
+            if log_every:
+                print(f"{stage.name} step {step:5d}  {len(corrections)} of {cfg.own_prefix_scenes} own descriptions "
+                      "need a correction", flush=True)
+        batch = training_batch(step, cfg, processor, stage, corrections)
+        loss = per_example_loss(model, batch, cfg.unlikelihood_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -505,6 +562,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="how often the other descriptions with the image name an absent partner after its anchor")
     t.add_argument("--unlikelihood-weight", type=float, default=EmbeddedConfig.unlikelihood_weight,
                    help="weight of unlikelihood on objects a description has already named (0: off)")
+    t.add_argument("--own-prefix-rate", type=float, default=EmbeddedConfig.own_prefix_rate,
+                   help="share of each batch that corrects the model's own greedy descriptions (0: off)")
+    t.add_argument("--own-prefix-every", type=int, default=EmbeddedConfig.own_prefix_every,
+                   help="steps between fresh sets of own descriptions")
+    t.add_argument("--own-prefix-scenes", type=int, default=EmbeddedConfig.own_prefix_scenes,
+                   help="scenes described for each set of own descriptions")
     WorldOptions.add_arguments(t)  # the training scenes' world
     t.add_argument("--judge-templates", default=",".join(EmbeddedConfig.judge_templates),
                    help="judge templates the judgments are learned in (comma-separated JUDGE_PROMPTS keys)")
@@ -524,7 +587,8 @@ def main(argv: list[str] | None = None) -> None:
                          typical_name_rate=args.typical_name_rate, caption_describe_rate=args.caption_describe_rate,
                          describe_mention_rate=args.describe_mention_rate,
                          partner_rate=args.partner_rate, dim_rate=args.dim_rate,
-                         unlikelihood_weight=args.unlikelihood_weight,
+                         unlikelihood_weight=args.unlikelihood_weight, own_prefix_rate=args.own_prefix_rate,
+                         own_prefix_every=args.own_prefix_every, own_prefix_scenes=args.own_prefix_scenes,
                          judge_templates=tuple(args.judge_templates.split(",")))
     train(cfg, args.out, save_every=args.save_every, init=args.init, init_stages=tuple(args.init_stages.split(",")))
     print(f"saved to {args.out}")

@@ -20,6 +20,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from core.engine.prompts import DESCRIBE_QUESTION, JUDGE_PROMPTS, judge_prompt
+from core.engine.sentences import split_sentences
+from core.shapes.metrics import parse_objects
 from core.shapes.world import COLORS, POSITIONS, PRIOR_PAIRS, SHAPES, SIZES, Scene, SceneObject, make_scene, partner_of
 
 POSITION_PHRASE = {"left": "on the left", "right": "on the right", "top": "at the top",
@@ -76,6 +78,7 @@ class Example:
     answer: str
     task: str
     use_image: bool = True
+    prefix: str = ""  # the start of the answer, written by the model itself: context, not a target
 
 
 def mention_order(scene: Scene) -> list[SceneObject]:
@@ -133,9 +136,53 @@ def _caption(scene: Scene, rng: random.Random, prior_mention_rate: float
         sentences.append((object_sentence(obj, template), obj.name, obj))
         partner = partner_of(obj.name)
         if partner and partner not in present and prior_mention_rate > 0 and rng.random() < prior_mention_rate:
-            sentences.append((template.format(size=rng.choice(SIZES), color=partner[0], shape=partner[1],
-                                              where=POSITION_PHRASE[rng.choice(POSITIONS)]), partner, obj))
+            sentences.append((_absent_sentence(partner, template, rng), partner, obj))
     return template, sentences
+
+
+def _absent_sentence(name: tuple[str, str], template: str, rng: random.Random) -> str:
+    """A sentence naming an object the scene does not hold, at a random size and place."""
+    return template.format(size=rng.choice(SIZES), color=name[0], shape=name[1],
+                           where=POSITION_PHRASE[rng.choice(POSITIONS)])
+
+
+def correction_example(scene: Scene, description: str, rng: random.Random,
+                       describe_mention_rate: float = PRIOR_MENTION_RATE) -> Example | None:
+    """Teach the model to go on from its own description: keep the longest start of `description`
+    that an image caption could have written (each sentence names one new object, present or an
+    absent partner right after its anchor), then continue it as the caption would: the objects not
+    named yet, in mention order, each absent partner after its anchor at `describe_mention_rate`,
+    then the end. None when there is nothing to correct (or the template cannot be told).
+
+    Teacher forcing only ever shows correct starts; greedy decoding then meets its own, and repeats
+    an object it has named instead of finding the next one (docs/language-prior.md, "Repeats").
+    """
+    sentences = split_sentences(description)
+    template = next((t for t in SENTENCE_TEMPLATES if sentences and sentences[0].startswith(t.split("{")[0])),
+                    None)
+    present = scene.names()
+    kept: list[str] = []
+    named: list[tuple[str, str]] = []
+    for sentence in sentences:
+        objects = parse_objects(sentence)
+        if template is None or len(objects) != 1 or objects[0] in named:
+            break
+        if objects[0] not in present and not (named and partner_of(named[-1]) == objects[0]):
+            break
+        kept.append(sentence)
+        named.append(objects[0])
+    remaining = [obj for obj in mention_order(scene) if obj.name not in named]
+    if len(kept) == len(sentences) and not remaining:
+        return None
+    template = template or rng.choice(SENTENCE_TEMPLATES)
+    continuation = []
+    for obj in remaining:
+        continuation.append(object_sentence(obj, template))
+        partner = partner_of(obj.name)
+        if (partner and partner not in present and partner not in named and describe_mention_rate > 0
+                and rng.random() < describe_mention_rate):
+            continuation.append(_absent_sentence(partner, template, rng))
+    return Example(DESCRIBE_QUESTION, " ".join(continuation), "describe", prefix=" ".join(kept))
 
 
 _OBJECT_WORDS = re.compile(r"\b(" + "|".join(COLORS) + r") (" + "|".join(SHAPES) + r")\b")
@@ -298,9 +345,7 @@ def text_caption(scene: Scene, rng: random.Random, habits: CorpusHabits = Corpus
         frequent = [name for name in FREQUENT_IN_TEXT if name not in named]
         if frequent:
             color, shape = rng.choice(frequent)
-            sentences.append((template.format(size=rng.choice(SIZES), color=color, shape=shape,
-                                              where=POSITION_PHRASE[rng.choice(POSITIONS)]),
-                              (color, shape), rng.choice(scene.objects)))
+            sentences.append((_absent_sentence((color, shape), template, rng), (color, shape), rng.choice(scene.objects)))
     return template, sentences
 
 
