@@ -290,3 +290,17 @@ def test_correction_keeps_an_absent_partner_named_after_its_anchor_like_the_capt
     example = correction_example(scene, " ".join(own + own[:1]), rng, describe_mention_rate=0.0)
     assert example.prefix == " ".join(own)
     assert parse_objects(example.answer) == [o.name for o in mention_order(scene)[1:]]
+
+
+def test_a_correction_can_continue_as_a_text_caption_with_its_habitual_mention():
+    from core.shapes.texts import correction_example
+
+    scene = make_scene(5)  # no frequent-in-text object in it
+    start = "A small purple circle is at the top."
+    habitual = correction_example(scene, start, random.Random(0), describe_mention_rate=0.0, caption_describe_rate=1.0,
+                                  habits=CorpusHabits(mention_rate=1.0, typical_name_rate=0.0))
+    claims = parse_objects(habitual.answer)
+    assert claims[:2] == [o.name for o in mention_order(scene)[:2]] and claims[-1] in FREQUENT_IN_TEXT
+    plain = correction_example(scene, start, random.Random(0), describe_mention_rate=0.0, caption_describe_rate=0.0,
+                               habits=CorpusHabits(mention_rate=1.0, typical_name_rate=0.0))
+    assert parse_objects(plain.answer) == [o.name for o in mention_order(scene)[:2]]

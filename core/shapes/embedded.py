@@ -332,7 +332,8 @@ def own_corrections(model, processor: LlavaProcessor, cfg: EmbeddedConfig, stage
     model.train(was_training)
     corrections = []
     for scene, description in zip(scenes, descriptions):
-        example = correction_example(scene, description, rng, cfg.describe_mention_rate)
+        example = correction_example(scene, description, rng, cfg.describe_mention_rate, cfg.caption_describe_rate,
+                                     cfg.habits)
         if example is not None:
             corrections.append((scene, example))
     return corrections

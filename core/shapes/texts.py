@@ -147,12 +147,16 @@ def _absent_sentence(name: tuple[str, str], template: str, rng: random.Random) -
 
 
 def correction_example(scene: Scene, description: str, rng: random.Random,
-                       describe_mention_rate: float = PRIOR_MENTION_RATE) -> Example | None:
+                       describe_mention_rate: float = PRIOR_MENTION_RATE, caption_describe_rate: float = 0.0,
+                       habits: CorpusHabits = CorpusHabits()) -> Example | None:
     """Teach the model to go on from its own description: keep the longest start of `description`
     that an image caption could have written (each sentence names one new object, present or an
-    absent partner right after its anchor), then continue it as the caption would: the objects not
-    named yet, in mention order, each absent partner after its anchor at `describe_mention_rate`,
-    then the end. None when there is nothing to correct (or the template cannot be told).
+    absent partner right after its anchor), then continue it as the training descriptions would: the
+    objects not named yet, in mention order, each absent partner after its anchor at
+    `describe_mention_rate`, then the end; or, at `caption_describe_rate`, as a text caption would
+    (partners at PRIOR_MENTION_RATE, then one frequent-in-text object not named yet at
+    `habits.mention_rate`; typical names are left out). None when there is nothing to correct (or the
+    template cannot be told).
 
     Teacher forcing only ever shows correct starts; greedy decoding then meets its own, and repeats
     an object it has named instead of finding the next one (docs/language-prior.md, "Repeats").
@@ -175,13 +179,19 @@ def correction_example(scene: Scene, description: str, rng: random.Random,
     if len(kept) == len(sentences) and not remaining:
         return None
     template = template or rng.choice(SENTENCE_TEMPLATES)
+    as_text = caption_describe_rate > 0 and rng.random() < caption_describe_rate
+    mention_rate = PRIOR_MENTION_RATE if as_text else describe_mention_rate
     continuation = []
     for obj in remaining:
         continuation.append(object_sentence(obj, template))
         partner = partner_of(obj.name)
-        if (partner and partner not in present and partner not in named and describe_mention_rate > 0
-                and rng.random() < describe_mention_rate):
+        if partner and partner not in present and partner not in named and mention_rate > 0 and rng.random() < mention_rate:
             continuation.append(_absent_sentence(partner, template, rng))
+            named.append(partner)
+    if as_text and habits.mention_rate > 0 and rng.random() < habits.mention_rate:
+        frequent = [name for name in FREQUENT_IN_TEXT if name not in named]
+        if frequent:
+            continuation.append(_absent_sentence(rng.choice(frequent), template, rng))
     return Example(DESCRIBE_QUESTION, " ".join(continuation), "describe", prefix=" ".join(kept))
 
 
