@@ -29,10 +29,8 @@ from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, 
 from core.engine.chat import conversation
 from core.engine.prompts import DESCRIBE_QUESTION
 from core.shapes.texts import (CAPTION_DESCRIBE_RATE, CAPTION_LABEL_RATE, HABIT_MENTION_RATE, JUDGE_TEMPLATES,
-                               correction_example, repeat_negatives,
-                               PRIOR_MENTION_RATE,
-                               TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits, Example, corpus, text_example,
-                               training_example)
+                               PRIOR_MENTION_RATE, TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits, Example,
+                               correction_example, corpus, repeat_negatives, text_example, training_example)
 from core.shapes.world import (CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, Scene, WorldOptions, make_scene, object_mask,
                                render)
 

@@ -155,11 +155,11 @@ def correction_example(scene: Scene, description: str, rng: random.Random,
     objects not named yet, in mention order, each absent partner after its anchor at
     `describe_mention_rate`, then the end; or, at `caption_describe_rate`, as a text caption would
     (partners at PRIOR_MENTION_RATE, then one frequent-in-text object not named yet at
-    `habits.mention_rate`; typical names are left out). None when there is nothing to correct (or the
-    template cannot be told).
+    `habits.mention_rate`; typical names are left out). A description in none of the templates keeps
+    no start. None when there is nothing to correct.
 
     Teacher forcing only ever shows correct starts; greedy decoding then meets its own, and repeats
-    an object it has named instead of finding the next one (docs/language-prior.md, "Repeats").
+    an object it has named instead of finding the next one (docs/language-prior.md, "v7").
     """
     sentences = split_sentences(description)
     template = next((t for t in SENTENCE_TEMPLATES if sentences and sentences[0].startswith(t.split("{")[0])),
