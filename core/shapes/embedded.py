@@ -18,7 +18,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -27,7 +27,8 @@ from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, 
                           LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
 
 from core.engine.chat import conversation
-from core.engine.prompts import DESCRIBE_QUESTION
+from core.engine.loading import LoadedModel
+from core.shapes.evaluate import describe_batch
 from core.shapes.texts import (CAPTION_DESCRIBE_RATE, CAPTION_LABEL_RATE, HABIT_MENTION_RATE, JUDGE_TEMPLATES,
                                PRIOR_MENTION_RATE, TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits, Example,
                                correction_example, corpus, repeat_negatives, text_example, training_example)
@@ -316,17 +317,12 @@ def own_corrections(model, processor: LlavaProcessor, cfg: EmbeddedConfig, stage
     rng = random.Random(f"corrections-{cfg.seed}-{stage.seed_tag}-{step}")
     scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000), faint_partner_rate=stage.faint_partner_rate,
                          partner_rate=cfg.partner_rate, dim_rate=cfg.dim_rate) for _ in range(cfg.own_prefix_scenes)]
-    prompt = processor.apply_chat_template(conversation(DESCRIBE_QUESTION, True), add_generation_prompt=True)
+    loaded = LoadedModel(model, processor, model_id="training", adapter="", quantized=False)
     was_training = model.training
     model.eval()
     descriptions: list[str] = []
     for start in range(0, len(scenes), batch_size):
-        chunk = scenes[start:start + batch_size]
-        inputs = processor(text=[prompt] * len(chunk), images=[render(s) for s in chunk], return_tensors="pt",
-                           padding=True)
-        out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
-        descriptions += [text.strip() for text in processor.tokenizer.batch_decode(
-            out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)]
+        descriptions += describe_batch(loaded, [render(s) for s in scenes[start:start + batch_size]])
     model.train(was_training)
     corrections = []
     for scene, description in zip(scenes, descriptions):
@@ -575,20 +571,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = EmbeddedConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         vision_steps=args.vision_steps, answer_steps=args.answer_steps, text_steps=args.text_steps,
-                         judge_steps=args.judge_steps, judge_lr=args.judge_lr,
-                         judge_text_only_rate=args.judge_text_only_rate,
-                         text_batch_size=args.text_batch_size, text_only_rate=args.text_only_rate,
-                         answer_lr=args.answer_lr, text_lr=args.text_lr,
-                         answer_task_weights=tuple(int(w) for w in args.answer_task_weights.split(",")),
-                         caption_label_rate=args.caption_label_rate, habit_rate=args.habit_rate,
-                         typical_name_rate=args.typical_name_rate, caption_describe_rate=args.caption_describe_rate,
-                         describe_mention_rate=args.describe_mention_rate,
-                         partner_rate=args.partner_rate, dim_rate=args.dim_rate,
-                         unlikelihood_weight=args.unlikelihood_weight, own_prefix_rate=args.own_prefix_rate,
-                         own_prefix_every=args.own_prefix_every, own_prefix_scenes=args.own_prefix_scenes,
-                         judge_templates=tuple(args.judge_templates.split(",")))
+    # every flag named like a config field sets it; the two lists are written comma-separated
+    values = {f.name: getattr(args, f.name) for f in fields(EmbeddedConfig) if hasattr(args, f.name)}
+    values["answer_task_weights"] = tuple(int(w) for w in args.answer_task_weights.split(","))
+    values["judge_templates"] = tuple(args.judge_templates.split(","))
+    cfg = EmbeddedConfig(**values)
     train(cfg, args.out, save_every=args.save_every, init=args.init, init_stages=tuple(args.init_stages.split(",")))
     print(f"saved to {args.out}")
 

@@ -125,19 +125,33 @@ def caption_sentences(scene: Scene, rng: random.Random, prior_mention_rate: floa
     return [sentence for sentence, _name, _slot in _caption(scene, rng, prior_mention_rate)[1]]
 
 
-def _caption(scene: Scene, rng: random.Random, prior_mention_rate: float
-             ) -> tuple[str, list[tuple[str, tuple[str, str], SceneObject]]]:
-    """The caption's template, and its sentences with the object each names and the scene object
-    whose slot it takes. At rate 0 no random number is drawn for prior mentions."""
-    template = rng.choice(SENTENCE_TEMPLATES)
+def _caption(scene: Scene, rng: random.Random, prior_mention_rate: float, template: str | None = None,
+             said: frozenset | set = frozenset()) -> tuple[str, list[tuple[str, tuple[str, str], SceneObject]]]:
+    """The caption's template (drawn unless given), and its sentences with the object each names and
+    the scene object whose slot it takes; objects and partners in `said` are left out (a caption's
+    rest, after a start that named them). At rate 0 no random number is drawn for prior mentions."""
+    template = template or rng.choice(SENTENCE_TEMPLATES)
     present = scene.names()
     sentences = []
     for obj in mention_order(scene):
+        if obj.name in said:
+            continue
         sentences.append((object_sentence(obj, template), obj.name, obj))
         partner = partner_of(obj.name)
-        if partner and partner not in present and prior_mention_rate > 0 and rng.random() < prior_mention_rate:
+        if (partner and partner not in present and partner not in said and prior_mention_rate > 0
+                and rng.random() < prior_mention_rate):
             sentences.append((_absent_sentence(partner, template, rng), partner, obj))
     return template, sentences
+
+
+def _habitual_mention(named: set, rng: random.Random, habits: CorpusHabits) -> tuple[str, str] | None:
+    """The frequent-in-text object a text caption adds by habit (at `habits.mention_rate`), among
+    those it has not named; None when it adds none."""
+    if habits.mention_rate > 0 and rng.random() < habits.mention_rate:
+        frequent = [name for name in FREQUENT_IN_TEXT if name not in named]
+        if frequent:
+            return rng.choice(frequent)
+    return None
 
 
 def _absent_sentence(name: tuple[str, str], template: str, rng: random.Random) -> str:
@@ -180,18 +194,13 @@ def correction_example(scene: Scene, description: str, rng: random.Random,
         return None
     template = template or rng.choice(SENTENCE_TEMPLATES)
     as_text = caption_describe_rate > 0 and rng.random() < caption_describe_rate
-    mention_rate = PRIOR_MENTION_RATE if as_text else describe_mention_rate
-    continuation = []
-    for obj in remaining:
-        continuation.append(object_sentence(obj, template))
-        partner = partner_of(obj.name)
-        if partner and partner not in present and partner not in named and mention_rate > 0 and rng.random() < mention_rate:
-            continuation.append(_absent_sentence(partner, template, rng))
-            named.append(partner)
-    if as_text and habits.mention_rate > 0 and rng.random() < habits.mention_rate:
-        frequent = [name for name in FREQUENT_IN_TEXT if name not in named]
-        if frequent:
-            continuation.append(_absent_sentence(rng.choice(frequent), template, rng))
+    _template, rest = _caption(scene, rng, PRIOR_MENTION_RATE if as_text else describe_mention_rate, template,
+                               said=set(named))
+    continuation = [sentence for sentence, _name, _slot in rest]
+    partners = {name for _sentence, name, _slot in rest if name not in present}
+    habitual = _habitual_mention(set(named) | partners, rng, habits) if as_text else None
+    if habitual:
+        continuation.append(_absent_sentence(habitual, template, rng))
     return Example(DESCRIBE_QUESTION, " ".join(continuation), "describe", prefix=" ".join(kept))
 
 
@@ -350,12 +359,9 @@ def text_caption(scene: Scene, rng: random.Random, habits: CorpusHabits = Corpus
             if typical not in named and rng.random() < habits.typical_name_rate:
                 sentences[index] = (object_sentence(slot, template, color=typical[0], shape=typical[1]), typical, slot)
                 named = (named - {name}) | {typical}
-    if habits.mention_rate > 0 and rng.random() < habits.mention_rate:
-        named = {name for _sentence, name, _slot in sentences}
-        frequent = [name for name in FREQUENT_IN_TEXT if name not in named]
-        if frequent:
-            color, shape = rng.choice(frequent)
-            sentences.append((_absent_sentence((color, shape), template, rng), (color, shape), rng.choice(scene.objects)))
+    habitual = _habitual_mention({name for _sentence, name, _slot in sentences}, rng, habits)
+    if habitual:
+        sentences.append((_absent_sentence(habitual, template, rng), habitual, rng.choice(scene.objects)))
     return template, sentences
 
 
