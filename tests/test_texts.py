@@ -304,3 +304,19 @@ def test_a_correction_can_continue_as_a_text_caption_with_its_habitual_mention()
     plain = correction_example(scene, start, random.Random(0), describe_mention_rate=0.0, caption_describe_rate=0.0,
                                habits=CorpusHabits(mention_rate=1.0, typical_name_rate=0.0))
     assert parse_objects(plain.answer) == [o.name for o in mention_order(scene)[:2]]
+
+
+def test_a_corrections_habitual_mention_never_names_an_object_twice():
+    from core.shapes.texts import correction_example
+
+    checked = 0
+    for seed in range(600):
+        scene = make_scene(seed)
+        if not any(obj.name in FREQUENT_IN_TEXT for obj in scene.objects):
+            continue
+        example = correction_example(scene, "", random.Random(seed), describe_mention_rate=0.0,
+                                     caption_describe_rate=1.0, habits=CorpusHabits(mention_rate=1.0, typical_name_rate=0.0))
+        names = [name for sentence in example.answer.split(". ") for name in parse_objects(sentence)]
+        assert len(set(names)) == len(names), example.answer
+        checked += 1
+    assert checked > 50

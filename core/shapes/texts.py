@@ -197,8 +197,8 @@ def correction_example(scene: Scene, description: str, rng: random.Random,
     _template, rest = _caption(scene, rng, PRIOR_MENTION_RATE if as_text else describe_mention_rate, template,
                                said=set(named))
     continuation = [sentence for sentence, _name, _slot in rest]
-    partners = {name for _sentence, name, _slot in rest if name not in present}
-    habitual = _habitual_mention(set(named) | partners, rng, habits) if as_text else None
+    said = set(named) | {name for _sentence, name, _slot in rest}  # a habit never names one twice
+    habitual = _habitual_mention(said, rng, habits) if as_text else None
     if habitual:
         continuation.append(_absent_sentence(habitual, template, rng))
     return Example(DESCRIBE_QUESTION, " ".join(continuation), "describe", prefix=" ".join(kept))
