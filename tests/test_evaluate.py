@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from core.shapes.evaluate import prior_rates
 from core.shapes.world import PRIOR_PAIRS, make_scene
 
@@ -78,6 +80,7 @@ def test_prior_section_runs_and_reports_every_context(tiny_llava):
         return
     assert set(section.auroc) == {"sentence", "response"}
     assert set(section.auroc["sentence"]) == {"raw", "blind", "debiased a=1.0"}
+    assert set(section.within_scene["response"]) == {"raw", "blind", "debiased a=1.0"}
     assert section.n_pairs == 3 and 0 <= section.plausible_yes <= 1
     assert "ratio plausible / implausible" in format_prior(section)
 
@@ -96,3 +99,18 @@ def test_kind_means_group_sentences_by_truth_and_how_the_text_corpus_sees_their_
     means = kind_means(pool, verdicts, "logit")
     assert means == {"faithful, other": {"n": 1, "raw": 4.0, "blind": -1.0},
                      "hallucinated, frequent in text": {"n": 2, "raw": 1.5, "blind": 4.0}}
+
+
+def test_within_scene_auroc_compares_sentences_of_one_scene_only():
+    from core.engine.auroc import auroc
+    from core.shapes.evaluate import within_scene_auroc
+
+    # Scene 0's sentences all score high, scene 1's low: pooled, a hallucination of scene 0 beats a
+    # faithful sentence of scene 1; within each scene the faithful one always wins.
+    scores = [9.0, 8.0, 2.0, 1.0, 5.0]
+    labels = [True, False, True, False, True]
+    scenes = [0, 0, 1, 1, 2]  # scene 2 has no hallucinated sentence: no pair
+    assert within_scene_auroc(scores, labels, scenes) == 1.0
+    assert auroc(scores, labels) < 1.0
+    assert within_scene_auroc([3.0, 3.0], [True, False], [0, 0]) == 0.5  # a tie counts half
+    assert math.isnan(within_scene_auroc([1.0, 2.0], [True, False], [0, 1]))

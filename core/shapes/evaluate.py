@@ -190,6 +190,10 @@ class PriorSection:
     # sentence context: "faithful|hallucinated, OBJECT_KIND" -> {"n", "raw", "blind"} (mean scores of
     # that kind): shows whether the hallucinations are the ones the text prior (blind score) favours
     by_kind: dict[str, dict[str, float]] = field(default_factory=dict)
+    # context -> the same columns as `auroc`, counting only (faithful, hallucinated) pairs of one scene:
+    # what choosing among one image's candidates needs (preference pairs, judged decoding), where the
+    # pooled AUROC also rewards scores that compare across images (a threshold, rejection)
+    within_scene: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def object_kind(name: tuple[str, str] | None) -> str:
@@ -288,6 +292,20 @@ def _bootstrap_gain(verdicts: list, labels: list[bool], scene_of: list[int], kin
     return result
 
 
+def within_scene_auroc(scores: list[float], labels: list[bool], scene_of: list[int]) -> float:
+    """P(a faithful sentence outscores a hallucinated one of the same scene), ties half; NaN without such pairs."""
+    by_scene: dict[int, tuple[list[float], list[float]]] = {}
+    for score, label, scene in zip(scores, labels, scene_of):
+        by_scene.setdefault(scene, ([], []))[0 if label else 1].append(score)
+    wins = pairs = 0.0
+    for positives, negatives in by_scene.values():
+        for p in positives:
+            for n in negatives:
+                wins += 1.0 if p > n else 0.5 if p == n else 0.0
+        pairs += len(positives) * len(negatives)
+    return wins / pairs if pairs else float("nan")
+
+
 def prior_section(loaded: LoadedModel, n: int = 150, first_seed: int = 0, samples: int = 4, batch_size: int = 25,
                   template: str = "faithfulness", kind: str = "logit", alphas: tuple[float, ...] = (0.5, 1, 2, 4),
                   seed: int = 0, world: WorldOptions = WorldOptions()) -> PriorSection:
@@ -299,8 +317,10 @@ def prior_section(loaded: LoadedModel, n: int = 150, first_seed: int = 0, sample
     if not 0 < sum(faithful) < len(faithful):
         raise ValueError("the sampled sentences need both faithful and hallucinated ones; use more scenes")
     table: dict[str, dict[str, float]] = {}
+    within: dict[str, dict[str, float]] = {}
     intervals: dict[str, dict[str, list[float]]] = {}
     by_kind: dict[str, dict[str, float]] = {}
+    scene_of = [item[0] for item in pool]
     for context in CONTEXTS:
         settings = JudgeSettings(context=context, template=template, kind=kind)
         verdicts = []
@@ -315,9 +335,13 @@ def prior_section(loaded: LoadedModel, n: int = 150, first_seed: int = 0, sample
                "blind": auroc([v.blind[kind] for v in verdicts], faithful)}
         row |= {f"debiased a={a}": auroc([v.debiased(kind, a) for v in verdicts], faithful) for a in alphas}
         table[context] = row
+        within[context] = {"raw": within_scene_auroc([v.raw[kind] for v in verdicts], faithful, scene_of),
+                           "blind": within_scene_auroc([v.blind[kind] for v in verdicts], faithful, scene_of)}
+        within[context] |= {f"debiased a={a}": within_scene_auroc([v.debiased(kind, a) for v in verdicts], faithful,
+                                                                  scene_of) for a in alphas}
         if context == "sentence":
             by_kind = kind_means(pool, verdicts, kind)
-        intervals[context] = _bootstrap_gain(verdicts, faithful, [item[0] for item in pool], kind, list(alphas))
+        intervals[context] = _bootstrap_gain(verdicts, faithful, scene_of, kind, list(alphas))
     pairs = absent_object_pairs(n, first_seed, world)
     plausible, implausible, plausible_blind, implausible_blind = [], [], [], []
     question = JUDGE_PROMPTS.get(template, template)
@@ -335,7 +359,7 @@ def prior_section(loaded: LoadedModel, n: int = 150, first_seed: int = 0, sample
                         n_faithful=sum(faithful), n_hallucinated=len(faithful) - sum(faithful), auroc=table,
                         gain_interval=intervals, n_pairs=len(pairs), plausible_yes=mean(plausible),
                         implausible_yes=mean(implausible), plausible_blind_yes=mean(plausible_blind),
-                        implausible_blind_yes=mean(implausible_blind), by_kind=by_kind)
+                        implausible_blind_yes=mean(implausible_blind), by_kind=by_kind, within_scene=within)
 
 
 def format_prior(section: PriorSection) -> str:
@@ -348,6 +372,12 @@ def format_prior(section: PriorSection) -> str:
              "|---|" + "---|" * len(columns)]
     for context, row in section.auroc.items():
         lines.append(f"| {context} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
+    if section.within_scene:
+        lines += ["", "Within one scene only (faithful and hallucinated sentences of the same scene: choosing among "
+                      "one image's candidates; the pooled AUROC above also rewards scores that compare across images):",
+                  "", "| context | " + " | ".join(f"AUROC {c}" for c in columns) + " |", "|---|" + "---|" * len(columns)]
+        for context, row in section.within_scene.items():
+            lines.append(f"| {context} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
     lines += ["", "| context | alpha | debiased - raw AUROC, median [95% bootstrap over scenes] |", "|---|---|---|"]
     for context, gains in section.gain_interval.items():
         for alpha, (low, mid, high) in gains.items():
