@@ -464,6 +464,7 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
         gr.Markdown("Write the answer sentence by sentence: k proposals per step, each judged with and without the "
                     "image. **Judged** strategies keep a proposal only if its debiased log-odds ≥ 0, then pick the "
                     "highest selection score; greedy and beam are plain decoding, judged afterwards for display. "
+                    "An open cross marks a proposal the raw judge would keep and debiasing rejected. "
                     "Every run is listed below, so greedy and judged answers can be compared. With the **safety "
                     "defence** ticked, the answer is refused when a sentence's P(harmful) reaches the threshold; the "
                     "line under the answer names the sentence that scored highest.")

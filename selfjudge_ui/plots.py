@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from core.engine.decoding import DecodeOptions, flipped_by_debiasing
+
 # What each token view shows, read from a token's JSON (core.engine.judge.TokenScore).
 TOKEN_VIEWS = {
     "visual gain": ("visual_gain", "log p(token | image) - log p(token | no image)"),
@@ -29,6 +31,7 @@ LEVEL_COLOURS = [[0.0, "#ffffff"], [1.0, HIGHER]]
 VERDICT_COLOURS = {"correct": GROUNDED, "hallucinated": PRIOR, "no object claimed": NEUTRAL,
                    "no ground truth": "#6c757d"}
 REJECTED = "rejected by the judge (debiased log-odds < 0)"
+FLIPPED = "rejected by debiasing (the raw judge would keep it)"
 MAX_TOKEN_LABEL = 7  # characters of a token written inside its heatmap cell
 MAX_LABELLED_TOKENS = 24  # beyond this many positions a cell is too narrow for a label: hover shows the token
 
@@ -102,7 +105,13 @@ def _node_hover(node: dict) -> str:
     if node.get("log_odds") is not None:
         verdict = "rejected: < 0" if node.get("accepted") is False else "accepted: ≥ 0"
         hover += f"<br>debiased log-odds {_fmt(node['log_odds'])} ({verdict})"
+    if node.get("raw_log_odds") is not None and node.get("log_odds") is not None:
+        hover += f"<br>raw log-odds {_fmt(node['raw_log_odds'])}"
     return hover
+
+
+def _flipped(node: dict) -> bool:
+    return flipped_by_debiasing(node.get("log_odds"), node.get("raw_log_odds"), DecodeOptions().reject_below)
 
 
 def decode_tree(decoded: dict) -> go.Figure:
@@ -127,7 +136,8 @@ def decode_tree(decoded: dict) -> go.Figure:
     kinds = {  # name: (which nodes, marker size, colour, symbol)
         "proposed, not chosen": (lambda n: not n["chosen"] and n.get("accepted", True) is not False, 9, NEUTRAL,
                                  "circle"),
-        REJECTED: (lambda n: not n["chosen"] and n.get("accepted") is False, 9, PRIOR, "x"),
+        REJECTED: (lambda n: not n["chosen"] and n.get("accepted") is False and not _flipped(n), 9, PRIOR, "x"),
+        FLIPPED: (lambda n: not n["chosen"] and n.get("accepted") is False and _flipped(n), 12, PRIOR, "x-open"),
         "chosen": (lambda n: n["chosen"], 14, GROUNDED, "circle"),
     }
     for name, (belongs, size, colour, symbol) in kinds.items():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 
-from core.engine.decoding import DecodeOptions
+from core.engine.decoding import DecodeOptions, flipped_by_debiasing
 from core.shapes.metrics import sentence_is_hallucinated
 from core.shapes.world import Scene
 from selfjudge_ui.plots import GROUNDED, HIGHER, PRIOR, SIGNED_VIEWS, TOKEN_VIEWS
@@ -232,11 +232,18 @@ def pair_scores(candidate: dict, judge_settings: dict) -> dict:
 
 
 def _judge_cell(node: dict) -> str:
+    threshold = DecodeOptions().reject_below
     if not node["text"]:
         return "the model proposed to end here"
+    decided = flipped_by_debiasing(node.get("log_odds"), node.get("raw_log_odds"), threshold)
     if node.get("accepted") is False:
-        return f"rejected: debiased log-odds {_fmt(node.get('log_odds'))} < 0"
-    return "accepted" if node.get("log_odds") is None else f"accepted: log-odds {_fmt(node.get('log_odds'))} ≥ 0"
+        cell = f"rejected: debiased log-odds {_fmt(node.get('log_odds'))} < {threshold:g}"
+        return cell + (f"; raw {_fmt(node['raw_log_odds'])} would keep it: debiasing removed it"
+                       if decided else "")
+    if node.get("log_odds") is None:
+        return "accepted"
+    cell = f"accepted: log-odds {_fmt(node.get('log_odds'))} ≥ {threshold:g}" if threshold is not None else "accepted"
+    return cell + (f"; raw {_fmt(node['raw_log_odds'])} would reject it: debiasing kept it" if decided else "")
 
 
 def decode_rows(decoded: dict) -> list[list]:

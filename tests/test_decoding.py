@@ -111,6 +111,8 @@ def test_judged_scores_are_the_judges(sentence_ending_llava):
     verdict = judge_sentences(loaded, [prepare_image(loaded.processor, image)],
                               [JudgeItem(0, second_step[0].text, chosen[0].text)], settings)[0]
     assert second_step[0].raw == pytest.approx(verdict.raw["log-odds"], abs=1e-4)
+    assert second_step[0].raw_log_odds == pytest.approx(verdict.raw["log-odds"], abs=1e-4)
+    assert second_step[0].log_odds == pytest.approx(verdict.debiased("log-odds", 1.0), abs=1e-4)
     assert second_step[0].score == pytest.approx(verdict.debiased("log-odds", 1.0)
                                                  + 0.5 * second_step[0].likelihood, abs=1e-4)
 
@@ -191,3 +193,14 @@ def test_judged_decoding_batches_images(tiny_llava):
     steps = max(max(n.step for n in r.nodes) for r in results) + 1
     assert len(calls) == steps and calls[0] == 3  # one generate call per step for all images
     assert torch.tensor(calls).le(3).all()
+
+
+def test_flipped_by_debiasing_is_where_raw_and_debiased_answers_differ():
+    from core.engine.decoding import flipped_by_debiasing
+
+    assert flipped_by_debiasing(-0.4, 0.3, 0.0)  # raw says yes, debiased no: debiasing rejected it
+    assert flipped_by_debiasing(0.2, -0.1, 0.0)  # and the other way round
+    assert not flipped_by_debiasing(-0.4, -0.1, 0.0) and not flipped_by_debiasing(0.5, 0.3, 0.0)
+    assert not flipped_by_debiasing(-0.4, 0.3, None)  # nothing is rejected without a threshold
+    assert not flipped_by_debiasing(-0.4, math.nan, 0.0) and not flipped_by_debiasing(None, 0.3, 0.0)
+    assert flipped_by_debiasing(0.5, 1.5, 1.0)  # the threshold is reject_below, not 0

@@ -140,17 +140,20 @@ def test_pair_scores():
 DECODED = {"text": "A. B.", "strategy": "debiased-judged", "nodes": [
     {"step": 0, "text": "A.", "score": 1.0, "chosen": True, "parent": None, "raw": 2.0, "blind": 1.0, "log_odds": 0.5},
     {"step": 0, "text": "C.", "score": -1.0, "chosen": False, "parent": None, "raw": 0.5, "blind": 1.0,
-     "accepted": False, "log_odds": -0.4},
-    {"step": 1, "text": "B.", "score": 0.5, "chosen": True, "parent": 0, "raw": 1.0, "blind": 0.5, "log_odds": 0.25},
+     "accepted": False, "log_odds": -0.4, "raw_log_odds": 0.3},
+    {"step": 1, "text": "B.", "score": 0.5, "chosen": True, "parent": 0, "raw": 1.0, "blind": 0.5, "log_odds": 0.25,
+     "raw_log_odds": -0.1},
     {"step": 1, "text": "", "score": None, "chosen": False, "parent": 0, "raw": None, "blind": None}]}
 
 
 def test_decode_rows_are_depth_first_and_indented():
     assert views.decode_rows(DECODED) == [
         [0, "A.", 1.0, 2.0, 1.0, 0.5, "accepted: log-odds 0.50 ≥ 0", "yes"],
-        [1, "    └ B.", 0.5, 1.0, 0.5, 0.25, "accepted: log-odds 0.25 ≥ 0", "yes"],
+        [1, "    └ B.", 0.5, 1.0, 0.5, 0.25, "accepted: log-odds 0.25 ≥ 0; raw -0.10 would reject it: debiasing kept it",
+         "yes"],
         [1, "    └ (end of answer)", None, None, None, None, "the model proposed to end here", ""],
-        [0, "C.", -1.0, 0.5, 1.0, -0.4, "rejected: debiased log-odds -0.40 < 0", ""]]
+        [0, "C.", -1.0, 0.5, 1.0, -0.4,
+         "rejected: debiased log-odds -0.40 < 0; raw 0.30 would keep it: debiasing removed it", ""]]
 
 
 @pytest.mark.parametrize("last_step, budget, reason", [
@@ -233,9 +236,16 @@ def test_decode_tree_places_steps_in_columns_and_marks_the_chosen_path():
     assert [e.line.color for e in edges] == [plots.GROUNDED, "#ccc"]
     by_name = {t.name: t for t in figure.data if t.mode == "markers+text"}
     assert (list(by_name["chosen"].x), list(by_name["chosen"].y)) == ([0, 1], [0, 0])
-    rejected = by_name["rejected by the judge (debiased log-odds < 0)"]
+    # C. is rejected, and the raw judge alone would have kept it: its own marker, so the point of
+    # debiasing shows in the tree.
+    assert plots.REJECTED not in by_name
+    rejected = by_name[plots.FLIPPED]
     assert (list(rejected.x), list(rejected.y), rejected.marker.color) == ([0], [-1], plots.PRIOR)
     assert by_name["chosen"].marker.color == plots.GROUNDED
     assert list(by_name["proposed, not chosen"].text) == ["n/a"]  # the end proposal has no score
     assert by_name["proposed, not chosen"].hovertext[0] == "step 1: (end of answer)<br>score n/a"
-    assert rejected.hovertext[0] == "step 0: C.<br>score -1.0000<br>debiased log-odds -0.4000 (rejected: < 0)"
+    assert rejected.hovertext[0] == ("step 0: C.<br>score -1.0000<br>debiased log-odds -0.4000 (rejected: < 0)"
+                                     "<br>raw log-odds 0.3000")
+    plain = {**DECODED, "nodes": [{k: v for k, v in n.items() if k != "raw_log_odds"} for n in DECODED["nodes"]]}
+    names = {t.name for t in plots.decode_tree(plain).data if t.mode == "markers+text"}
+    assert plots.REJECTED in names and plots.FLIPPED not in names

@@ -61,6 +61,14 @@ class DecodeOptions:
                              f"nothing is accepted), not {self.stop_probability}")
 
 
+def flipped_by_debiasing(log_odds: float | None, raw_log_odds: float | None, reject_below: float | None) -> bool:
+    """True where the debiased and the raw log-odds fall on two sides of reject_below: debiasing alone decided."""
+    if reject_below is None or log_odds is None or raw_log_odds is None or math.isnan(log_odds) \
+            or math.isnan(raw_log_odds):
+        return False
+    return (log_odds >= reject_below) != (raw_log_odds >= reject_below)
+
+
 @dataclass
 class DecodeNode:
     """One proposed sentence in the search tree."""
@@ -73,6 +81,9 @@ class DecodeNode:
     raw: float = math.nan  # judge score with the image (settings.kind)
     blind: float = math.nan  # the same without the image
     log_odds: float = math.nan  # debiased log-odds, compared with reject_below
+    # The log-odds with the image alone (alpha 0): what the raw judge would answer. Where it and
+    # log_odds fall on two sides of reject_below, debiasing alone decided to keep or reject.
+    raw_log_odds: float = math.nan
     likelihood: float = math.nan  # mean token log-prob
     accepted: bool = True  # passed the reject_below test
     ended: bool = False  # the model ended the answer after (or instead of) this sentence
@@ -111,6 +122,7 @@ def _node(step: int, parent: int | None, text: str, verdict, settings: JudgeSett
     score = verdict.debiased(settings.kind, settings.alpha) + options.likelihood_weight * likelihood
     return DecodeNode(step=step, text=text, score=score, chosen=False, parent=parent,
                       raw=verdict.raw[settings.kind], blind=verdict.blind[settings.kind], log_odds=log_odds,
+                      raw_log_odds=verdict.raw["log-odds"],
                       likelihood=likelihood, ended=ended, n_tokens=n_tokens,
                       accepted=options.reject_below is None or log_odds >= options.reject_below)
 
