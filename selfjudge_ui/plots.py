@@ -134,10 +134,13 @@ def decode_tree(decoded: dict) -> go.Figure:
             mode="lines", line={"color": GROUNDED if both_chosen else "#ccc", "width": 3 if both_chosen else 1},
             hoverinfo="skip", showlegend=False))
     kinds = {  # name: (which nodes, marker size, colour, symbol)
-        "proposed, not chosen": (lambda n: not n["chosen"] and n.get("accepted", True) is not False, 9, NEUTRAL,
-                                 "circle"),
-        REJECTED: (lambda n: not n["chosen"] and n.get("accepted") is False and not _flipped(n), 9, PRIOR, "x"),
-        FLIPPED: (lambda n: not n["chosen"] and n.get("accepted") is False and _flipped(n), 12, PRIOR, "x-open"),
+        # An end proposal ("") is not judged: it is the model's wish to stop, not a rejection.
+        "proposed, not chosen": (lambda n: not n["chosen"] and (n.get("accepted", True) is not False or not n["text"]),
+                                 9, NEUTRAL, "circle"),
+        REJECTED: (lambda n: not n["chosen"] and n.get("accepted") is False and n["text"] and not _flipped(n), 9,
+                   PRIOR, "x"),
+        FLIPPED: (lambda n: not n["chosen"] and n.get("accepted") is False and n["text"] and _flipped(n), 12, PRIOR,
+                  "x-open"),
         "chosen": (lambda n: n["chosen"], 14, GROUNDED, "circle"),
     }
     for name, (belongs, size, colour, symbol) in kinds.items():

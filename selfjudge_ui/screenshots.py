@@ -1,8 +1,8 @@
 """Screenshots of every tab for the README, taken in a real browser (Playwright + Debian's chromium).
 
 Starts the studio in-process on a throw-away data folder, draws a shapes scene by its seed,
-scores it, runs self-judged decoding, accepts the default pair, opens it in Curate and
-shows the Fine-tune tab.
+scores it, accepts the default pair, runs self-judged decoding on a second scene (one where debiasing
+alone rejects a proposal), opens the pair in Curate and shows the Fine-tune tab.
 
 Run:  python -m selfjudge_ui.screenshots --out docs            # the embedded model, desktop width
       python -m selfjudge_ui.screenshots --out docs --width 390  # a phone (390x844): *-390.png
@@ -29,7 +29,7 @@ PHONE_HEIGHT = 844  # an iPhone 12-14 sized screen
 
 
 def take_screenshots(model: str, out: Path, seed: int = 67, port: int = 7891, timeout_ms: int = 600_000,
-                     width: int = DESKTOP_WIDTH) -> list[Path]:
+                     width: int = DESKTOP_WIDTH, decode_seed: int = 0) -> list[Path]:
     """Drive the studio through its main flow and save one PNG per tab (and one of the decoding tree).
 
     At the desktop width the PNGs are <tab>.png, whole pages; at any other width they are <tab>-<width>.png,
@@ -51,7 +51,7 @@ def take_screenshots(model: str, out: Path, seed: int = 67, port: int = 7891, ti
                 page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1)
                 page.set_default_timeout(timeout_ms)
                 suffix = "" if width == DESKTOP_WIDTH else f"-{width}"
-                saved = (_explore(page, url, out, seed, suffix) + _curate(page, out, suffix)
+                saved = (_explore(page, url, out, seed, suffix, decode_seed) + _curate(page, out, suffix)
                          + _finetune(page, out, suffix))
                 browser.close()
         finally:
@@ -59,11 +59,15 @@ def take_screenshots(model: str, out: Path, seed: int = 67, port: int = 7891, ti
     return saved
 
 
-def _explore(page, url: str, out: Path, seed: int, suffix: str) -> list[Path]:
-    page.goto(url)
+def _draw_scene(page, seed: int) -> None:
     page.locator("#explore-scene-seed input").fill(str(seed))
     page.locator("#explore-scene-seed input").press("Enter")
     page.locator("#explore-truth", has_text=f"scene {seed}:").wait_for()
+
+
+def _explore(page, url: str, out: Path, seed: int, suffix: str, decode_seed: int) -> list[Path]:
+    page.goto(url)
+    _draw_scene(page, seed)
     page.click("#explore-score")
     page.locator("#explore-status", has_text="Scored").wait_for()
     page.wait_for_timeout(1500)  # plots finish drawing, the view finishes scrolling to the results
@@ -72,14 +76,15 @@ def _explore(page, url: str, out: Path, seed: int, suffix: str) -> list[Path]:
         saved.append(out / f"explore{suffix}-results.png")
         page.screenshot(path=saved[-1])  # what the person sees right after pressing the button
     page.screenshot(path=saved[0], full_page=True)
+    page.click("#explore-accept")
+    page.locator("#explore-accepted", has_text="Saved pair").wait_for()
+    _draw_scene(page, decode_seed)
     page.get_by_text("Self-judged decoding").click()
     page.click("#explore-decode")
     page.locator("#explore-decoded", has_text="debiased-judged").wait_for()
     page.locator("#explore-decode-stop", has_text="Stopped because").wait_for()
     page.wait_for_timeout(1500)
     page.locator("#explore-decode-section").screenshot(path=out / f"decode{suffix}.png")
-    page.click("#explore-accept")
-    page.locator("#explore-accepted", has_text="Saved pair").wait_for()
     return [*saved, out / f"decode{suffix}.png"]
 
 
@@ -109,12 +114,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for the PNGs (default docs/)")
     parser.add_argument("--seed", type=int, default=67, help="shapes scene to explore (default 67: the model "
                         "sometimes adds the prior's partner, a green triangle)")
+    parser.add_argument("--decode-seed", type=int, default=0, help="shapes scene to decode (default 0: at step 4 "
+                        "debiasing alone rejects an absent prior partner, a green triangle, that the raw judge "
+                        "would keep)")
     parser.add_argument("--port", type=int, default=7891, help="local port for the temporary server")
     parser.add_argument("--width", type=int, default=DESKTOP_WIDTH,
                         help=f"browser width in pixels (default {DESKTOP_WIDTH}; e.g. 390 for a phone, "
                              f"{PHONE_HEIGHT} px tall)")
     args = parser.parse_args(argv)
-    for path in take_screenshots(args.model, args.out, args.seed, args.port, width=args.width):
+    for path in take_screenshots(args.model, args.out, args.seed, args.port, width=args.width,
+                                 decode_seed=args.decode_seed):
         print(path)
 
 

@@ -143,7 +143,8 @@ DECODED = {"text": "A. B.", "strategy": "debiased-judged", "nodes": [
      "accepted": False, "log_odds": -0.4, "raw_log_odds": 0.3},
     {"step": 1, "text": "B.", "score": 0.5, "chosen": True, "parent": 0, "raw": 1.0, "blind": 0.5, "log_odds": 0.25,
      "raw_log_odds": -0.1},
-    {"step": 1, "text": "", "score": None, "chosen": False, "parent": 0, "raw": None, "blind": None}]}
+    {"step": 1, "text": "", "score": None, "chosen": False, "parent": 0, "raw": None, "blind": None,
+     "accepted": False}]}
 
 
 def test_decode_rows_are_depth_first_and_indented():
