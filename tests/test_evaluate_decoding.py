@@ -28,17 +28,18 @@ def test_decoding_row_is_chair_of_the_texts():
     scene = Scene(seed=0, objects=(SceneObject("circle", "red", "small", "left", 10, 40),), background=(0, 0, 0),
                   noise=0.0)
     results = [DecodeResult(text="A red circle. A blue star.", strategy="greedy", nodes=[]),
-               DecodeResult(text="A red circle.", strategy="greedy", nodes=[])]
-    row = decoding_row(results, [scene, scene], "greedy", JudgeSettings(), 2.0)
-    assert row == DecodingRow(strategy="greedy", context="sentence", alpha=1.0, chair_s=0.5, chair_i=1 / 3,
-                              recall=1.0, mean_sentences=1.5, mean_words=4.5, seconds=2.0)
+               DecodeResult(text="A red circle.", strategy="greedy", nodes=[]),
+               DecodeResult(text="A red circle. A red circle is here.", strategy="greedy", nodes=[])]
+    row = decoding_row(results, [scene] * 3, "greedy", JudgeSettings(), 2.0)
+    assert row == DecodingRow(strategy="greedy", context="sentence", alpha=1.0, chair_s=1 / 3, chair_i=1 / 4,
+                              recall=1.0, mean_sentences=5 / 3, mean_words=17 / 3, seconds=2.0, repeats=1 / 3)
 
 
 def test_tables_are_markdown(capsys):
     print_tables([DecodingRow("greedy", "sentence", 1.0, 0.5, 0.25, 0.9, 3.0, 20.0, 12.0)],
                  [AurocRow("sentence", "logit", 0.6, 0.5, {"0.0": 0.6, "1.0": 0.7}, 10, 5)], [0.0, 1.0])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2] == "| greedy | - | - | 0.500 | 0.250 | 0.900 | 3.00 | 20.0 | 12 |"
+    assert lines[2] == "| greedy | - | - | 0.500 | 0.250 | 0.900 | 0.000 | 3.00 | 20.0 | 12 |"
     assert lines[-1] == "| sentence | logit | 0.600 | 0.500 | 0.600 | 0.700 | 10 | 5 |"
 
 

@@ -25,6 +25,7 @@ from core.engine.judge import SCORE_KINDS, JudgeItem, JudgeSettings, json_safe, 
 from core.engine.loading import LoadedModel, load_model
 from core.engine.prompts import DESCRIBE_QUESTION
 from core.engine.sentences import split_sentences
+from core.shapes.evaluate import repeated_object_rate
 from core.shapes.metrics import chair, sentence_is_hallucinated
 from core.shapes.world import WorldOptions, render
 
@@ -42,6 +43,7 @@ class DecodingRow:
     mean_sentences: float
     mean_words: float
     seconds: float
+    repeats: float = 0.0  # share of answers naming one object in two sentences (not a hallucination; a reader minds)
 
 
 @dataclass
@@ -75,7 +77,8 @@ def decoding_row(results: list[DecodeResult], scenes: list, strategy: str, setti
     metrics = chair(texts, [s.names() for s in scenes])
     return DecodingRow(strategy=strategy, context=settings.context, alpha=settings.alpha, chair_s=metrics.chair_s,
                        chair_i=metrics.chair_i, recall=metrics.recall, mean_sentences=metrics.mean_sentences,
-                       mean_words=sum(len(t.split()) for t in texts) / len(texts), seconds=seconds)
+                       mean_words=sum(len(t.split()) for t in texts) / len(texts), seconds=seconds,
+                       repeats=repeated_object_rate(texts))
 
 
 def sentence_pool(outputs: dict[str, list[DecodeResult]]) -> list[tuple[int, str, str]]:
@@ -129,12 +132,13 @@ def auroc_rows(loaded: LoadedModel, scenes: list, pool: list[tuple[int, str, str
 
 def print_tables(decoding: list[DecodingRow], aurocs: list[AurocRow], alphas: list[float]) -> None:
     """Markdown tables of both results."""
-    print("| strategy | context | alpha | CHAIR_S | CHAIR_I | recall | sentences | words | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| strategy | context | alpha | CHAIR_S | CHAIR_I | recall | repeats | sentences | words | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in decoding:
         judged = r.strategy.endswith("judged")
         print(f"| {r.strategy} | {r.context if judged else '-'} | {r.alpha if judged else '-'} | {r.chair_s:.3f} | "
-              f"{r.chair_i:.3f} | {r.recall:.3f} | {r.mean_sentences:.2f} | {r.mean_words:.1f} | {r.seconds:.0f} |")
+              f"{r.chair_i:.3f} | {r.recall:.3f} | {r.repeats:.3f} | {r.mean_sentences:.2f} | {r.mean_words:.1f} | "
+              f"{r.seconds:.0f} |")
     print()
     print("| context | kind | raw | blind | " + " | ".join(f"debiased a={a}" for a in alphas) + " | faithful | hallucinated |")
     print("|---|---|---|---|" + "---|" * len(alphas) + "---|---|")
