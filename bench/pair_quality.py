@@ -7,11 +7,16 @@ rankings of the same candidates:
 
     mean-raw, mean-debiased   the proof's rankings (mean over the answer's sentences)
     min-raw, min-debiased     the answer's worst sentence decides (one hallucinated claim spoils a caption)
+    verdict-raw, verdict-debiased
+                              the judge's yes/no: answers whose every sentence has log-odds >= 0 (the judge
+                              says yes, as judged decoding's `reject_below` 0 asks) first, then by the
+                              worst sentence's log-odds
     oracle                    ground truth: fewest hallucinated objects, then most recall
 
 For each it prints how often the chosen answer has fewer / as many / more hallucinated objects than
 the rejected one, and how often the chosen one is clean while the rejected one hallucinates. The
-debiased rankings use alpha 1 (`--alpha`), the sentence context and the `logit` kind, as the proof.
+debiased rankings use alpha 1 (`--alpha`), the sentence context and the `logit` kind, as the proof;
+the verdict rankings judge the same candidates again with the `log-odds` kind.
 
 Run:  python bench/pair_quality.py --model M --scenes 400
 """
@@ -48,6 +53,12 @@ def ranking_keys(candidate: ScoredCandidate, alpha: float) -> dict[str, float]:
             "min-raw": min(raw), "min-debiased": min(debiased)}
 
 
+def verdict_key(candidate: ScoredCandidate, alpha: float) -> dict[str, tuple[bool, float]]:
+    """Keys of the verdict rankings, from a candidate judged with the log-odds kind."""
+    raw, debiased = sentence_scores(candidate, alpha)
+    return {"verdict-raw": (min(raw) >= 0, min(raw)), "verdict-debiased": (min(debiased) >= 0, min(debiased))}
+
+
 def best_and_worst(candidates: list[ScoredCandidate], key) -> tuple[ScoredCandidate, ScoredCandidate] | None:
     """Top and bottom by key (ties keep generation order), or None when they tie or are the same text."""
     ordered = sorted(candidates, key=key, reverse=True)
@@ -72,16 +83,22 @@ def main() -> None:
     args = parser.parse_args()
     loaded = load_model(ModelSettings(adapter="", **({"model": args.model} if args.model else {})))
     gen = GenerationSettings(n=args.candidates, strategy="sample", temperature=1.0, max_new_tokens=64, seed=0)
-    names = ("mean-raw", "mean-debiased", "min-raw", "min-debiased", "oracle")
+    names = ("mean-raw", "mean-debiased", "min-raw", "min-debiased", "verdict-raw", "verdict-debiased", "oracle")
     tally = {name: {"fewer": 0, "same": 0, "more": 0, "clean over hallucinated": 0} for name in names}
     for done, source in enumerate(sources(CurationSettings(n=args.scenes, seed_offset=FRESH_SEED_OFFSET)), start=1):
         # The same per-scene sampling seed as the proof's curation, so the candidates are the proof's.
-        result = judge(loaded, source.image, DESCRIBE_QUESTION,
-                       GenerationSettings(**{**asdict(gen), "seed": gen.seed + done}), JudgeSettings(alpha=args.alpha))
-        scored = [c for c in result.candidates if c.text.strip() and c.sentences and not math.isnan(c.mean_debiased)]
+        seeded = GenerationSettings(**{**asdict(gen), "seed": gen.seed + done})
+        result = judge(loaded, source.image, DESCRIBE_QUESTION, seeded, JudgeSettings(alpha=args.alpha))
+        # The same seed samples the same candidates; only the score kind differs.
+        odds = judge(loaded, source.image, DESCRIBE_QUESTION, seeded, JudgeSettings(alpha=args.alpha, kind="log-odds"))
+        if [c.text for c in odds.candidates] != [c.text for c in result.candidates]:
+            raise RuntimeError("the log-odds run sampled other candidates; sampling must be seeded")
+        usable = [c.text.strip() and c.sentences and not math.isnan(c.mean_debiased) for c in result.candidates]
+        scored = [c for c, ok in zip(result.candidates, usable) if ok]
         if len(scored) < 2:
             continue
-        keys = {id(c): ranking_keys(c, args.alpha) for c in scored}
+        keys = {id(c): ranking_keys(c, args.alpha) | verdict_key(o, args.alpha)
+                for c, o, ok in zip(result.candidates, odds.candidates, usable) if ok}
         for name in names:
             if name == "oracle":
                 pair = best_and_worst(scored, lambda c: oracle_key(c, source.truth))

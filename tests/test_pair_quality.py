@@ -38,3 +38,15 @@ def test_the_worst_sentence_decides_under_min_rankings():
 
 def test_hallucinated_counts_absent_claims():
     assert pair_quality.hallucinated("A red circle and a blue heart.", {("red", "circle")}) == 1
+
+
+def test_verdict_rankings_put_answers_the_judge_accepts_first():
+    # log-odds per sentence: the first answer has one sentence the judge answers "no" to
+    doubted = candidate("A red circle. A blue heart.", [(3.0, 1.0), (0.5, 2.0)])  # debiased: 5.0, -1.0
+    accepted = candidate("A red circle.", [(0.2, 0.0)])  # debiased 0.4
+    keys = {id(c): pair_quality.verdict_key(c, 1.0) for c in (doubted, accepted)}
+    assert keys[id(doubted)] == {"verdict-raw": (True, 0.5), "verdict-debiased": (False, -1.0)}
+    best, worst = pair_quality.best_and_worst([doubted, accepted], lambda c: keys[id(c)]["verdict-debiased"])
+    assert (best, worst) == (accepted, doubted)
+    best, _ = pair_quality.best_and_worst([doubted, accepted], lambda c: keys[id(c)]["verdict-raw"])
+    assert best is doubted  # raw accepts both; its worst sentence (0.5) beats 0.2
