@@ -287,6 +287,10 @@ def stop_reason(decoded: dict, max_new_tokens: int) -> str:
     if not proposals:
         return f"at step {last_step} the model only proposed to end the answer"
     if all(n.get("accepted") is False for n in proposals):
+        ends = len(last) - len(proposals)
+        if ends:
+            return (f"at step {last_step}, {ends} of {len(last)} proposals were to end the answer and the "
+                    f"other{'s were' if len(proposals) > 1 else ' was'} {REJECT_RULE}")
         return f"at step {last_step} every proposal was {REJECT_RULE}"
     return f"at step {last_step} the model itself would rather end (p(end) ≥ 0.5)"
 

@@ -165,6 +165,10 @@ def test_decode_rows_are_depth_first_and_indented():
      "at step 1 every proposal was rejected: debiased log-odds < 0 (the debiased judge says no)"),
     ([{"text": "B.", "chosen": False, "accepted": True}], 64,
      "at step 1 the model itself would rather end (p(end) ≥ 0.5)"),
+    ([{"text": "", "chosen": False, "accepted": False}, {"text": "", "chosen": False, "accepted": False},
+      {"text": "D.", "chosen": False, "accepted": False}], 64,
+     "at step 1, 2 of 3 proposals were to end the answer and the other was rejected: debiased log-odds < 0 "
+     "(the debiased judge says no)"),
 ])
 def test_stop_reason_reads_the_search_tree(last_step, budget, reason):
     first = {"step": 0, "text": "A.", "chosen": True, "parent": None, "n_tokens": 2, "score": 1.0}
