@@ -168,7 +168,8 @@ def main() -> None:
         lo, hi = gaps[int(0.025 * len(gaps))], gaps[int(0.975 * len(gaps)) - 1]
         print(f"| {weight:g} | " + " | ".join(cells) + f" | {(new_d - new_r) / max(1, total):+.1%} [{lo:+.1%}, {hi:+.1%}] |")
     greedy = [p[0]["label"] for m in mixed for p in m]
-    print(f"\nthe first proposal (the greedy one) on the mixed steps: new {greedy.count('new') / max(1, len(greedy)):.1%}, "
+    print(f"\nthe first proposal (the greedy one, unless greedy ended the answer) on the mixed steps: "
+          f"new {greedy.count('new') / max(1, len(greedy)):.1%}, "
           f"hallucinated {greedy.count('hallucinated') / max(1, len(greedy)):.1%}")
 
     add_log_odds(loaded, scenes, per_scene, 100)
