@@ -37,7 +37,8 @@ from core.engine.judge import JudgeSettings, ScoredCandidate, debias, judge  # n
 from core.engine.loading import load_model  # noqa: E402
 from core.engine.prompts import DESCRIBE_QUESTION  # noqa: E402
 from core.shapes.metrics import parse_objects  # noqa: E402
-from core.training.selfcurate import FRESH_SEED_OFFSET, CurationSettings, oracle_key, sources  # noqa: E402
+from core.training.selfcurate import (FRESH_SEED_OFFSET, CurationSettings, best_and_worst,  # noqa: E402
+                                      hallucinated_objects, oracle_key, sources)
 
 
 def sentence_scores(candidate: ScoredCandidate, alpha: float) -> tuple[list[float], list[float]]:
@@ -59,18 +60,9 @@ def verdict_key(candidate: ScoredCandidate, alpha: float) -> dict[str, tuple[boo
     return {"verdict-raw": (min(raw) >= 0, min(raw)), "verdict-debiased": (min(debiased) >= 0, min(debiased))}
 
 
-def best_and_worst(candidates: list[ScoredCandidate], key) -> tuple[ScoredCandidate, ScoredCandidate] | None:
-    """Top and bottom by key (ties keep generation order), or None when they tie or are the same text."""
-    ordered = sorted(candidates, key=key, reverse=True)
-    best, worst = ordered[0], ordered[-1]
-    if best.text.strip() == worst.text.strip() or key(best) == key(worst):
-        return None
-    return best, worst
-
-
 def hallucinated(text: str, truth: set) -> int:
     """Absent objects the text claims."""
-    return sum(claim not in truth for claim in parse_objects(text))
+    return hallucinated_objects(parse_objects(text), truth)
 
 
 def main() -> None:

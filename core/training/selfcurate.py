@@ -140,9 +140,13 @@ def pick_pair(result: JudgeResult, rank: str, truth: Truth | None = None
         return RANKERS[rank](candidate, truth, result.settings.higher_is_better)
 
     scored = [c for c in result.candidates if c.text.strip() and not math.isnan(c.mean_debiased)]
-    if len(scored) < 2:
-        return None
-    ordered = sorted(scored, key=key, reverse=True)  # stable: ties keep generation order
+    return best_and_worst(scored, key) if len(scored) >= 2 else None
+
+
+def best_and_worst(candidates: list[ScoredCandidate], key: Callable[[ScoredCandidate], object]
+                   ) -> tuple[ScoredCandidate, ScoredCandidate] | None:
+    """Top and bottom of the candidates by key, or None when they tie or are the same text."""
+    ordered = sorted(candidates, key=key, reverse=True)  # stable: ties keep generation order
     best, worst = ordered[0], ordered[-1]
     if best.text.strip() == worst.text.strip() or key(best) == key(worst):
         return None
