@@ -15,8 +15,9 @@ each rule keeps a `new` proposal, with a 95% interval for debiased minus raw fro
 
 Judged decoding also *rejects*: a proposal whose debiased log-odds (1 + alpha) * lo(image) -
 alpha * lo(blind) is below `reject_below` (0) is dropped, and a step with none left ends the answer.
-So the proposals are judged again for both log-odds, and a second table gives, over every step,
-what each rule does with the same set: keep a new, a repeated or a hallucinated proposal, or end.
+Each node of the decoding tree carries its raw log-odds and its debiased one (at the decoding's
+alpha, 1), so the blind log-odds follows, and a second table gives, over every step, what each rule
+does with the same set: keep a new, a repeated or a hallucinated proposal, or end.
 (The model's own wish to end, `stop_probability`, is the same for every rule and is left out.)
 
 Run:  python bench/proposal_choice.py --model M --n 200 --eval-first-seed 4000000   (validation scenes)
@@ -34,15 +35,15 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.config import ModelSettings  # noqa: E402
-from core.engine.chat import prepare_image  # noqa: E402
 from core.engine.decoding import DecodeOptions, DecodeResult  # noqa: E402
-from core.engine.judge import JudgeItem, JudgeSettings, judge_sentences  # noqa: E402
+from core.engine.judge import JudgeSettings  # noqa: E402
 from core.engine.loading import load_model  # noqa: E402
 from core.shapes.evaluate_decoding import decode_all  # noqa: E402
 from core.shapes.metrics import hallucination_kind, parse_objects  # noqa: E402
-from core.shapes.world import WorldOptions, render  # noqa: E402
+from core.shapes.world import WorldOptions  # noqa: E402
 
 LABELS = ("new", "repeat", "hallucinated", "none")
+DECODING_ALPHA = 1.0  # the trajectory followed: debiased-judged decoding at the paper's alpha
 
 
 def proposal_label(sentence: str, said: set, present: set) -> str:
@@ -58,7 +59,6 @@ def proposal_label(sentence: str, said: set, present: set) -> str:
 def step_sets(result: DecodeResult, present: set) -> list[list[dict]]:
     """The proposal sets of one decoded answer: per step, each proposal's label and scores."""
     said_after: dict[int | None, set] = {None: set()}
-    context_after: dict[int | None, list[str]] = {None: []}
     by_step: dict[int, list[int]] = defaultdict(list)
     for index, node in enumerate(result.nodes):
         by_step[node.step].append(index)
@@ -69,15 +69,16 @@ def step_sets(result: DecodeResult, present: set) -> list[list[dict]]:
             node = result.nodes[index]
             said = said_after.get(node.parent, set())
             if node.text:
+                # log_odds = (1 + a) * raw_log_odds - a * blind_log_odds at the decoding's alpha a
+                blind_log_odds = ((1 + DECODING_ALPHA) * node.raw_log_odds - node.log_odds) / DECODING_ALPHA
                 proposals.append({"label": proposal_label(node.text, said, present), "raw": node.raw,
-                                  "text": node.text, "context": " ".join(context_after.get(node.parent, [])),
                                   "blind": node.blind, "likelihood": node.likelihood,
+                                  "raw_log_odds": node.raw_log_odds, "blind_log_odds": blind_log_odds,
                                   "objects": frozenset(parse_objects(node.text)),
                                   "partner": any(hallucination_kind(c, present) == "partner"
                                                  for c in parse_objects(node.text) if c not in present)})
             if node.chosen:
                 said_after[index] = said | set(parse_objects(node.text))
-                context_after[index] = context_after.get(node.parent, []) + [node.text]
         if proposals:
             sets.append(proposals)
     return sets
@@ -97,18 +98,6 @@ def outcome(proposals: list[dict], alpha: float, likelihood_weight: float, rejec
     return pick(accepted, alpha, likelihood_weight)["label"] if accepted else "end"
 
 
-def add_log_odds(loaded, scenes: list, per_scene: list[list[list[dict]]], batch: int) -> None:
-    """Judge every proposal again (sentence context, as decoded) for its raw and blind log-odds."""
-    for start in range(0, len(scenes), batch):
-        images = [prepare_image(loaded.processor, render(s)) for s in scenes[start:start + batch]]
-        proposals = [(i - start, p) for i in range(start, min(start + batch, len(scenes)))
-                     for step in per_scene[i] for p in step]
-        verdicts = judge_sentences(loaded, images, [JudgeItem(image=i, sentence=p["text"], context=p["context"])
-                                                    for i, p in proposals], JudgeSettings())
-        for (_, p), verdict in zip(proposals, verdicts):
-            p["raw_log_odds"], p["blind_log_odds"] = verdict.raw["log-odds"], verdict.blind["log-odds"]
-
-
 def main() -> None:
     """CLI: decode, label the proposals, compare the rules on identical proposal sets."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -126,7 +115,7 @@ def main() -> None:
     scenes = [world.scene(seed) for seed in range(args.eval_first_seed, args.eval_first_seed + args.n)]
     options = SimpleNamespace(likelihood_weight=DecodeOptions.likelihood_weight, reject_below=DecodeOptions.reject_below,
                               batch=100, k=args.k, max_new_tokens=64, seed=0)
-    results = decode_all(loaded, scenes, "debiased-judged", JudgeSettings(alpha=1.0), options)
+    results = decode_all(loaded, scenes, "debiased-judged", JudgeSettings(alpha=DECODING_ALPHA), options)
     per_scene = [step_sets(r, s.names()) for r, s in zip(results, scenes)]
 
     steps = [p for sets in per_scene for p in sets]
@@ -172,7 +161,6 @@ def main() -> None:
           f"new {greedy.count('new') / max(1, len(greedy)):.1%}, "
           f"hallucinated {greedy.count('hallucinated') / max(1, len(greedy)):.1%}")
 
-    add_log_odds(loaded, scenes, per_scene, 100)
     print(f"\nwith rejection (reject_below {DecodeOptions.reject_below}), over all {len(steps)} steps: "
           "share of steps where the rule keeps a new / repeated / hallucinated proposal / ends")
     print("| likelihood weight | " + " | ".join(f"alpha {a:g}" for a in alphas) + " |")

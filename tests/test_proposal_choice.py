@@ -38,7 +38,7 @@ def test_debiasing_turns_the_choice_from_a_prior_favoured_proposal():
 def test_step_sets_label_each_step_against_the_chosen_path():
     def node(step, text, parent, chosen, raw=1.0):
         return DecodeNode(step=step, text=text, score=0.0, chosen=chosen, parent=parent, raw=raw, blind=0.0,
-                          likelihood=-0.1)
+                          likelihood=-0.1, raw_log_odds=0.5, log_odds=0.25)  # debiased at alpha 1: blind 0.75
     nodes = [node(0, "A red circle is on the left.", None, True),
              node(0, "A green star is on the left.", None, False),
              node(1, "A red circle is on the right.", 0, False),
@@ -48,3 +48,4 @@ def test_step_sets_label_each_step_against_the_chosen_path():
     sets = proposal_choice.step_sets(result, PRESENT)
     assert [[p["label"] for p in s] for s in sets] == [["new", "hallucinated"], ["repeat", "new"]]
     assert not math.isnan(sets[0][0]["raw"])
+    assert (sets[1][1]["raw_log_odds"], sets[1][1]["blind_log_odds"]) == (0.5, 0.75)
