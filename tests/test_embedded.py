@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, build_model, build_processor, build_tokenizer, collate,
-                                  image_seq_length, language_stages, own_corrections, per_example_loss, train)
+                                  image_seq_length, language_stages, length_groups, own_corrections, per_example_loss,
+                                  train, training_loss_backward)
 from core.shapes.metrics import parse_objects
 from core.shapes.texts import Example
 from core.shapes.world import make_scene, render
@@ -206,3 +207,38 @@ def test_own_corrections_continue_the_models_greedy_descriptions_and_training_wi
     _, _, losses = train(cfg, log_every=0)
     _, _, again = train(cfg, log_every=0)
     assert again == losses and len(losses) == 4
+
+
+def test_length_groups_give_the_gradient_of_the_whole_batch_with_less_padding():
+    cfg = EmbeddedConfig(**TINY)
+    tokenizer = build_tokenizer()
+    processor = build_processor(tokenizer, cfg)
+    examples = [Example("Describe the image.", "A small yellow heart is at the top. A small blue circle is at the "
+                        "bottom. A large yellow star is on the left.", "describe"),
+                Example("Is there a red circle in the image?", "Yes.", "pope"),
+                Example("Describe the image.", "A small red circle is on the left.", "describe", use_image=False),
+                Example("Describe the image.", "A large blue heart is on the right. A large blue square is at the top.",
+                        "describe"),
+                Example("How many shapes are there?", "Two.", "count")]
+    batch = collate(examples, [make_scene(seed) for seed in range(5)], processor, unlikelihood=True)
+    assert len(batch["negatives"]) > 0
+    model = build_model(tokenizer, cfg)
+    pieces = length_groups(batch, 3, model.config.image_token_id)
+    assert [share for _, share in pieces] == [2 / 5, 2 / 5, 1 / 5]
+    assert sum(piece["input_ids"].numel() for piece, _ in pieces) < batch["input_ids"].numel()
+    assert sum(len(piece.get("pixel_values", [])) for piece, _ in pieces) == 4  # every image, once
+    assert sum(len(piece["negatives"]) for piece, _ in pieces) == len(batch["negatives"])
+
+    def gradients(groups: int) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        loss = training_loss_backward(model, batch, groups, unlikelihood_weight=1.0)
+        return loss, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    whole_loss, whole = gradients(1)
+    assert abs(whole_loss - per_example_loss(model, batch, 1.0).item()) < 1e-6
+    for groups in (2, 3, 9):  # more groups than rows: one row each
+        loss, grads = gradients(groups)
+        assert abs(loss - whole_loss) < 1e-5
+        assert len(grads) == len(whole)
+        for grad, reference in zip(grads, whole):
+            assert torch.allclose(grad, reference, atol=1e-6, rtol=1e-4)

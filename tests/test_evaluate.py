@@ -114,3 +114,31 @@ def test_within_scene_auroc_compares_sentences_of_one_scene_only():
     assert auroc(scores, labels) < 1.0
     assert within_scene_auroc([3.0, 3.0], [True, False], [0, 0]) == 0.5  # a tie counts half
     assert math.isnan(within_scene_auroc([1.0, 2.0], [True, False], [0, 1]))
+
+
+def test_repeats_missing_an_object_and_recall_by_objects_count_exactly():
+    from core.shapes.evaluate import recall_by_objects, repeats_missing_an_object
+
+    two = _scene_with(lambda s: len(s.objects) == 2)
+    one = _scene_with(lambda s: len(s.objects) == 1)
+    first, second = ([f"A large {o.color} {o.shape} is on the left." for o in two.objects])
+    only = f"A small {one.objects[0].color} {one.objects[0].shape} is on the right."
+    captions = [f"{first} {first}", f"{first} {second} {second}", only, only]
+    scenes = [two, two, one, one]
+    assert repeats_missing_an_object(captions, scenes) == 0.5  # two repeat; the first leaves `second` unnamed
+    assert math.isnan(repeats_missing_an_object([only], [one]))
+    assert recall_by_objects(captions, scenes) == {1: 1.0, 2: 0.75}
+
+
+def test_evaluate_reports_recall_by_scene_size_consistent_with_the_pooled_recall(tiny_llava):
+    from core.shapes.evaluate import evaluate, format_report
+
+    result = evaluate(tiny_llava, n=6, batch_size=3)
+    sizes = {}
+    for seed in range(6):
+        count = len(make_scene(seed).objects)
+        sizes[count] = sizes.get(count, 0) + count
+    assert set(result.recall_by_objects) == set(sizes)
+    pooled = sum(result.recall_by_objects[c] * n for c, n in sizes.items()) / sum(sizes.values())
+    assert math.isclose(pooled, result.describe.recall)
+    assert "scenes of 1 object" in format_report(result) or 1 not in sizes

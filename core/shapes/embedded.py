@@ -128,10 +128,16 @@ class EmbeddedConfig:
     own_prefix_every: int = 50
     own_prefix_scenes: int = 192
     train_seed_offset: int = 1_000_000  # training scenes start here; test scenes are 0..999_999
+    # language stages: each batch is run as this many length-sorted pieces, each padded only to its
+    # own longest row, their gradients summed: the same gradient as one piece, less padding to compute
+    # (python bench/bench_train.py measures the speed-up). Every model up to v7 was trained with 1.
+    length_groups: int = 4
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
             raise ValueError("image_size must be a multiple of patch_size")
+        if self.length_groups < 1:
+            raise ValueError("length_groups must be at least 1")
 
     @property
     def habits(self) -> CorpusHabits:
@@ -423,6 +429,42 @@ def per_example_loss(model: LlavaForConditionalGeneration, batch: dict[str, torc
     return (per_example / counts).mean()
 
 
+def length_groups(batch: dict[str, torch.Tensor], groups: int, image_token_id: int
+                  ) -> list[tuple[dict[str, torch.Tensor], float]]:
+    """Split a right-padded training batch into `groups` pieces of rows of similar length, each cut
+    to its own longest row, with each piece's share of the examples (weight its mean loss by it)."""
+    lengths = batch["attention_mask"].sum(dim=1)
+    has_image = (batch["input_ids"] == image_token_id).any(dim=1)
+    image_index = torch.cumsum(has_image.long(), dim=0) - 1  # pixel_values holds image rows' images in order
+    order = torch.argsort(lengths, stable=True)
+    pieces = []
+    for rows in torch.tensor_split(order, min(groups, len(order))):
+        width = int(lengths[rows].max())
+        piece = {key: batch[key][rows, :width] for key in ("input_ids", "attention_mask", "labels")}
+        image_rows = rows[has_image[rows]]
+        if len(image_rows):
+            piece["pixel_values"] = batch["pixel_values"][image_index[image_rows]]
+        negatives = batch.get("negatives")
+        if negatives is not None:
+            new_row = torch.full((len(order),), -1, dtype=torch.long)
+            new_row[rows] = torch.arange(len(rows))
+            kept = negatives[new_row[negatives[:, 0]] >= 0]
+            piece["negatives"] = torch.cat([new_row[kept[:, 0]].unsqueeze(1), kept[:, 1:]], dim=1)
+        pieces.append((piece, len(rows) / len(order)))
+    return pieces
+
+
+def training_loss_backward(model: LlavaForConditionalGeneration, batch: dict[str, torch.Tensor], groups: int = 1,
+                           unlikelihood_weight: float = 0.0) -> float:
+    """per_example_loss of the batch, back-propagated piece by piece (length_groups); returns the loss."""
+    total = 0.0
+    for piece, share in length_groups(batch, groups, model.config.image_token_id):
+        loss = per_example_loss(model, piece, unlikelihood_weight) * share
+        loss.backward()
+        total += loss.item()
+    return total
+
+
 def lr_at(step: int, stage: Stage) -> float:
     """Linear warmup, then cosine decay to 5% of the peak."""
     if step < stage.warmup:
@@ -455,12 +497,11 @@ def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_ever
                 print(f"{stage.name} step {step:5d}  {len(corrections)} of {cfg.own_prefix_scenes} own descriptions "
                       "need a correction", flush=True)
         batch = training_batch(step, cfg, processor, stage, corrections)
-        loss = per_example_loss(model, batch, cfg.unlikelihood_weight)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = training_loss_backward(model, batch, cfg.length_groups, cfg.unlikelihood_weight)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(loss)
         if snapshot is not None and save_every and step and step % save_every == 0:
             model.eval()  # a snapshot to evaluate while training goes on
             save(model, processor, cfg, snapshot, {"stage": stage.name, "step": step})
@@ -566,6 +607,8 @@ def main(argv: list[str] | None = None) -> None:
     WorldOptions.add_arguments(t)  # the training scenes' world
     t.add_argument("--judge-templates", default=",".join(EmbeddedConfig.judge_templates),
                    help="judge templates the judgments are learned in (comma-separated JUDGE_PROMPTS keys)")
+    t.add_argument("--length-groups", type=int, default=EmbeddedConfig.length_groups,
+                   help="run each batch as this many length-sorted pieces (same gradient, less padding; 1: off)")
     t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)

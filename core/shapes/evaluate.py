@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -96,6 +97,9 @@ class BaseEvaluation:
     faint_named: float = float("nan")  # share of faint objects the descriptions name
     absent_partner_named: float = float("nan")  # share of (anchor present, partner absent) scenes naming it
     repeated_object: float = float("nan")  # share of greedy captions naming one object twice
+    # of those, the share that leave an object of the scene unnamed (a repeat stands in for it)
+    repeats_missing_an_object: float = float("nan")
+    recall_by_objects: dict[int, float] = field(default_factory=dict)  # objects in the scene -> recall
     prior: "PriorSection | None" = None
 
 
@@ -111,6 +115,24 @@ def repeated_object_rate(captions: list[str]) -> float:
         return len(set(names)) < len(names)
 
     return sum(map(repeats, captions)) / max(len(captions), 1)
+
+
+def repeats_missing_an_object(captions: list[str], scenes: list) -> float:
+    """Of the captions that name one object twice, the share that leave an object of their scene unnamed."""
+    repeating = [(caption, scene) for caption, scene in zip(captions, scenes) if repeated_object_rate([caption])]
+    missing = sum(any(obj.name not in set(parse_objects(caption)) for obj in scene.objects)
+                  for caption, scene in repeating)
+    return missing / len(repeating) if repeating else float("nan")
+
+
+def recall_by_objects(captions: list[str], scenes: list) -> dict[int, float]:
+    """Object recall of the descriptions, by how many objects their scene holds."""
+    named, total = Counter(), Counter()
+    for caption, scene in zip(captions, scenes):
+        claims = set(parse_objects(caption))
+        total[len(scene.objects)] += len(scene.objects)
+        named[len(scene.objects)] += sum(obj.name in claims for obj in scene.objects)
+    return {count: named[count] / total[count] for count in sorted(total)}
 
 
 def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed: int = 0,
@@ -148,7 +170,9 @@ def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed
     return BaseEvaluation(n_scenes=n, describe=describe, pope_accuracy=pope,
                           judge_auroc_image=auroc(with_image, labels), judge_auroc_blind=auroc(blind, labels),
                           examples=examples, faint_named=faint_named, absent_partner_named=absent_partner_named,
-                          repeated_object=repeated_object_rate(captions))
+                          repeated_object=repeated_object_rate(captions),
+                          repeats_missing_an_object=repeats_missing_an_object(captions, scenes),
+                          recall_by_objects=recall_by_objects(captions, scenes))
 
 
 def prior_rates(scenes: list, captions: list[str]) -> tuple[float, float]:
@@ -413,6 +437,9 @@ def format_report(result: BaseEvaluation) -> str:
         f"| absent partner of a present anchor named | {result.absent_partner_named:.1%} |",
         f"| mean sentences per description | {d.mean_sentences:.2f} |",
         f"| greedy captions naming one object twice | {result.repeated_object:.1%} |",
+        f"| of those, leaving an object of the scene unnamed | {result.repeats_missing_an_object:.1%} |",
+    ] + [f"| description object recall, scenes of {count} object{'s' * (count > 1)} | {value:.3f} |"
+         for count, value in result.recall_by_objects.items()] + [
     ] + [f"| yes/no accuracy, {k} | {v:.1%} |" for k, v in result.pope_accuracy.items()] + [
         f"| self-judgment AUROC of P(yes), with image | {result.judge_auroc_image:.3f} |",
         f"| self-judgment AUROC of P(yes), without image (blind) | {result.judge_auroc_blind:.3f} |",
