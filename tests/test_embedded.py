@@ -91,6 +91,28 @@ def test_patch_labels_mark_the_object_patches():
     assert sum(s > 0 for s in shapes) <= 12
 
 
+def test_patch_labels_equal_a_patch_by_patch_count_of_the_object_mask():
+    from core.shapes.embedded import patch_labels
+    from core.shapes.world import COLORS, SHAPES, object_mask
+
+    def by_hand(scene, size=96, patch=12, min_cover=0.12):
+        mask, shapes, colours = object_mask(scene, size), [], []
+        for row in range(size // patch):
+            for col in range(size // patch):
+                cell = mask[row * patch:(row + 1) * patch, col * patch:(col + 1) * patch].flatten().tolist()
+                counts = [0] + [cell.count(index) for index in range(1, len(scene.objects) + 1)]
+                best = counts.index(max(counts))
+                obj = scene.objects[best - 1] if best and counts[best] >= min_cover * patch * patch else None
+                shapes.append(SHAPES.index(obj.shape) + 1 if obj else 0)
+                colours.append(list(COLORS).index(obj.color) + 1 if obj else 0)
+        return shapes, colours
+
+    scenes = [make_scene(seed) for seed in range(200)]
+    assert any(len(set(patch_labels(s, 96, 12)[0]) - {0}) == 4 for s in scenes)
+    for scene in scenes:
+        assert patch_labels(scene, 96, 12) == by_hand(scene)
+
+
 def test_stage_three_from_saved_stage_two_equals_one_run(tmp_path):
     cfg = EmbeddedConfig(**TINY, steps=3, answer_steps=3, batch_size=4, warmup=1, vision_steps=0, text_steps=2,
                          text_batch_size=4)

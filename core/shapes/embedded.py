@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
@@ -343,22 +344,16 @@ def patch_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.1
     """Per patch: the shape and colour class of the object covering it most (0 = background)."""
     mask = object_mask(scene, image_size)
     grid = image_size // patch_size
-    shapes, colours = [], []
-    for row in range(grid):
-        for col in range(grid):
-            cell = mask[row * patch_size:(row + 1) * patch_size, col * patch_size:(col + 1) * patch_size]
-            counts = torch.bincount(torch.from_numpy(cell.astype("int64")).flatten(), minlength=5)
-            counts[0] = 0
-            index = int(counts.argmax())
-            if counts[index] < min_cover * patch_size * patch_size:
-                shapes.append(0)
-                colours.append(0)
-            else:
-                obj = scene.objects[index - 1]
-                shapes.append(SHAPES.index(obj.shape) + 1)
-                colours.append(list(COLORS).index(obj.color) + 1)
-    return shapes, colours
-
+    cells = mask.reshape(grid, patch_size, grid, patch_size).transpose(0, 2, 1, 3).reshape(grid * grid, -1)
+    # pixels of each object (column i + 1) per patch, row by row; column 0 (background) never wins
+    counts = np.stack([np.zeros(grid * grid, dtype=np.int64)]
+                      + [(cells == index).sum(axis=1) for index in range(1, len(scene.objects) + 1)], axis=1)
+    best = counts.argmax(axis=1)  # ties: the first object, as the object mask orders them
+    covered = counts[np.arange(len(best)), best] >= min_cover * patch_size * patch_size
+    shape_of = [0] + [SHAPES.index(obj.shape) + 1 for obj in scene.objects]
+    colour_of = [0] + [list(COLORS).index(obj.color) + 1 for obj in scene.objects]
+    return ([shape_of[b] if c else 0 for b, c in zip(best, covered)],
+            [colour_of[b] if c else 0 for b, c in zip(best, covered)])
 
 def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProcessor, cfg: EmbeddedConfig,
                     log_every: int = 50) -> list[float]:
