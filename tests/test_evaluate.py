@@ -130,6 +130,18 @@ def test_repeats_missing_an_object_and_recall_by_objects_count_exactly():
     assert recall_by_objects(captions, scenes) == {1: 1.0, 2: 0.75}
 
 
+def test_recall_by_visibility_groups_objects_by_how_they_are_rendered():
+    from core.shapes.evaluate import recall_by_visibility
+
+    faint = _scene_with(lambda s: len(s.objects) == 2 and s.objects[0].faint and not s.objects[1].faint
+                        and not s.objects[1].low_contrast)
+    dim, clear = faint.objects
+    caption = f"A large {clear.color} {clear.shape} is on the left."
+    assert recall_by_visibility([caption], [faint]) == {"clear": 1.0, "faint": 0.0}
+    both = caption + f" A small {dim.color} {dim.shape} is on the right."
+    assert recall_by_visibility([caption, both], [faint, faint]) == {"clear": 1.0, "faint": 0.5}
+
+
 def test_evaluate_reports_recall_by_scene_size_consistent_with_the_pooled_recall(tiny_llava):
     from core.shapes.evaluate import evaluate, format_report
 

@@ -131,7 +131,7 @@ class EmbeddedConfig:
     train_seed_offset: int = 1_000_000  # training scenes start here; test scenes are 0..999_999
     # language stages: each batch is run as this many length-sorted pieces, each padded only to its
     # own longest row, their gradients summed: the same gradient as one piece, less padding to compute
-    # (python bench/bench_train.py measures the speed-up). Every model up to v7 was trained with 1.
+    # (python bench/bench_train.py measures the speed-up). Every model up to v7l was trained with 1.
     length_groups: int = 4
 
     def __post_init__(self) -> None:

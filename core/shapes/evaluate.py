@@ -100,6 +100,7 @@ class BaseEvaluation:
     # of those, the share that leave an object of the scene unnamed (a repeat stands in for it)
     repeats_missing_an_object: float = float("nan")
     recall_by_objects: dict[int, float] = field(default_factory=dict)  # objects in the scene -> recall
+    recall_by_visibility: dict[str, float] = field(default_factory=dict)  # clear, low contrast, faint -> recall
     prior: "PriorSection | None" = None
 
 
@@ -127,12 +128,26 @@ def repeats_missing_an_object(captions: list[str], scenes: list) -> float:
 
 def recall_by_objects(captions: list[str], scenes: list) -> dict[int, float]:
     """Object recall of the descriptions, by how many objects their scene holds."""
+    return _recall_by(captions, scenes, lambda scene, obj: len(scene.objects))
+
+
+def recall_by_visibility(captions: list[str], scenes: list) -> dict[str, float]:
+    """Object recall of the descriptions, by how visible the object is rendered (clear, low contrast, faint)."""
+    def visibility(scene, obj) -> str:
+        return "faint" if obj.faint else "low contrast" if obj.low_contrast else "clear"
+
+    by = _recall_by(captions, scenes, visibility)
+    return {key: by[key] for key in ("clear", "low contrast", "faint") if key in by}
+
+
+def _recall_by(captions: list[str], scenes: list, key) -> dict:
     named, total = Counter(), Counter()
     for caption, scene in zip(captions, scenes):
         claims = set(parse_objects(caption))
-        total[len(scene.objects)] += len(scene.objects)
-        named[len(scene.objects)] += sum(obj.name in claims for obj in scene.objects)
-    return {count: named[count] / total[count] for count in sorted(total)}
+        for obj in scene.objects:
+            total[key(scene, obj)] += 1
+            named[key(scene, obj)] += obj.name in claims
+    return {group: named[group] / total[group] for group in sorted(total)}
 
 
 def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed: int = 0,
@@ -172,7 +187,8 @@ def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed
                           examples=examples, faint_named=faint_named, absent_partner_named=absent_partner_named,
                           repeated_object=repeated_object_rate(captions),
                           repeats_missing_an_object=repeats_missing_an_object(captions, scenes),
-                          recall_by_objects=recall_by_objects(captions, scenes))
+                          recall_by_objects=recall_by_objects(captions, scenes),
+                          recall_by_visibility=recall_by_visibility(captions, scenes))
 
 
 def prior_rates(scenes: list, captions: list[str]) -> tuple[float, float]:
@@ -440,6 +456,8 @@ def format_report(result: BaseEvaluation) -> str:
         f"| of those, leaving an object of the scene unnamed | {result.repeats_missing_an_object:.1%} |",
     ] + [f"| description object recall, scenes of {count} object{'s' * (count > 1)} | {value:.3f} |"
          for count, value in result.recall_by_objects.items()] + [
+        f"| description object recall, {group} objects | {value:.3f} |"
+        for group, value in result.recall_by_visibility.items()] + [
     ] + [f"| yes/no accuracy, {k} | {v:.1%} |" for k, v in result.pope_accuracy.items()] + [
         f"| self-judgment AUROC of P(yes), with image | {result.judge_auroc_image:.3f} |",
         f"| self-judgment AUROC of P(yes), without image (blind) | {result.judge_auroc_blind:.3f} |",
