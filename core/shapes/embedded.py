@@ -355,6 +355,7 @@ def patch_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.1
     return ([shape_of[b] if c else 0 for b, c in zip(best, covered)],
             [colour_of[b] if c else 0 for b, c in zip(best, covered)])
 
+
 def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProcessor, cfg: EmbeddedConfig,
                     log_every: int = 50) -> list[float]:
     """Stage 1: train the vision tower to label every patch with its object's shape and colour.
