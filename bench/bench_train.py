@@ -11,7 +11,8 @@ bfloat16 option would need a full recipe run to show it trains as well.
 
 It also times the training code's length groups (EmbeddedConfig.length_groups, default 2): each
 batch run as that many length-sorted pieces, each padded only to its own longest row, with the
-same gradient (tests/test_embedded.py checks it); training steps are otherwise identical.
+same gradient (tests/test_embedded.py checks it); training steps are otherwise identical. It prints
+the share of padding among the tokens computed with one group and with the groups timed.
 
 Run:  python bench/bench_train.py [--steps 12 --threads 2 --groups 2]
 """
@@ -28,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.shapes.embedded import (EmbeddedConfig, build_model, build_processor, build_tokenizer,  # noqa: E402
-                                  language_stages, training_batch, training_loss_backward)
+                                  language_stages, length_groups, training_batch, training_loss_backward)
 
 
 def seconds_per_step(model, optimizer, batches: list[dict], bf16: bool, groups: int = 1) -> float:
@@ -75,6 +76,12 @@ def main() -> None:
     steps = cfg.steps + cfg.answer_steps
     base = seconds["float32, one padded batch"]
     print(f"language stage, batch {cfg.batch_size}, {args.threads} threads, {args.steps} timed steps each:")
+    image_token_id = model.config.image_token_id
+    for groups in (1, args.groups):
+        pieces = [piece for batch in timed for piece, _ in length_groups(batch, groups, image_token_id)]
+        cells = sum(piece["attention_mask"].numel() for piece in pieces)
+        padding = cells - sum(int(piece["attention_mask"].sum()) for piece in pieces)
+        print(f"  padding, {groups} group{'s' * (groups > 1)}: {padding / cells:.1%} of the tokens computed")
     for name, value in seconds.items():
         print(f"  {name:38s} {value:.3f} s/step -> {steps} steps (language + answers stages) "
               f"{value * steps / 60:.1f} min; speed-up {base / value:.2f}x")

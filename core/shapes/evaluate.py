@@ -109,18 +109,20 @@ def _batches(items: list, size: int):
         yield items[i:i + size]
 
 
+def names_an_object_twice(caption: str) -> bool:
+    """True if two sentences of the caption name the same (colour, shape)."""
+    names = [name for sentence in split_sentences(caption) for name in set(parse_objects(sentence))]
+    return len(set(names)) < len(names)
+
+
 def repeated_object_rate(captions: list[str]) -> float:
     """Share of captions in which two sentences name the same (colour, shape)."""
-    def repeats(caption: str) -> bool:
-        names = [name for sentence in split_sentences(caption) for name in set(parse_objects(sentence))]
-        return len(set(names)) < len(names)
-
-    return sum(map(repeats, captions)) / max(len(captions), 1)
+    return sum(map(names_an_object_twice, captions)) / max(len(captions), 1)
 
 
 def repeats_missing_an_object(captions: list[str], scenes: list) -> float:
     """Of the captions that name one object twice, the share that leave an object of their scene unnamed."""
-    repeating = [(caption, scene) for caption, scene in zip(captions, scenes) if repeated_object_rate([caption])]
+    repeating = [(caption, scene) for caption, scene in zip(captions, scenes) if names_an_object_twice(caption)]
     missing = sum(any(obj.name not in set(parse_objects(caption)) for obj in scene.objects)
                   for caption, scene in repeating)
     return missing / len(repeating) if repeating else float("nan")
