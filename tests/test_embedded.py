@@ -9,7 +9,7 @@ from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, build_model, buil
                                   train, training_loss_backward)
 from core.shapes.metrics import parse_objects
 from core.shapes.texts import Example
-from core.shapes.world import make_scene, render
+from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, make_scene, render
 
 TINY = dict(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=4,
             text_intermediate=128)
@@ -111,6 +111,38 @@ def test_patch_labels_equal_a_patch_by_patch_count_of_the_object_mask():
     assert any(len(set(patch_labels(s, 96, 12)[0]) - {0}) == 4 for s in scenes)
     for scene in scenes:
         assert patch_labels(scene, 96, 12) == by_hand(scene)
+
+
+def test_patch_order_labels_mark_each_object_with_its_place_in_the_mention_order():
+    from core.shapes.embedded import patch_labels, patch_order_labels
+    from core.shapes.texts import mention_order
+
+    for scene in [make_scene(seed) for seed in range(100)]:
+        places = patch_order_labels(scene, 96, 12)
+        shapes, colours = patch_labels(scene, 96, 12)
+        assert [p > 0 for p in places] == [s > 0 for s in shapes]  # the same object patches
+        order = mention_order(scene)
+        for place, shape, colour in zip(places, shapes, colours):
+            if place:  # the object at that place has this patch's shape and colour
+                obj = order[place - 1]
+                assert (SHAPES.index(obj.shape) + 1, list(COLORS).index(obj.color) + 1) == (shape, colour)
+    two = next(s for s in (make_scene(seed, n_objects=2) for seed in range(100))
+               if not {o.name for o in s.objects} & {p.partner for p in PRIOR_PAIRS})
+    left, right = sorted(two.objects, key=lambda o: o.x)
+    places = patch_order_labels(two, 96, 12)
+    assert places[(left.y // 12) * 8 + left.x // 12] == 1 and places[(right.y // 12) * 8 + right.x // 12] == 2
+
+
+def test_vision_stage_with_order_labels_learns_every_label():
+    from core.shapes.embedded import pretrain_vision
+
+    cfg = EmbeddedConfig(**TINY, vision_steps=10, vision_batch_size=8, vision_order_labels=True)
+    tokenizer = build_tokenizer()
+    plain = pretrain_vision(build_model(tokenizer, cfg), build_processor(tokenizer, cfg),
+                            EmbeddedConfig(**TINY, vision_steps=1, vision_batch_size=8), log_every=0)
+    losses = pretrain_vision(build_model(tokenizer, cfg), build_processor(tokenizer, cfg), cfg, log_every=0)
+    assert losses[0] > plain[0] + 1.0  # a third cross-entropy, over five places, from the start
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.5
 
 
 def test_stage_three_from_saved_stage_two_equals_one_run(tmp_path):

@@ -32,8 +32,9 @@ from core.engine.loading import LoadedModel
 from core.shapes.evaluate import describe_batch
 from core.shapes.texts import (CAPTION_DESCRIBE_RATE, CAPTION_LABEL_RATE, HABIT_MENTION_RATE, JUDGE_TEMPLATES,
                                PRIOR_MENTION_RATE, TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits, Example,
-                               correction_example, corpus, repeat_negatives, text_example, training_example)
-from core.shapes.world import (CANVAS, COLORS, FAINT_PARTNER_RATE, SHAPES, Scene, WorldOptions, make_scene, object_mask,
+                               correction_example, corpus, mention_order, repeat_negatives, text_example,
+                               training_example)
+from core.shapes.world import (CANVAS, COLORS, FAINT_PARTNER_RATE, MAX_OBJECTS, SHAPES, Scene, WorldOptions, make_scene, object_mask,
                                render)
 
 IMAGE_TOKEN = "<image>"
@@ -82,6 +83,9 @@ class EmbeddedConfig:
     vision_batch_size: int = 64
     vision_lr: float = 2e-3
     vision_lr_scale: float = 0.2  # stages 2-3: learning-rate factor for the pre-trained vision tower
+    # stage 1 also labels each patch with its object's place in the mention order (patch_order_labels),
+    # so that "the next object to name" is one feature the language model can look up (off up to v8)
+    vision_order_labels: bool = False
     task_weights: tuple[int, ...] = TASK_WEIGHTS  # describe, pope, count, colour, judge
     # Stage 3: yes/no answers (POPE, self-judgment) are learned last, so they get more weight.
     answer_steps: int = 1500
@@ -340,8 +344,8 @@ def own_corrections(model, processor: LlavaProcessor, cfg: EmbeddedConfig, stage
     return corrections
 
 
-def patch_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.12) -> tuple[list[int], list[int]]:
-    """Per patch: the shape and colour class of the object covering it most (0 = background)."""
+def patch_owners(scene, image_size: int, patch_size: int, min_cover: float = 0.12) -> np.ndarray:
+    """Per patch: 1 + the index (in scene.objects) of the object covering it most, 0 for background."""
     mask = object_mask(scene, image_size)
     grid = image_size // patch_size
     cells = mask.reshape(grid, patch_size, grid, patch_size).transpose(0, 2, 1, 3).reshape(grid * grid, -1)
@@ -350,10 +354,23 @@ def patch_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.1
                       + [(cells == index).sum(axis=1) for index in range(1, len(scene.objects) + 1)], axis=1)
     best = counts.argmax(axis=1)  # ties: the first object, as the object mask orders them
     covered = counts[np.arange(len(best)), best] >= min_cover * patch_size * patch_size
+    return np.where(covered, best, 0)
+
+
+def patch_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.12) -> tuple[list[int], list[int]]:
+    """Per patch: the shape and colour class of the object covering it most (0 = background)."""
+    owners = patch_owners(scene, image_size, patch_size, min_cover)
     shape_of = [0] + [SHAPES.index(obj.shape) + 1 for obj in scene.objects]
     colour_of = [0] + [list(COLORS).index(obj.color) + 1 for obj in scene.objects]
-    return ([shape_of[b] if c else 0 for b, c in zip(best, covered)],
-            [colour_of[b] if c else 0 for b, c in zip(best, covered)])
+    return [shape_of[o] for o in owners], [colour_of[o] for o in owners]
+
+
+def patch_order_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.12) -> list[int]:
+    """Per patch: the place (1-4) of the object covering it in the order descriptions mention
+    objects (core.shapes.texts.mention_order), 0 = background."""
+    order = mention_order(scene)
+    place_of = [0] + [next(i for i, o in enumerate(order) if o is obj) + 1 for obj in scene.objects]
+    return [place_of[o] for o in patch_owners(scene, image_size, patch_size, min_cover)]
 
 
 def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProcessor, cfg: EmbeddedConfig,
@@ -365,7 +382,8 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
     features worth reading. The linear heads are thrown away afterwards.
     """
     vision = model.model.vision_tower
-    heads = torch.nn.Linear(cfg.vision_hidden, len(SHAPES) + 1 + len(COLORS) + 1)
+    n_shape, n_colour, n_place = len(SHAPES) + 1, len(COLORS) + 1, MAX_OBJECTS + 1
+    heads = torch.nn.Linear(cfg.vision_hidden, n_shape + n_colour + (n_place if cfg.vision_order_labels else 0))
     params = list(vision.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=cfg.weight_decay)
     losses = []
@@ -382,9 +400,12 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
             group["lr"] = cfg.vision_lr * min(1.0, (step + 1) / 50) * (1 - step / cfg.vision_steps * 0.9)
         features = vision(pixel_values=pixels).last_hidden_state[:, 1:]  # patches, as LLaVA reads them
         logits = heads(features)
-        loss = (torch.nn.functional.cross_entropy(logits[..., :len(SHAPES) + 1].flatten(0, 1), shape_target.flatten())
-                + torch.nn.functional.cross_entropy(logits[..., len(SHAPES) + 1:].flatten(0, 1),
-                                                    colour_target.flatten()))
+        cross_entropy = torch.nn.functional.cross_entropy
+        loss = (cross_entropy(logits[..., :n_shape].flatten(0, 1), shape_target.flatten())
+                + cross_entropy(logits[..., n_shape:n_shape + n_colour].flatten(0, 1), colour_target.flatten()))
+        if cfg.vision_order_labels:
+            place_target = torch.tensor([patch_order_labels(sc, cfg.image_size, cfg.patch_size) for sc in scenes])
+            loss = loss + cross_entropy(logits[..., n_shape + n_colour:].flatten(0, 1), place_target.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -392,9 +413,13 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
         losses.append(loss.item())
         if log_every and (step % log_every == 0 or step == cfg.vision_steps - 1):
             on_object = shape_target > 0  # background patches are easy; report the object patches
-            shape_acc = (logits[..., :len(SHAPES) + 1].argmax(-1)[on_object] == shape_target[on_object]).float().mean()
+            shape_acc = (logits[..., :n_shape].argmax(-1)[on_object] == shape_target[on_object]).float().mean()
+            place = ""
+            if cfg.vision_order_labels:
+                place_acc = (logits[..., n_shape + n_colour:].argmax(-1)[on_object] == place_target[on_object]).float()
+                place = f"  place accuracy {place_acc.mean():.3f}"
             print(f"vision step {step:4d}  patch loss {sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}"
-                  f"  shape accuracy on object patches {shape_acc:.3f}", flush=True)
+                  f"  shape accuracy on object patches {shape_acc:.3f}{place}", flush=True)
     return losses
 
 
@@ -603,6 +628,8 @@ def main(argv: list[str] | None = None) -> None:
     WorldOptions.add_arguments(t)  # the training scenes' world
     t.add_argument("--judge-templates", default=",".join(EmbeddedConfig.judge_templates),
                    help="judge templates the judgments are learned in (comma-separated JUDGE_PROMPTS keys)")
+    t.add_argument("--vision-order-labels", action="store_true",
+                   help="stage 1 also labels each patch with its object's place in the mention order")
     t.add_argument("--length-groups", type=int, default=EmbeddedConfig.length_groups,
                    help="run each batch as this many length-sorted pieces (same gradient, less padding; 1: off)")
     t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")

@@ -459,7 +459,7 @@ def format_report(result: BaseEvaluation) -> str:
     ] + [f"| description object recall, scenes of {count} object{'s' * (count > 1)} | {value:.3f} |"
          for count, value in result.recall_by_objects.items()] + [
         f"| description object recall, {group} objects | {value:.3f} |"
-        for group, value in result.recall_by_visibility.items()] + [
+        for group, value in result.recall_by_visibility.items() if group != "faint"  # = faint objects named
     ] + [f"| yes/no accuracy, {k} | {v:.1%} |" for k, v in result.pope_accuracy.items()] + [
         f"| self-judgment AUROC of P(yes), with image | {result.judge_auroc_image:.3f} |",
         f"| self-judgment AUROC of P(yes), without image (blind) | {result.judge_auroc_blind:.3f} |",

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 CANVAS = 96
+MAX_OBJECTS = 4  # a scene holds 1 to MAX_OBJECTS objects
 SHAPES = ("circle", "square", "triangle", "star", "cross", "heart", "diamond")
 COLORS = {
     "red": (215, 40, 40),
@@ -214,7 +215,7 @@ def make_scene(seed: int, n_objects: int | None = None, canvas: int = CANVAS,
     (default: each pair's PARTNER_RATE; 0.8 makes the text prior right about the scenes); `dim_rate`
     makes that share of objects of every kind dim (weak evidence, where the prior decides)."""
     rng = random.Random(seed)
-    n = n_objects if n_objects is not None else rng.randint(1, 4)
+    n = n_objects if n_objects is not None else rng.randint(1, MAX_OBJECTS)
     if not 1 <= n <= 4:
         raise ValueError(f"a scene has 1 to 4 objects, not {n}")
     names = _pick_names(rng, n, partner_rate)
