@@ -136,7 +136,7 @@ def test_patch_order_labels_mark_each_object_with_its_place_in_the_mention_order
 def test_vision_stage_with_order_labels_learns_every_label():
     from core.shapes.embedded import pretrain_vision
 
-    cfg = EmbeddedConfig(**TINY, vision_steps=10, vision_batch_size=8, vision_order_labels=True)
+    cfg = EmbeddedConfig(**TINY, vision_steps=10, vision_batch_size=8, vision_order_weight=1.0)
     tokenizer = build_tokenizer()
     plain = pretrain_vision(build_model(tokenizer, cfg), build_processor(tokenizer, cfg),
                             EmbeddedConfig(**TINY, vision_steps=1, vision_batch_size=8), log_every=0)

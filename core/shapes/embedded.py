@@ -84,8 +84,9 @@ class EmbeddedConfig:
     vision_lr: float = 2e-3
     vision_lr_scale: float = 0.2  # stages 2-3: learning-rate factor for the pre-trained vision tower
     # stage 1 also labels each patch with its object's place in the mention order (patch_order_labels),
-    # so that "the next object to name" is one feature the language model can look up (off up to v8)
-    vision_order_labels: bool = False
+    # its cross-entropy at this weight, so that "the next object to name" is one feature the language
+    # model can look up (0: off, as in every model up to v8)
+    vision_order_weight: float = 0.0
     task_weights: tuple[int, ...] = TASK_WEIGHTS  # describe, pope, count, colour, judge
     # Stage 3: yes/no answers (POPE, self-judgment) are learned last, so they get more weight.
     answer_steps: int = 1500
@@ -383,7 +384,7 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
     """
     vision = model.model.vision_tower
     n_shape, n_colour, n_place = len(SHAPES) + 1, len(COLORS) + 1, MAX_OBJECTS + 1
-    heads = torch.nn.Linear(cfg.vision_hidden, n_shape + n_colour + (n_place if cfg.vision_order_labels else 0))
+    heads = torch.nn.Linear(cfg.vision_hidden, n_shape + n_colour + (n_place if cfg.vision_order_weight else 0))
     params = list(vision.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=cfg.weight_decay)
     losses = []
@@ -403,9 +404,10 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
         cross_entropy = torch.nn.functional.cross_entropy
         loss = (cross_entropy(logits[..., :n_shape].flatten(0, 1), shape_target.flatten())
                 + cross_entropy(logits[..., n_shape:n_shape + n_colour].flatten(0, 1), colour_target.flatten()))
-        if cfg.vision_order_labels:
+        if cfg.vision_order_weight:
             place_target = torch.tensor([patch_order_labels(sc, cfg.image_size, cfg.patch_size) for sc in scenes])
-            loss = loss + cross_entropy(logits[..., n_shape + n_colour:].flatten(0, 1), place_target.flatten())
+            loss = loss + cfg.vision_order_weight * cross_entropy(logits[..., n_shape + n_colour:].flatten(0, 1),
+                                                                  place_target.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -415,7 +417,7 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
             on_object = shape_target > 0  # background patches are easy; report the object patches
             shape_acc = (logits[..., :n_shape].argmax(-1)[on_object] == shape_target[on_object]).float().mean()
             place = ""
-            if cfg.vision_order_labels:
+            if cfg.vision_order_weight:
                 place_acc = (logits[..., n_shape + n_colour:].argmax(-1)[on_object] == place_target[on_object]).float()
                 place = f"  place accuracy {place_acc.mean():.3f}"
             print(f"vision step {step:4d}  patch loss {sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}"
@@ -628,8 +630,9 @@ def main(argv: list[str] | None = None) -> None:
     WorldOptions.add_arguments(t)  # the training scenes' world
     t.add_argument("--judge-templates", default=",".join(EmbeddedConfig.judge_templates),
                    help="judge templates the judgments are learned in (comma-separated JUDGE_PROMPTS keys)")
-    t.add_argument("--vision-order-labels", action="store_true",
-                   help="stage 1 also labels each patch with its object's place in the mention order")
+    t.add_argument("--vision-order-weight", type=float, default=EmbeddedConfig.vision_order_weight,
+                   help="stage 1 also labels each patch with its object's place in the mention order, "
+                        "at this loss weight (0: off)")
     t.add_argument("--length-groups", type=int, default=EmbeddedConfig.length_groups,
                    help="run each batch as this many length-sorted pieces (same gradient, less padding; 1: off)")
     t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")
