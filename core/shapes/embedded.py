@@ -34,8 +34,8 @@ from core.shapes.texts import (CAPTION_DESCRIBE_RATE, CAPTION_LABEL_RATE, HABIT_
                                PRIOR_MENTION_RATE, TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits, Example,
                                correction_example, corpus, mention_order, repeat_negatives, text_example,
                                training_example)
-from core.shapes.world import (CANVAS, COLORS, FAINT_PARTNER_RATE, MAX_OBJECTS, SHAPES, Scene, WorldOptions, make_scene, object_mask,
-                               render)
+from core.shapes.world import (CANVAS, COLORS, FAINT_PARTNER_RATE, MAX_OBJECTS, SHAPES, Scene, WorldOptions, make_scene,
+                               object_mask, render)
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
@@ -378,6 +378,7 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
                     log_every: int = 50) -> list[float]:
     """Stage 1: train the vision tower to label every patch with its object's shape and colour.
 
+    At `cfg.vision_order_weight` > 0 it also labels the object's place in the mention order.
     Trained end to end from scratch, a tiny LLaVA first learns the text prior and ignores the
     image (its image features collapse to a constant); this stage gives the language model
     features worth reading. The linear heads are thrown away afterwards.

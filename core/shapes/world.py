@@ -216,8 +216,8 @@ def make_scene(seed: int, n_objects: int | None = None, canvas: int = CANVAS,
     makes that share of objects of every kind dim (weak evidence, where the prior decides)."""
     rng = random.Random(seed)
     n = n_objects if n_objects is not None else rng.randint(1, MAX_OBJECTS)
-    if not 1 <= n <= 4:
-        raise ValueError(f"a scene has 1 to 4 objects, not {n}")
+    if not 1 <= n <= MAX_OBJECTS:
+        raise ValueError(f"a scene has 1 to {MAX_OBJECTS} objects, not {n}")
     names = _pick_names(rng, n, partner_rate)
     kinds = ["partner" if _is_partner(nm) else "other" for nm in names]
     sizes = ["small" if rng.random() < SMALL_RATE[k] else "large" for k in kinds]
