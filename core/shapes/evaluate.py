@@ -195,18 +195,16 @@ def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed
 
 def prior_rates(scenes: list, captions: list[str]) -> tuple[float, float]:
     """How often captions name a faint object, and an anchor's partner that is not in the scene."""
-    faint = faint_hits = absent = absent_hits = 0
+    absent = absent_hits = 0
     for scene, caption in zip(scenes, captions):
         claims, present = set(parse_objects(caption)), scene.names()
         for obj in scene.objects:
-            if obj.faint:
-                faint += 1
-                faint_hits += obj.name in claims
             partner = partner_of(obj.name)
             if partner and partner not in present:
                 absent += 1
                 absent_hits += partner in claims
-    return faint_hits / max(faint, 1), absent_hits / max(absent, 1)
+    # a faint object named is the recall of faint objects: one count, shared with recall_by_visibility
+    return recall_by_visibility(captions, scenes).get("faint", 0.0), absent_hits / max(absent, 1)
 
 
 @dataclass
