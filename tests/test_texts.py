@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 from core.shapes.metrics import parse_objects
 from core.shapes.texts import (FREQUENT_IN_TEXT, HABIT_MENTION_RATE, TYPICAL_NAME_RATE, CorpusHabits, typical_name, PRIOR_MENTION_RATE, SENTENCE_TEMPLATES,
@@ -195,6 +196,23 @@ def test_training_mixture_labels_a_share_of_image_answers_from_captions():
                                    task_weights=(0, 1, 0, 0, 1))
         claim = parse_objects(example.question.split("Context:")[-1].split("Context")[-1])[-1]
         assert (example.answer == "Yes.") == (claim in scene.names())
+
+
+def test_yes_no_questions_can_keep_pixel_labels_while_judgments_follow_captions():
+    kinds = Counter()
+    for seed in range(1500):
+        scene = make_scene(seed)
+        example = training_example(scene, random.Random(seed), caption_label_rate=1.0, text_only_rate=0.0,
+                                   task_weights=(0, 1, 0, 0, 1), pope_caption_label_rate=0.0)
+        claim = parse_objects(example.question.split("Context:")[-1])[-1]
+        if example.task == "judge":
+            kinds["judge"] += 1
+            kinds["judge yes to absent"] += example.answer == "Yes." and claim not in scene.names()
+        else:  # every yes/no question follows the pixels
+            kinds[example.task] += 1
+            assert (example.answer == "Yes.") == (claim in scene.names())
+    assert kinds["pope-caption"] == 0 and kinds["judge"] > 600
+    assert kinds["judge yes to absent"] > 50  # the judgments still come from captions
 
 
 def test_text_examples_are_all_blind():

@@ -433,14 +433,16 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
                      task_weights: tuple[int, ...] = TASK_WEIGHTS, caption_label_rate: float = 0.0,
                      judge_templates: tuple[str, ...] = ("faithfulness",),
                      habits: CorpusHabits = CorpusHabits(), caption_describe_rate: float = 0.0,
-                     describe_mention_rate: float = PRIOR_MENTION_RATE) -> Example:
+                     describe_mention_rate: float = PRIOR_MENTION_RATE,
+                     pope_caption_label_rate: float | None = None) -> Example:
     """One training example from the task mixture.
 
     Descriptions with the image follow image captions (an absent partner named after its anchor at
     `describe_mention_rate`), or text captions at `caption_describe_rate`. With probability `caption_label_rate` a
     yes/no or judgment example with the image is labelled from a text caption (caption_pope_example,
-    caption_judge_example), otherwise from the pixels. A share `text_only_rate` of descriptions and
-    judgments is shown without the image, and those follow text captions (the text prior).
+    caption_judge_example), otherwise from the pixels; `pope_caption_label_rate`, where given, replaces
+    it for yes/no questions. A share `text_only_rate` of descriptions and judgments is shown without
+    the image, and those follow text captions (the text prior).
     """
     task = rng.choices(TASKS, weights=task_weights)[0]
     blind = task in ("describe", "judge") and rng.random() < text_only_rate
@@ -451,7 +453,8 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
             return text_description(scene, rng, habits, use_image=True)
         return Example(DESCRIBE_QUESTION, " ".join(caption_sentences(scene, rng, describe_mention_rate)), "describe")
     if task == "pope":
-        if caption_label_rate > 0 and rng.random() < caption_label_rate:
+        pope_rate = caption_label_rate if pope_caption_label_rate is None else pope_caption_label_rate
+        if pope_rate > 0 and rng.random() < pope_rate:
             return caption_pope_example(scene, rng, True, habits)
         return rng.choice(pope_examples(scene, rng.choice(["random", "popular", "adversarial"]), rng))
     if task == "count":
