@@ -296,3 +296,16 @@ def test_length_groups_give_the_gradient_of_the_whole_batch_with_less_padding():
         assert len(grads) == len(whole)
         for grad, reference in zip(grads, whole):
             assert torch.allclose(grad, reference, atol=1e-6, rtol=1e-4)
+
+
+def test_train_cli_sets_the_language_model_size(tmp_path):
+    import json
+
+    from core.shapes.embedded import main
+
+    main(["train", "--out", str(tmp_path / "m"), "--text-hidden", "48", "--text-layers", "1", "--text-heads", "2",
+          "--text-intermediate", "64", "--vision-steps", "0", "--text-steps", "0", "--steps", "1", "--answer-steps", "0",
+          "--batch-size", "2"])
+    text_config = json.loads((tmp_path / "m" / "config.json").read_text())["text_config"]
+    assert (text_config["hidden_size"], text_config["num_hidden_layers"], text_config["num_attention_heads"],
+            text_config["intermediate_size"]) == (48, 1, 2, 64)
