@@ -83,6 +83,18 @@ def _draw_scene(page, seed: int) -> None:
     page.locator("#explore-truth", has_text=f"scene {seed}:").wait_for()
 
 
+def _set_number(page, box, value: str, tries: int = 5) -> None:
+    """Type a number and make sure it stays: a box in a just-opened accordion can still be mounting, and
+    its initial value then overwrites what was typed (twice the default 20 reached the server)."""
+    for _ in range(tries):
+        box.fill(value)
+        box.press("Tab")  # commit the value before a click sends it
+        page.wait_for_timeout(400)
+        if box.input_value() == value:
+            return
+    raise AssertionError(f"the number box kept {box.input_value()!r}, not {value!r}")
+
+
 def _watch_button_labels(page) -> None:
     page.evaluate("""() => { window.seenLabels = [];
         const button = document.getElementById('explore-score');
@@ -232,9 +244,7 @@ def test_self_curate_fine_tune_and_open_the_adapter_in_explore(browser, tiny):
     page.goto(url)
     page.get_by_role("tab", name="Fine-tune").click()
     page.get_by_text("Self-curation: the model makes its own pairs").click()
-    images = page.get_by_label("Images (N)")
-    images.fill("3")
-    images.press("Tab")  # commit the value before the click sends it (once, under load, the default 20 went)
+    _set_number(page, page.get_by_label("Images (N)"), "3")
     page.click("#finetune-self-curate")
     status = page.locator("#finetune-curate-status", has_text="Self-curated")
     status.wait_for()
