@@ -84,8 +84,8 @@ def _draw_scene(page, seed: int) -> None:
 
 
 def _set_number(page, box, value: str, tries: int = 5) -> None:
-    """Type a number and make sure it stays: a box in a just-opened accordion can still be mounting, and
-    its initial value then overwrites what was typed (twice the default 20 reached the server)."""
+    """Type a number and make sure it stays before anything is clicked: twice the default 20 reached the
+    server instead of the typed value (our guess, not shown: a box in a just-opened accordion still mounting)."""
     for _ in range(tries):
         box.fill(value)
         box.press("Tab")  # commit the value before a click sends it
