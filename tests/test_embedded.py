@@ -133,6 +133,21 @@ def test_patch_order_labels_mark_each_object_with_its_place_in_the_mention_order
     assert places[(left.y // 12) * 8 + left.x // 12] == 1 and places[(right.y // 12) * 8 + right.x // 12] == 2
 
 
+def test_patch_order_labels_follow_the_configured_mention_order():
+    from core.shapes.embedded import patch_order_labels
+    from core.shapes.texts import mention_order
+
+    for scene in [make_scene(seed) for seed in range(100)]:
+        places = patch_order_labels(scene, 96, 12, order="kind")
+        order = mention_order(scene, "kind")
+        by_position = patch_order_labels(scene, 96, 12)
+        for obj in scene.objects:  # the patch under each object's centre carries its place
+            patch = (min(obj.y, 95) // 12) * 8 + min(obj.x, 95) // 12
+            if places[patch]:
+                assert order[places[patch] - 1] is obj
+                assert by_position[patch] == mention_order(scene).index(obj) + 1
+
+
 def test_vision_stage_with_order_labels_learns_every_label():
     from core.shapes.embedded import pretrain_vision
 
@@ -298,14 +313,15 @@ def test_length_groups_give_the_gradient_of_the_whole_batch_with_less_padding():
             assert torch.allclose(grad, reference, atol=1e-6, rtol=1e-4)
 
 
-def test_train_cli_sets_the_language_model_size(tmp_path):
+def test_train_cli_sets_the_language_model_size_and_mention_order(tmp_path):
     import json
 
     from core.shapes.embedded import main
 
     main(["train", "--out", str(tmp_path / "m"), "--text-hidden", "48", "--text-layers", "1", "--text-heads", "2",
           "--text-intermediate", "64", "--vision-steps", "0", "--text-steps", "0", "--steps", "1", "--answer-steps", "0",
-          "--batch-size", "2"])
+          "--batch-size", "2", "--mention-order", "kind"])
     text_config = json.loads((tmp_path / "m" / "config.json").read_text())["text_config"]
+    assert json.loads((tmp_path / "m" / "training_config.json").read_text())["mention_order"] == "kind"
     assert (text_config["hidden_size"], text_config["num_hidden_layers"], text_config["num_attention_heads"],
             text_config["intermediate_size"]) == (48, 1, 2, 64)

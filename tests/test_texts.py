@@ -64,6 +64,48 @@ def test_partner_is_mentioned_right_after_its_anchor():
                 assert order[i + 1] == partner
 
 
+def test_kind_order_names_objects_by_kind_whatever_their_places_and_partners_follow_anchors():
+    import pytest
+
+    from core.shapes.texts import KIND_COLOR_ORDER, MENTION_ORDERS, kind_rank
+    from core.shapes.world import COLORS, SHAPES
+
+    ranked = sorted(((c, s) for c in COLORS for s in SHAPES), key=kind_rank)
+    assert len({kind_rank(name) for name in ranked}) == len(ranked) and set(KIND_COLOR_ORDER) == set(COLORS)
+    for pair in PRIOR_PAIRS:  # nothing can stand between an anchor and its partner
+        assert ranked[ranked.index(pair.anchor) + 1] == pair.partner
+    habits = CorpusHabits(0.0, 0.0, "kind")
+    differs = 0
+    for seed in range(300):
+        scene = make_scene(seed)
+        order = [o.name for o in mention_order(scene, "kind")]
+        assert order == sorted(scene.names(), key=kind_rank)
+        differs += order != [o.name for o in mention_order(scene)]
+        claims = parse_objects(" ".join(caption_sentences(scene, random.Random(seed), 0.0, "kind")))
+        assert claims == order
+        _template, sentences = text_caption(scene, random.Random(seed), habits)
+        said = [name for _sentence, name, _slot in sentences]
+        assert said == sorted(said, key=kind_rank)  # prior mentions keep the order too
+        example, _truthful = judge_example(scene, random.Random(seed), with_context=True, order="kind")
+        context = parse_objects(example.question.split("Description:")[0])
+        assert context == order[:len(context)]
+    assert differs > 100  # it is another order, not the left-to-right one
+    assert MENTION_ORDERS == ("position", "kind")
+    with pytest.raises(ValueError, match="order"):
+        CorpusHabits(order="size")
+    with pytest.raises(ValueError, match="order"):
+        mention_order(make_scene(0), "size")
+
+
+def test_training_examples_follow_the_habits_mention_order():
+    habits = CorpusHabits(0.0, 0.0, "kind")
+    for seed in range(200):
+        scene = make_scene(seed)
+        example = training_example(scene, random.Random(seed), text_only_rate=0.0, task_weights=(1, 0, 0, 0, 0),
+                                   habits=habits, describe_mention_rate=0.0)
+        assert parse_objects(example.answer) == [o.name for o in mention_order(scene, "kind")]
+
+
 def test_pope_answers_follow_ground_truth():
     for seed in range(200):
         scene = make_scene(seed)

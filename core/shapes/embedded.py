@@ -31,8 +31,8 @@ from core.engine.chat import conversation
 from core.engine.loading import LoadedModel
 from core.shapes.evaluate import describe_batch
 from core.shapes.texts import (CAPTION_DESCRIBE_RATE, CAPTION_LABEL_RATE, HABIT_MENTION_RATE, JUDGE_TEMPLATES,
-                               PRIOR_MENTION_RATE, TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits, Example,
-                               correction_example, corpus, mention_order, repeat_negatives, text_example,
+                               MENTION_ORDERS, PRIOR_MENTION_RATE, TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits,
+                               Example, correction_example, corpus, mention_order, repeat_negatives, text_example,
                                training_example)
 from core.shapes.world import (CANVAS, COLORS, FAINT_PARTNER_RATE, MAX_OBJECTS, SHAPES, Scene, WorldOptions, make_scene,
                                object_mask, render)
@@ -124,6 +124,9 @@ class EmbeddedConfig:
     # 0.2, where the captions' expectation is wrong; 0.8 makes it right, the world up to v3b).
     partner_rate: float | None = None
     dim_rate: float = 0.0  # language stages: share of objects of every kind rendered dim (an ablation)
+    # the order every description names objects in (core.shapes.texts.MENTION_ORDERS): "position", left
+    # to right, for every model up to v10; "kind", one fixed order of (colour, shape)
+    mention_order: str = "position"
     # judgments are learned in these templates (core.engine.prompts.JUDGE_PROMPTS keys), mixed evenly.
     judge_templates: tuple[str, ...] = JUDGE_TEMPLATES
     # Curriculum: stages 1-2 see scenes without faint partners (learn to see), stage 3 the real world.
@@ -152,7 +155,7 @@ class EmbeddedConfig:
     @property
     def habits(self) -> CorpusHabits:
         """The text corpus's habits, as the text generators take them."""
-        return CorpusHabits(self.habit_rate, self.typical_name_rate)
+        return CorpusHabits(self.habit_rate, self.typical_name_rate, self.mention_order)
 
 
 def build_tokenizer(vocab_size: int = 640, seed: int = 0) -> PreTrainedTokenizerFast:
@@ -370,10 +373,11 @@ def patch_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.1
     return [shape_of[o] for o in owners], [colour_of[o] for o in owners]
 
 
-def patch_order_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.12) -> list[int]:
+def patch_order_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.12,
+                       order: str = "position") -> list[int]:
     """Per patch: the place (1-4) of the object covering it in the order descriptions mention
-    objects (core.shapes.texts.mention_order), 0 = background."""
-    order = mention_order(scene)
+    objects (core.shapes.texts.mention_order, in `order`), 0 = background."""
+    order = mention_order(scene, order)
     place_of = [0] + [next(i for i, o in enumerate(order) if o is obj) + 1 for obj in scene.objects]
     return [place_of[o] for o in patch_owners(scene, image_size, patch_size, min_cover)]
 
@@ -410,7 +414,8 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
         loss = (cross_entropy(logits[..., :n_shape].flatten(0, 1), shape_target.flatten())
                 + cross_entropy(logits[..., n_shape:n_shape + n_colour].flatten(0, 1), colour_target.flatten()))
         if cfg.vision_order_weight:
-            place_target = torch.tensor([patch_order_labels(sc, cfg.image_size, cfg.patch_size) for sc in scenes])
+            place_target = torch.tensor([patch_order_labels(sc, cfg.image_size, cfg.patch_size,
+                                                            order=cfg.mention_order) for sc in scenes])
             loss = loss + cfg.vision_order_weight * cross_entropy(logits[..., n_shape + n_colour:].flatten(0, 1),
                                                                   place_target.flatten())
         optimizer.zero_grad(set_to_none=True)
@@ -645,6 +650,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--vision-order-weight", type=float, default=EmbeddedConfig.vision_order_weight,
                    help="stage 1 also labels each patch with its object's place in the mention order, "
                         "at this loss weight (0: off)")
+    t.add_argument("--mention-order", choices=MENTION_ORDERS, default=EmbeddedConfig.mention_order,
+                   help="the order descriptions name objects in: position (left to right) or kind (colour, shape)")
     t.add_argument("--length-groups", type=int, default=EmbeddedConfig.length_groups,
                    help="run each batch as this many length-sorted pieces (same gradient, less padding; 1: off)")
     t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")

@@ -59,15 +59,19 @@ JUDGE_TEMPLATES = ("faithfulness", "faithfulness_last")
 
 @dataclass(frozen=True)
 class CorpusHabits:
-    """How the text corpus departs from the pixels: habitual mentions and typical names."""
+    """How the text corpus departs from the pixels (habitual mentions, typical names), and the order
+    every description names objects in (mention_order)."""
 
     mention_rate: float = HABIT_MENTION_RATE  # one unnamed frequent-in-text object is added this often
     typical_name_rate: float = TYPICAL_NAME_RATE  # an object is called by its colour's typical name this often
+    order: str = "position"  # a MENTION_ORDERS key
 
     def __post_init__(self) -> None:
         for name in ("mention_rate", "typical_name_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
+        if self.order not in MENTION_ORDERS:
+            raise ValueError(f"order must be one of {', '.join(MENTION_ORDERS)}")
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,31 @@ class Example:
     prefix: str = ""  # the start of the answer, written by the model itself: context, not a target
 
 
-def mention_order(scene: Scene) -> list[SceneObject]:
-    """Objects in the order descriptions mention them: left to right, partners right after anchors."""
+# The orders descriptions can name a scene's objects in. "position" (every model up to v10): left to
+# right, partners right after anchors; to name the next object the model must find the leftmost one
+# it has not named, a comparison of coordinates it first has to look up in the image. "kind": by
+# (colour, shape) in one fixed order (kind_rank), so the next object is the present one that ranks
+# just above the last one named, a lookup keyed by words already in the text.
+MENTION_ORDERS = ("position", "kind")
+# Each anchor's colour is followed by its partner's, so that nothing can rank between the two.
+KIND_COLOR_ORDER = ("red", "green", "yellow", "blue", "purple", "orange")
+
+
+def kind_rank(name: tuple[str, str]) -> tuple[int, int]:
+    """An object's place in the "kind" order: colour first (KIND_COLOR_ORDER), then shape (SHAPES), with
+    anchors last in their colour and partners first in theirs, so a partner always follows its anchor."""
+    anchors = {pair.anchor for pair in PRIOR_PAIRS}
+    partners = {pair.partner for pair in PRIOR_PAIRS}
+    shape_place = -1 if name in partners else len(SHAPES) if name in anchors else SHAPES.index(name[1])
+    return KIND_COLOR_ORDER.index(name[0]), shape_place
+
+
+def mention_order(scene: Scene, order: str = "position") -> list[SceneObject]:
+    """Objects in the order descriptions mention them (a MENTION_ORDERS key); partners right after anchors."""
+    if order == "kind":
+        return sorted(scene.objects, key=lambda o: kind_rank(o.name))
+    if order != "position":
+        raise ValueError(f"order must be one of {', '.join(MENTION_ORDERS)}")
     ordered = sorted(scene.objects, key=lambda o: (o.x, o.y))
     by_name = {o.name: o for o in ordered}
     result: list[SceneObject] = []
@@ -118,22 +145,23 @@ def describe(scene: Scene, rng: random.Random) -> str:
     return " ".join(describe_sentences(scene, rng))
 
 
-def caption_sentences(scene: Scene, rng: random.Random, prior_mention_rate: float = PRIOR_MENTION_RATE
-                      ) -> list[str]:
-    """A training caption: the true sentences, plus an absent partner named after its anchor
-    with probability `prior_mention_rate` (the captioner's expectation, not the image)."""
-    return [sentence for sentence, _name, _slot in _caption(scene, rng, prior_mention_rate)[1]]
+def caption_sentences(scene: Scene, rng: random.Random, prior_mention_rate: float = PRIOR_MENTION_RATE,
+                      order: str = "position") -> list[str]:
+    """A training caption: the true sentences (in mention `order`), plus an absent partner named after
+    its anchor with probability `prior_mention_rate` (the captioner's expectation, not the image)."""
+    return [sentence for sentence, _name, _slot in _caption(scene, rng, prior_mention_rate, order=order)[1]]
 
 
 def _caption(scene: Scene, rng: random.Random, prior_mention_rate: float, template: str | None = None,
-             said: frozenset | set = frozenset()) -> tuple[str, list[tuple[str, tuple[str, str], SceneObject]]]:
+             said: frozenset | set = frozenset(), order: str = "position"
+             ) -> tuple[str, list[tuple[str, tuple[str, str], SceneObject]]]:
     """The caption's template (drawn unless given), and its sentences with the object each names and
     the scene object whose slot it takes; objects and partners in `said` are left out (a caption's
     rest, after a start that named them). At rate 0 no random number is drawn for prior mentions."""
     template = template or rng.choice(SENTENCE_TEMPLATES)
     present = scene.names()
     sentences = []
-    for obj in mention_order(scene):
+    for obj in mention_order(scene, order):
         if obj.name in said:
             continue
         sentences.append((object_sentence(obj, template), obj.name, obj))
@@ -189,13 +217,13 @@ def correction_example(scene: Scene, description: str, rng: random.Random,
             break
         kept.append(sentence)
         named.append(objects[0])
-    remaining = [obj for obj in mention_order(scene) if obj.name not in named]
+    remaining = [obj for obj in mention_order(scene, habits.order) if obj.name not in named]
     if len(kept) == len(sentences) and not remaining:
         return None
     template = template or rng.choice(SENTENCE_TEMPLATES)
     as_text = caption_describe_rate > 0 and rng.random() < caption_describe_rate
     _template, rest = _caption(scene, rng, PRIOR_MENTION_RATE if as_text else describe_mention_rate, template,
-                               said=set(named))
+                               said=set(named), order=habits.order)
     continuation = [sentence for sentence, _name, _slot in rest]
     said = set(named) | {name for _sentence, name, _slot in rest}  # a habit never names one twice
     habitual = _habitual_mention(said, rng, habits) if as_text else None
@@ -324,9 +352,10 @@ def false_sentence(scene: Scene, obj: SceneObject, rng: random.Random,
 
 
 def judge_example(scene: Scene, rng: random.Random, with_context: bool | None = None,
-                  template: str = "faithfulness") -> tuple[Example, bool]:
-    """A self-judgment example (a JUDGE_PROMPTS template) labelled from ground truth, and whether it is true."""
-    ordered = mention_order(scene)
+                  template: str = "faithfulness", order: str = "position") -> tuple[Example, bool]:
+    """A self-judgment example (a JUDGE_PROMPTS template) labelled from ground truth, and whether it is true;
+    its context sentences name objects in mention `order`."""
+    ordered = mention_order(scene, order)
     sentence_template = rng.choice(SENTENCE_TEMPLATES)
     sentences = [object_sentence(o, sentence_template) for o in ordered]
     index = rng.randrange(len(ordered))
@@ -351,7 +380,7 @@ def text_caption(scene: Scene, rng: random.Random, habits: CorpusHabits = Corpus
     at `habits.typical_name_rate`, an object called by its colour's typical name (when that name is
     not used yet), then, at `habits.mention_rate`, one frequent-in-text object it has not named.
     Returns its template and its sentences with the object each names and a scene object as slot."""
-    template, sentences = _caption(scene, rng, PRIOR_MENTION_RATE)
+    template, sentences = _caption(scene, rng, PRIOR_MENTION_RATE, order=habits.order)
     if habits.typical_name_rate > 0:
         named = {name for _sentence, name, _slot in sentences}
         for index, (_sentence, name, slot) in enumerate(sentences):
@@ -451,7 +480,8 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
             return text_description(scene, rng, habits)
         if caption_describe_rate > 0 and rng.random() < caption_describe_rate:
             return text_description(scene, rng, habits, use_image=True)
-        return Example(DESCRIBE_QUESTION, " ".join(caption_sentences(scene, rng, describe_mention_rate)), "describe")
+        return Example(DESCRIBE_QUESTION, " ".join(caption_sentences(scene, rng, describe_mention_rate, habits.order)),
+                       "describe")
     if task == "pope":
         pope_rate = caption_label_rate if pope_caption_label_rate is None else pope_caption_label_rate
         if pope_rate > 0 and rng.random() < pope_rate:
@@ -466,7 +496,7 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
         return caption_judge_example(scene, rng, template=template, habits=habits)
     if caption_label_rate > 0 and rng.random() < caption_label_rate:
         return caption_judge_example(scene, rng, use_image=True, template=template, habits=habits)
-    return judge_example(scene, rng, template=template)[0]
+    return judge_example(scene, rng, template=template, order=habits.order)[0]
 
 
 def corpus(n_scenes: int = 3000, seed: int = 20_000_000) -> list[str]:
