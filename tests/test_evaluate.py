@@ -142,6 +142,27 @@ def test_recall_by_visibility_groups_objects_by_how_they_are_rendered():
     assert recall_by_visibility([caption, both], [faint, faint]) == {"clear": 1.0, "faint": 0.5}
 
 
+def test_shape_errors_are_counted_apart_for_scenes_where_two_objects_share_a_colour():
+    from core.shapes.evaluate import shape_errors_by_colours
+    from core.shapes.world import SHAPES
+
+    shared = _scene_with(lambda s: len(s.objects) == 2 and s.objects[0].color == s.objects[1].color)
+    distinct = _scene_with(lambda s: len(s.objects) == 2 and s.objects[0].color != s.objects[1].color)
+
+    def wrong_shape(scene) -> str:  # a present colour with a shape no object of the scene has
+        obj = scene.objects[0]
+        shape = next(sh for sh in SHAPES if sh not in {o.shape for o in scene.objects})
+        return f"A small {obj.color} {shape} is on the left."
+
+    faithful = " ".join(f"A small {o.color} {o.shape} is on the left." for o in distinct.objects)
+    elsewhere = next(c for c in ("red", "green", "blue", "yellow", "purple", "orange")
+                     if c not in {o.color for o in distinct.objects})  # a colour error, not a shape one
+    captions = [wrong_shape(shared), wrong_shape(shared) + " " + wrong_shape(shared), faithful,
+                f"A small {elsewhere} {distinct.objects[0].shape} is on the left."]
+    assert shape_errors_by_colours(captions, [shared, shared, distinct, distinct]) == {
+        "shared colour": (2, 2), "distinct colours": (0, 2)}  # a repeated claim counts once per caption
+
+
 def test_evaluate_reports_recall_by_scene_size_consistent_with_the_pooled_recall(tiny_llava):
     from core.shapes.evaluate import evaluate, format_report
 

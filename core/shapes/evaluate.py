@@ -30,7 +30,7 @@ from core.engine.judge import CONTEXTS, JudgeItem, JudgeSettings, answer_tokens,
 from core.engine.loading import LoadedModel, load_model
 from core.engine.prompts import DESCRIBE_QUESTION, JUDGE_PROMPTS, judge_prompt
 from core.engine.sentences import split_sentences
-from core.shapes.metrics import ChairResult, chair, parse_objects, sentence_is_hallucinated
+from core.shapes.metrics import ChairResult, chair, hallucination_kind, parse_objects, sentence_is_hallucinated
 from core.shapes.texts import (FREQUENT_IN_TEXT, POSITION_PHRASE, SENTENCE_TEMPLATES, judge_example, pope_examples,
                                pope_question, typical_name)
 from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, WorldOptions, make_scene, partner_of, render
@@ -101,6 +101,8 @@ class BaseEvaluation:
     repeats_missing_an_object: float = float("nan")
     recall_by_objects: dict[int, float] = field(default_factory=dict)  # objects in the scene -> recall
     recall_by_visibility: dict[str, float] = field(default_factory=dict)  # clear, low contrast, faint -> recall
+    # "shared colour" / "distinct colours" scenes -> (hallucinated objects of kind shape, scenes)
+    shape_errors_by_colours: dict[str, tuple[int, int]] = field(default_factory=dict)
     prior: "PriorSection | None" = None
 
 
@@ -140,6 +142,19 @@ def recall_by_visibility(captions: list[str], scenes: list) -> dict[str, float]:
 
     by = _recall_by(captions, scenes, visibility)
     return {key: by[key] for key in ("clear", "low contrast", "faint") if key in by}
+
+
+def shape_errors_by_colours(captions: list[str], scenes: list) -> dict[str, tuple[int, int]]:
+    """Hallucinated objects of kind "shape" (a present colour, a wrong shape) and the number of scenes, in
+    scenes where two objects share a colour and in the rest: where telling same-colour objects apart fails."""
+    counts = {"shared colour": [0, 0], "distinct colours": [0, 0]}
+    for caption, scene in zip(captions, scenes):
+        group = counts["shared colour" if len({o.color for o in scene.objects}) < len(scene.objects)
+                       else "distinct colours"]
+        truth = scene.names()
+        group[0] += sum(hallucination_kind(name, truth) == "shape" for name in parse_objects(caption) if name not in truth)
+        group[1] += 1
+    return {key: (errors, n) for key, (errors, n) in counts.items()}
 
 
 def _recall_by(captions: list[str], scenes: list, key) -> dict:
@@ -190,7 +205,8 @@ def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed
                           repeated_object=repeated_object_rate(captions),
                           repeats_missing_an_object=repeats_missing_an_object(captions, scenes),
                           recall_by_objects=recall_by_objects(captions, scenes),
-                          recall_by_visibility=recall_by_visibility(captions, scenes))
+                          recall_by_visibility=recall_by_visibility(captions, scenes),
+                          shape_errors_by_colours=shape_errors_by_colours(captions, scenes))
 
 
 def prior_rates(scenes: list, captions: list[str]) -> tuple[float, float]:
@@ -458,7 +474,8 @@ def format_report(result: BaseEvaluation) -> str:
          for count, value in result.recall_by_objects.items()] + [
         f"| description object recall, {group} objects | {value:.3f} |"
         for group, value in result.recall_by_visibility.items() if group != "faint"  # = faint objects named
-    ] + [f"| yes/no accuracy, {k} | {v:.1%} |" for k, v in result.pope_accuracy.items()] + [
+    ] + [f"| wrong-shape objects named, scenes with {group} | {errors} in {n} scenes |"
+         for group, (errors, n) in result.shape_errors_by_colours.items()] + [f"| yes/no accuracy, {k} | {v:.1%} |" for k, v in result.pope_accuracy.items()] + [
         f"| self-judgment AUROC of P(yes), with image | {result.judge_auroc_image:.3f} |",
         f"| self-judgment AUROC of P(yes), without image (blind) | {result.judge_auroc_blind:.3f} |",
     ]
