@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, build_model, build_processor, build_tokenizer, collate,
@@ -60,6 +61,28 @@ def test_micro_training_lowers_the_loss_and_is_seeded():
     assert sum(losses[-3:]) / 3 < losses[0] - 0.5
     _, _, again = train(cfg, log_every=0)
     assert again == losses
+
+
+def test_shared_colour_rate_draws_scenes_where_two_objects_share_a_colour_and_rate_zero_changes_nothing():
+    import random
+
+    from core.shapes.embedded import language_stages, training_scene
+
+    def shared(scene) -> bool:
+        return len({o.color for o in scene.objects}) < len(scene.objects)
+
+    def scenes(cfg: EmbeddedConfig) -> list:
+        rng, stage = random.Random(5), language_stages(cfg)[1]
+        return [training_scene(rng, cfg, stage) for _ in range(400)]
+
+    plain = scenes(EmbeddedConfig())
+    assert 0.2 < sum(map(shared, plain)) / 400 < 0.4  # the world's own share, about 29%
+    rng = random.Random(5)  # at rate 0 the scenes are those drawn before the rate existed
+    assert [s.seed for s in plain] == [1_000_000 + rng.randrange(50_000_000) for _ in range(400)]
+    assert all(map(shared, scenes(EmbeddedConfig(shared_colour_rate=1.0))))
+    assert 0.55 < sum(map(shared, scenes(EmbeddedConfig(shared_colour_rate=0.5)))) / 400 < 0.75
+    with pytest.raises(ValueError, match="shared_colour_rate"):
+        EmbeddedConfig(shared_colour_rate=1.5)
 
 
 def test_saved_model_loads_through_auto_classes(tiny_llava):

@@ -127,6 +127,9 @@ class EmbeddedConfig:
     # the order every description names objects in (core.shapes.texts.MENTION_ORDERS): "position", left
     # to right, for every model up to v10; "kind", one fixed order of (colour, shape)
     mention_order: str = "position"
+    # language stages: this share of training scenes is drawn among those where two objects share a colour
+    # (0: the world's own share, about 29%), where the "kind" order has to tell two objects of one colour apart
+    shared_colour_rate: float = 0.0
     # judgments are learned in these templates (core.engine.prompts.JUDGE_PROMPTS keys), mixed evenly.
     judge_templates: tuple[str, ...] = JUDGE_TEMPLATES
     # Curriculum: stages 1-2 see scenes without faint partners (learn to see), stage 3 the real world.
@@ -151,6 +154,8 @@ class EmbeddedConfig:
             raise ValueError("image_size must be a multiple of patch_size")
         if self.length_groups < 1:
             raise ValueError("length_groups must be at least 1")
+        if not 0.0 <= self.shared_colour_rate <= 1.0:
+            raise ValueError("shared_colour_rate must be in [0, 1]")
 
     @property
     def habits(self) -> CorpusHabits:
@@ -302,15 +307,26 @@ def language_stages(cfg: EmbeddedConfig) -> list[Stage]:
                   text_only_rate=cfg.judge_text_only_rate)]
 
 
+def training_scene(rng: random.Random, cfg: EmbeddedConfig, stage: Stage) -> Scene:
+    """One fresh training scene; at `cfg.shared_colour_rate`, one where two objects share a colour."""
+    def draw() -> Scene:
+        return make_scene(cfg.train_seed_offset + rng.randrange(50_000_000), faint_partner_rate=stage.faint_partner_rate,
+                          partner_rate=cfg.partner_rate, dim_rate=cfg.dim_rate)
+
+    scene = draw()
+    if cfg.shared_colour_rate > 0 and rng.random() < cfg.shared_colour_rate:  # no draw at rate 0: batches as before
+        while len({o.color for o in scene.objects}) == len(scene.objects):
+            scene = draw()
+    return scene
+
+
 def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor, stage: Stage | None = None,
                    corrections: list[tuple[Scene, Example]] | None = None) -> dict[str, torch.Tensor]:
     """The batch for a training step: fresh scenes, deterministic in (seed, stage, step); with
     `corrections`, a share `cfg.own_prefix_rate` of it drawn from them."""
     stage = stage or language_stages(cfg)[1]
     rng = random.Random(cfg.seed * 1_000_003 + step + (stage.seed_tag - 1) * 7_919_000)
-    scenes = [make_scene(cfg.train_seed_offset + rng.randrange(50_000_000), faint_partner_rate=stage.faint_partner_rate,
-                         partner_rate=cfg.partner_rate, dim_rate=cfg.dim_rate)
-              for _ in range(stage.batch_size or cfg.batch_size)]
+    scenes = [training_scene(rng, cfg, stage) for _ in range(stage.batch_size or cfg.batch_size)]
     if stage.text_only:
         examples = [text_example(s, rng, tuple(cfg.judge_templates), cfg.habits) for s in scenes]
     else:
@@ -652,6 +668,8 @@ def main(argv: list[str] | None = None) -> None:
                         "at this loss weight (0: off)")
     t.add_argument("--mention-order", choices=MENTION_ORDERS, default=EmbeddedConfig.mention_order,
                    help="the order descriptions name objects in: position (left to right) or kind (colour, shape)")
+    t.add_argument("--shared-colour-rate", type=float, default=EmbeddedConfig.shared_colour_rate,
+                   help="share of training scenes drawn among those where two objects share a colour (0: as the world)")
     t.add_argument("--length-groups", type=int, default=EmbeddedConfig.length_groups,
                    help="run each batch as this many length-sorted pieces (same gradient, less padding; 1: off)")
     t.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps (0: never)")
