@@ -393,8 +393,8 @@ def patch_order_labels(scene, image_size: int, patch_size: int, min_cover: float
                        order: str = "position") -> list[int]:
     """Per patch: the place (1-4) of the object covering it in the order descriptions mention
     objects (core.shapes.texts.mention_order, in `order`), 0 = background."""
-    order = mention_order(scene, order)
-    place_of = [0] + [next(i for i, o in enumerate(order) if o is obj) + 1 for obj in scene.objects]
+    ordered = mention_order(scene, order)
+    place_of = [0] + [next(i for i, o in enumerate(ordered) if o is obj) + 1 for obj in scene.objects]
     return [place_of[o] for o in patch_owners(scene, image_size, patch_size, min_cover)]
 
 
