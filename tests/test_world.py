@@ -120,3 +120,11 @@ def test_world_options_draw_the_scenes_of_their_world_and_parse_their_flags():
     assert WorldOptions.from_args(parser.parse_args([])) == WorldOptions()
     assert WorldOptions.from_args(parser.parse_args(["--partner-rate", "0.2", "--dim-rate", "0.3"])) == \
         WorldOptions(0.2, 0.3)
+
+
+def test_shares_a_colour_is_true_exactly_when_two_objects_have_one_colour():
+    scenes = [make_scene(seed) for seed in range(300)]
+    assert any(s.shares_a_colour() for s in scenes) and not all(s.shares_a_colour() for s in scenes)
+    for scene in scenes:
+        colours = [o.color for o in scene.objects]
+        assert scene.shares_a_colour() == any(colours.count(c) > 1 for c in colours)

@@ -315,7 +315,7 @@ def training_scene(rng: random.Random, cfg: EmbeddedConfig, stage: Stage) -> Sce
 
     scene = draw()
     if cfg.shared_colour_rate > 0 and rng.random() < cfg.shared_colour_rate:  # no draw at rate 0: batches as before
-        while len({o.color for o in scene.objects}) == len(scene.objects):
+        while not scene.shares_a_colour():
             scene = draw()
     return scene
 

@@ -149,8 +149,7 @@ def shape_errors_by_colours(captions: list[str], scenes: list) -> dict[str, tupl
     scenes where two objects share a colour and in the rest: where telling same-colour objects apart fails."""
     counts = {"shared colour": [0, 0], "distinct colours": [0, 0]}
     for caption, scene in zip(captions, scenes):
-        group = counts["shared colour" if len({o.color for o in scene.objects}) < len(scene.objects)
-                       else "distinct colours"]
+        group = counts["shared colour" if scene.shares_a_colour() else "distinct colours"]
         truth = scene.names()
         group[0] += sum(hallucination_kind(name, truth) == "shape" for name in parse_objects(caption) if name not in truth)
         group[1] += 1

@@ -98,9 +98,7 @@ KIND_COLOR_ORDER = ("red", "green", "yellow", "blue", "purple", "orange")
 def kind_rank(name: tuple[str, str]) -> tuple[int, int]:
     """An object's place in the "kind" order: colour first (KIND_COLOR_ORDER), then shape (SHAPES), with
     anchors last in their colour and partners first in theirs, so a partner always follows its anchor."""
-    anchors = {pair.anchor for pair in PRIOR_PAIRS}
-    partners = {pair.partner for pair in PRIOR_PAIRS}
-    shape_place = -1 if name in partners else len(SHAPES) if name in anchors else SHAPES.index(name[1])
+    shape_place = (-1 if name in FREQUENT_IN_TEXT else len(SHAPES) if partner_of(name) else SHAPES.index(name[1]))
     return KIND_COLOR_ORDER.index(name[0]), shape_place
 
 

@@ -104,6 +104,10 @@ class Scene:
         """The set of (colour, shape) present in the scene."""
         return {o.name for o in self.objects}
 
+    def shares_a_colour(self) -> bool:
+        """True if two of the scene's objects have the same colour."""
+        return len({o.color for o in self.objects}) < len(self.objects)
+
     def to_json(self) -> dict:
         """Ground truth as plain JSON data."""
         return {"seed": self.seed, "objects": [
