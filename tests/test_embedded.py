@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
 from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, build_model, build_processor, build_tokenizer, collate,
                                   image_seq_length, language_stages, length_groups, own_corrections, per_example_loss,
-                                  train, training_loss_backward)
+                                  train, training_loss_backward, training_scene)
 from core.shapes.metrics import parse_objects
 from core.shapes.texts import Example
-from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, make_scene, render
+from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, Scene, make_scene, render
 
 TINY = dict(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=4,
             text_intermediate=128)
@@ -64,12 +66,7 @@ def test_micro_training_lowers_the_loss_and_is_seeded():
 
 
 def test_shared_colour_rate_draws_scenes_where_two_objects_share_a_colour_and_rate_zero_changes_nothing():
-    import random
-
-    from core.shapes.embedded import language_stages, training_scene
-
-    def shared(scene) -> bool:
-        return len({o.color for o in scene.objects}) < len(scene.objects)
+    shared = Scene.shares_a_colour
 
     def scenes(cfg: EmbeddedConfig) -> list:
         rng, stage = random.Random(5), language_stages(cfg)[1]
