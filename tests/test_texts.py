@@ -5,12 +5,16 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import pytest
+
 from core.shapes.metrics import parse_objects
-from core.shapes.texts import (FREQUENT_IN_TEXT, HABIT_MENTION_RATE, TYPICAL_NAME_RATE, CorpusHabits, typical_name, PRIOR_MENTION_RATE, SENTENCE_TEMPLATES,
-                        caption_judge_example, caption_pope_example, caption_sentences, colour_example, count_example,
-                        describe, describe_sentences, judge_example, mention_order, pope_examples, popular_objects,
-                        object_sentence, text_caption, text_example, training_example)
-from core.shapes.world import PRIOR_PAIRS, make_scene, partner_of
+from core.shapes.texts import (FREQUENT_IN_TEXT, HABIT_MENTION_RATE, KIND_COLOR_ORDER, MENTION_ORDERS, POPE_SPLITS,
+                               PRIOR_MENTION_RATE, SENTENCE_TEMPLATES, TASKS, TYPICAL_NAME_RATE, CorpusHabits,
+                               caption_judge_example, caption_pope_example, caption_sentences, colour_example,
+                               count_example, describe, describe_sentences, judge_example, kind_rank, mention_order,
+                               near_misses, object_sentence, pope_examples, popular_objects, text_caption,
+                               text_example, training_example, typical_name)
+from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, make_scene, partner_of
 
 
 def test_reference_description_names_exactly_the_scene_objects():
@@ -65,11 +69,6 @@ def test_partner_is_mentioned_right_after_its_anchor():
 
 
 def test_kind_order_names_objects_by_kind_whatever_their_places_and_partners_follow_anchors():
-    import pytest
-
-    from core.shapes.texts import KIND_COLOR_ORDER, MENTION_ORDERS, kind_rank
-    from core.shapes.world import COLORS, SHAPES
-
     ranked = sorted(((c, s) for c in COLORS for s in SHAPES), key=kind_rank)
     assert len({kind_rank(name) for name in ranked}) == len(ranked) and set(KIND_COLOR_ORDER) == set(COLORS)
     for pair in PRIOR_PAIRS:  # nothing can stand between an anchor and its partner
@@ -109,7 +108,7 @@ def test_training_examples_follow_the_habits_mention_order():
 def test_pope_answers_follow_ground_truth():
     for seed in range(200):
         scene = make_scene(seed)
-        for split in ("random", "popular", "adversarial"):
+        for split in POPE_SPLITS:
             yes, no = pope_examples(scene, split, random.Random(seed))
             assert yes.answer == "Yes." and no.answer == "No."
             assert parse_objects(yes.question)[0] in scene.names()
@@ -125,6 +124,49 @@ def test_adversarial_negative_is_the_absent_partner():
             assert parse_objects(no.question) == [pair.partner]
             return
     raise AssertionError("no scene with a lone anchor in 3000 seeds")
+
+
+def test_near_miss_negative_shares_a_colour_or_shape_with_a_present_object():
+    kinds = set()
+    for seed in range(300):
+        scene = make_scene(seed)
+        _, no = pope_examples(scene, "near-miss", random.Random(seed))
+        color, shape = parse_objects(no.question)[0]
+        assert (color, shape) not in scene.names()
+        shares = [(color == o.color, shape == o.shape) for o in scene.objects]
+        assert any(c or s for c, s in shares)
+        kinds |= {"colour" if c else "shape" for c, s in shares if c or s}
+    assert kinds == {"colour", "shape"}
+    with pytest.raises(ValueError, match="near-miss"):
+        pope_examples(make_scene(0), "nearest", random.Random(0))
+
+
+def test_pope_near_miss_rate_sets_the_share_of_near_miss_questions():
+    def near_miss_share(rate: float) -> float:
+        near = negatives = 0
+        for seed in range(600):
+            scene = make_scene(seed)
+            example = training_example(scene, random.Random(seed), task_weights=(0, 1, 0, 0, 0),
+                                       caption_label_rate=0.0, pope_near_miss_rate=rate)
+            if example.answer == "No.":
+                negatives += 1
+                near += parse_objects(example.question)[0] in near_misses(scene)
+        return near / negatives
+
+    # random and popular negatives are near misses by chance, adversarial ones when the scene has no partner
+    assert near_miss_share(1.0) == 1.0
+    assert near_miss_share(0.0) < 0.75 < near_miss_share(0.5)
+
+
+def test_pope_near_miss_rate_zero_keeps_the_earlier_random_stream():
+    # rate 0 must draw exactly what every model up to v11 was trained on: split, then the example
+    for seed in range(200):
+        scene = make_scene(seed)
+        rng = random.Random(seed)
+        rng.choices(TASKS, weights=(0, 1, 0, 0, 0))
+        earlier = rng.choice(pope_examples(scene, rng.choice(["random", "popular", "adversarial"]), rng))
+        assert training_example(scene, random.Random(seed), task_weights=(0, 1, 0, 0, 0), caption_label_rate=0.0,
+                                pope_near_miss_rate=0.0) == earlier
 
 
 def test_popular_objects_start_with_prior_objects():

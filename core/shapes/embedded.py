@@ -110,6 +110,9 @@ class EmbeddedConfig:
     # for every model up to v9): in real instruction data they mostly come from human-labelled VQA,
     # while descriptions and judgments were written from captions by a text-only model;
     pope_caption_label_rate: float | None = None
+    # of the pixel-labelled yes/no questions, this share asks about a near miss (an absent object sharing a
+    # colour or a shape with a present one), which only colour bound to shape answers (0: none, as up to v11)
+    pope_near_miss_rate: float = 0.0
     # text captions name a frequent-in-text object (a prior partner) by habit this often,
     habit_rate: float = HABIT_MENTION_RATE
     # and call an object by its colour's typical name this often;
@@ -333,7 +336,7 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor, st
         text_only_rate = cfg.text_only_rate if stage.text_only_rate is None else stage.text_only_rate
         examples = [training_example(s, rng, text_only_rate, stage.task_weights, cfg.caption_label_rate,
                                      tuple(cfg.judge_templates), cfg.habits, cfg.caption_describe_rate,
-                                     cfg.describe_mention_rate, cfg.pope_caption_label_rate)
+                                     cfg.describe_mention_rate, cfg.pope_caption_label_rate, cfg.pope_near_miss_rate)
                     for s in scenes]
         if corrections and cfg.own_prefix_rate > 0:
             count = max(1, round(len(scenes) * cfg.own_prefix_rate))
@@ -644,6 +647,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="share of yes/no and judgment labels with the image written from text captions")
     t.add_argument("--pope-caption-label-rate", type=float, default=EmbeddedConfig.pope_caption_label_rate,
                    help="the share for object yes/no questions alone (default: --caption-label-rate)")
+    t.add_argument("--pope-near-miss-rate", type=float, default=EmbeddedConfig.pope_near_miss_rate,
+                   help="share of pixel-labelled yes/no questions about an absent object sharing a colour or "
+                        "shape with a present one")
     t.add_argument("--habit-rate", type=float, default=EmbeddedConfig.habit_rate,
                    help="how often a text caption names a frequent-in-text object by habit")
     t.add_argument("--typical-name-rate", type=float, default=EmbeddedConfig.typical_name_rate,

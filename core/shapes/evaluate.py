@@ -1,9 +1,9 @@
 """Measure a model on the held-out shapes-world test split (seeds 0..n-1; training uses seeds >= 1,000,000).
 
 Prints description recall and CHAIR (with what was hallucinated, and how often a caption names
-one object twice), POPE-style yes/no accuracy on the random, popular and adversarial splits, the
-self-judgment AUROC of P(yes) with and without the image, and "the language prior in the judgment"
-(prior_section): on the model's own sampled sentences the AUROC of the raw, blind and debiased
+one object twice), POPE-style yes/no accuracy on the random, popular, adversarial and near-miss
+splits, the self-judgment AUROC of P(yes) with and without the image, and "the language prior in the
+judgment" (prior_section): on the model's own sampled sentences the AUROC of the raw, blind and debiased
 scores (with a bootstrap interval of debiased minus raw), and the raw judge's P(yes) for absent
 plausible objects (an anchor's partner) against absent implausible ones in the same slot.
 
@@ -31,8 +31,8 @@ from core.engine.loading import LoadedModel, load_model
 from core.engine.prompts import DESCRIBE_QUESTION, JUDGE_PROMPTS, judge_prompt
 from core.engine.sentences import split_sentences
 from core.shapes.metrics import ChairResult, chair, hallucination_kind, parse_objects, sentence_is_hallucinated
-from core.shapes.texts import (FREQUENT_IN_TEXT, POSITION_PHRASE, SENTENCE_TEMPLATES, judge_example, pope_examples,
-                               pope_question, typical_name)
+from core.shapes.texts import (FREQUENT_IN_TEXT, POPE_SPLITS, POSITION_PHRASE, SENTENCE_TEMPLATES, judge_example,
+                               pope_examples, pope_question, typical_name)
 from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, WorldOptions, make_scene, partner_of, render
 
 
@@ -177,7 +177,7 @@ def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed
     faint_named, absent_partner_named = prior_rates(scenes, captions)
 
     pope: dict[str, float] = {}
-    for split in ("random", "popular", "adversarial"):
+    for split in POPE_SPLITS:
         correct = total = 0
         for chunk in _batches(scenes, batch_size):
             items = [(s, ex) for s in chunk for ex in pope_examples(s, split, random.Random(f"{split}-{s.seed}"))]

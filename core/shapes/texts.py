@@ -285,12 +285,22 @@ def pope_question(name: tuple[str, str]) -> str:
     return f"Is there a {name[0]} {name[1]} in the image?"
 
 
-def pope_negative(scene: Scene, split: str, rng: random.Random) -> tuple[str, str]:
-    """An absent object: random, popular (most frequent) or adversarial (absent prior partner)."""
+POPE_SPLITS = ("random", "popular", "adversarial", "near-miss")
+
+
+def near_misses(scene: Scene) -> list[tuple[str, str]]:
+    """Absent objects that share a colour or a shape with a present one: telling them apart needs
+    colour and shape bound to one object, not just seen somewhere in the image."""
     present = scene.names()
-    absent = [nm for nm in _all_names() if nm not in present]
+    return [nm for nm in _all_names() if nm not in present and any(nm[0] == p[0] or nm[1] == p[1] for p in present)]
+
+
+def pope_negative(scene: Scene, split: str, rng: random.Random) -> tuple[str, str]:
+    """An absent object: random, popular (most frequent), adversarial (absent prior partner) or
+    near-miss (sharing a colour or a shape with a present object)."""
+    present = scene.names()
     if split == "random":
-        return rng.choice(absent)
+        return rng.choice([nm for nm in _all_names() if nm not in present])
     if split == "popular":
         return next(nm for nm in popular_objects() if nm not in present)
     if split == "adversarial":
@@ -298,10 +308,10 @@ def pope_negative(scene: Scene, split: str, rng: random.Random) -> tuple[str, st
         partners = [p for p in partners if p and p not in present]
         if partners:
             return rng.choice(partners)
-        # else the object sharing colour or shape with a present one (a near miss)
-        near = [nm for nm in absent if any(nm[0] == p[0] or nm[1] == p[1] for p in present)]
-        return rng.choice(near)
-    raise ValueError(f"POPE split must be random, popular or adversarial, not {split!r}")
+        return rng.choice(near_misses(scene))
+    if split == "near-miss":
+        return rng.choice(near_misses(scene))
+    raise ValueError(f"POPE split must be one of {', '.join(POPE_SPLITS)}, not {split!r}")
 
 
 def pope_examples(scene: Scene, split: str, rng: random.Random) -> list[Example]:
@@ -461,15 +471,16 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
                      judge_templates: tuple[str, ...] = ("faithfulness",),
                      habits: CorpusHabits = CorpusHabits(), caption_describe_rate: float = 0.0,
                      describe_mention_rate: float = PRIOR_MENTION_RATE,
-                     pope_caption_label_rate: float | None = None) -> Example:
+                     pope_caption_label_rate: float | None = None, pope_near_miss_rate: float = 0.0) -> Example:
     """One training example from the task mixture.
 
     Descriptions with the image follow image captions (an absent partner named after its anchor at
     `describe_mention_rate`), or text captions at `caption_describe_rate`. With probability `caption_label_rate` a
     yes/no or judgment example with the image is labelled from a text caption (caption_pope_example,
     caption_judge_example), otherwise from the pixels; `pope_caption_label_rate`, where given, replaces
-    it for yes/no questions. A share `text_only_rate` of descriptions and judgments is shown without
-    the image, and those follow text captions (the text prior).
+    it for yes/no questions; a pixel-labelled yes/no question asks about a near miss at `pope_near_miss_rate`,
+    otherwise its negative is random, popular or adversarial. A share `text_only_rate` of descriptions
+    and judgments is shown without the image, and those follow text captions (the text prior).
     """
     task = rng.choices(TASKS, weights=task_weights)[0]
     blind = task in ("describe", "judge") and rng.random() < text_only_rate
@@ -484,7 +495,9 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
         pope_rate = caption_label_rate if pope_caption_label_rate is None else pope_caption_label_rate
         if pope_rate > 0 and rng.random() < pope_rate:
             return caption_pope_example(scene, rng, True, habits)
-        return rng.choice(pope_examples(scene, rng.choice(["random", "popular", "adversarial"]), rng))
+        # the rate is drawn only when set, so every earlier recipe keeps its random stream
+        near = pope_near_miss_rate > 0 and rng.random() < pope_near_miss_rate
+        return rng.choice(pope_examples(scene, "near-miss" if near else rng.choice(POPE_SPLITS[:3]), rng))
     if task == "count":
         return count_example(scene)
     if task == "colour":
