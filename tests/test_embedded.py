@@ -333,15 +333,16 @@ def test_length_groups_give_the_gradient_of_the_whole_batch_with_less_padding():
             assert torch.allclose(grad, reference, atol=1e-6, rtol=1e-4)
 
 
-def test_train_cli_sets_the_language_model_size_and_mention_order(tmp_path):
+def test_train_cli_sets_the_language_model_size_mention_order_and_near_miss_rate(tmp_path):
     import json
 
     from core.shapes.embedded import main
 
     main(["train", "--out", str(tmp_path / "m"), "--text-hidden", "48", "--text-layers", "1", "--text-heads", "2",
           "--text-intermediate", "64", "--vision-steps", "0", "--text-steps", "0", "--steps", "1", "--answer-steps", "0",
-          "--batch-size", "2", "--mention-order", "kind"])
+          "--batch-size", "2", "--mention-order", "kind", "--pope-near-miss-rate", "0.5"])
     text_config = json.loads((tmp_path / "m" / "config.json").read_text())["text_config"]
-    assert json.loads((tmp_path / "m" / "training_config.json").read_text())["mention_order"] == "kind"
+    training_config = json.loads((tmp_path / "m" / "training_config.json").read_text())
+    assert (training_config["mention_order"], training_config["pope_near_miss_rate"]) == ("kind", 0.5)
     assert (text_config["hidden_size"], text_config["num_hidden_layers"], text_config["num_attention_heads"],
             text_config["intermediate_size"]) == (48, 1, 2, 64)
