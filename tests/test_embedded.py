@@ -333,16 +333,22 @@ def test_length_groups_give_the_gradient_of_the_whole_batch_with_less_padding():
             assert torch.allclose(grad, reference, atol=1e-6, rtol=1e-4)
 
 
-def test_train_cli_sets_the_language_model_size_mention_order_and_near_miss_rate(tmp_path):
+def test_train_cli_sets_model_size_mention_order_near_miss_rate_and_task_weights(tmp_path):
     import json
 
     from core.shapes.embedded import main
 
     main(["train", "--out", str(tmp_path / "m"), "--text-hidden", "48", "--text-layers", "1", "--text-heads", "2",
           "--text-intermediate", "64", "--vision-steps", "0", "--text-steps", "0", "--steps", "1", "--answer-steps", "0",
-          "--batch-size", "2", "--mention-order", "kind", "--pope-near-miss-rate", "0.5"])
+          "--batch-size", "2", "--mention-order", "kind", "--pope-near-miss-rate", "0.5",
+          "--task-weights", "40,35,7,8,10"])
     text_config = json.loads((tmp_path / "m" / "config.json").read_text())["text_config"]
     training_config = json.loads((tmp_path / "m" / "training_config.json").read_text())
     assert (training_config["mention_order"], training_config["pope_near_miss_rate"]) == ("kind", 0.5)
+    assert training_config["task_weights"] == [40, 35, 7, 8, 10]
+    for bad in ("40,35,7,8", "40,35,7,8,x", "0,0,0,0,0", "40,-1,7,8,10"):
+        with pytest.raises(SystemExit):
+            main(["train", "--out", str(tmp_path / "bad"), "--task-weights", bad])
+    assert not (tmp_path / "bad").exists()
     assert (text_config["hidden_size"], text_config["num_hidden_layers"], text_config["num_attention_heads"],
             text_config["intermediate_size"]) == (48, 1, 2, 64)

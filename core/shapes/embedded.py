@@ -634,6 +634,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--answer-lr", type=float, default=EmbeddedConfig.answer_lr, help="stage 3 peak learning rate")
     t.add_argument("--answer-task-weights", default=",".join(map(str, EmbeddedConfig.answer_task_weights)),
                    help="stage 3 task mixture: describe,pope,count,colour,judge")
+    t.add_argument("--task-weights", default=",".join(map(str, EmbeddedConfig.task_weights)),
+                   help="stage 2 (language) task mixture: describe,pope,count,colour,judge")
     t.add_argument("--text-only-rate", type=float, default=EmbeddedConfig.text_only_rate,
                    help="stages 2-3: share of descriptions and judgments shown without the image")
     t.add_argument("--init", type=Path, default=None,
@@ -683,9 +685,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    # every flag named like a config field sets it; the two lists are written comma-separated
+    # every flag named like a config field sets it; the lists are written comma-separated
     values = {f.name: getattr(args, f.name) for f in fields(EmbeddedConfig) if hasattr(args, f.name)}
-    values["answer_task_weights"] = tuple(int(w) for w in args.answer_task_weights.split(","))
+    for name in ("task_weights", "answer_task_weights"):
+        try:
+            weights = tuple(int(w) for w in getattr(args, name).split(","))
+        except ValueError:
+            weights = ()
+        if len(weights) != len(TASK_WEIGHTS) or min(weights) < 0 or sum(weights) == 0:
+            parser.error(f"--{name.replace('_', '-')} takes {len(TASK_WEIGHTS)} whole weights >= 0, not all 0")
+        values[name] = weights
     values["judge_templates"] = tuple(args.judge_templates.split(","))
     cfg = EmbeddedConfig(**values)
     train(cfg, args.out, save_every=args.save_every, init=args.init, init_stages=tuple(args.init_stages.split(",")))
