@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from collections import Counter
 from pathlib import Path
@@ -25,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.config import ModelSettings  # noqa: E402
 from core.engine.loading import LoadedModel, load_model  # noqa: E402
-from core.shapes.evaluate import p_yes  # noqa: E402
-from core.shapes.metrics import parse_objects  # noqa: E402
-from core.shapes.texts import POPE_SPLITS, pope_examples  # noqa: E402
-from core.shapes.world import Scene, WorldOptions, partner_of, render  # noqa: E402
+from core.shapes.evaluate import p_yes, pope_items  # noqa: E402
+from core.shapes.metrics import hallucination_kind, parse_objects  # noqa: E402
+from core.shapes.texts import POPE_SPLITS  # noqa: E402
+from core.shapes.world import Scene, WorldOptions, render  # noqa: E402
 
 PRESENT_KINDS = ("clear", "low contrast", "dim", "faint")
 ABSENT_KINDS = ("absent partner", "shares colour and shape", "shares colour", "shares shape", "unrelated")
@@ -42,7 +41,7 @@ def question_kind(scene: Scene, name: tuple[str, str]) -> str:
         visibility = "faint" if obj.faint else "dim" if obj.dim else "low contrast" if obj.low_contrast else "clear"
         shared = sum(o.color == obj.color for o in scene.objects) > 1
         return visibility + (", colour shared" if shared else "")
-    if name in {partner_of(nm) for nm in present}:
+    if hallucination_kind(name, present) == "partner":
         return "absent partner"
     colour = any(name[0] == c for c, _shape in present)
     shape = any(name[1] == s for _colour, s in present)
@@ -58,7 +57,7 @@ def pope_errors(loaded: LoadedModel, n: int, first_seed: int, split: str = "rand
     totals, errors = Counter(), Counter()
     for start in range(0, n, batch_size):
         chunk = scenes[start:start + batch_size]
-        items = [(s, ex) for s in chunk for ex in pope_examples(s, split, random.Random(f"{split}-{s.seed}"))]
+        items = pope_items(chunk, split)
         probs = p_yes(loaded, [ex.question for _, ex in items], [render(s) for s, _ in items])
         for p, (scene, example) in zip(probs, items):
             kind = question_kind(scene, parse_objects(example.question)[0])

@@ -106,6 +106,11 @@ class BaseEvaluation:
     prior: "PriorSection | None" = None
 
 
+def pope_items(scenes: list, split: str) -> list:
+    """(scene, question) pairs: each scene's yes and no question of a POPE split, seeded per scene and split."""
+    return [(s, ex) for s in scenes for ex in pope_examples(s, split, random.Random(f"{split}-{s.seed}"))]
+
+
 def _batches(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -180,7 +185,7 @@ def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed
     for split in POPE_SPLITS:
         correct = total = 0
         for chunk in _batches(scenes, batch_size):
-            items = [(s, ex) for s in chunk for ex in pope_examples(s, split, random.Random(f"{split}-{s.seed}"))]
+            items = pope_items(chunk, split)
             probs = p_yes(loaded, [ex.question for _, ex in items], [render(s) for s, _ in items])
             correct += sum((p > 0.5) == (ex.answer == "Yes.") for p, (_, ex) in zip(probs, items))
             total += len(items)

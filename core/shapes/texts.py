@@ -308,8 +308,7 @@ def pope_negative(scene: Scene, split: str, rng: random.Random) -> tuple[str, st
         partners = [p for p in partners if p and p not in present]
         if partners:
             return rng.choice(partners)
-        return rng.choice(near_misses(scene))
-    if split == "near-miss":
+    if split in ("adversarial", "near-miss"):  # adversarial without an absent partner: a near miss
         return rng.choice(near_misses(scene))
     raise ValueError(f"POPE split must be one of {', '.join(POPE_SPLITS)}, not {split!r}")
 
