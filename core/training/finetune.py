@@ -40,7 +40,7 @@ from typing import IO
 
 from core.config import ModelSettings, without_paths
 from core.data.store import Store
-from core.training.dpo.checkpoints import discard_partial
+from core.training.dpo.checkpoints import discard_partial, seal_checkpoint_writes
 from core.training.dpo.loop import train_dpo
 from core.training.dpo.settings import DPOSettings, PreferenceExample
 
@@ -198,6 +198,9 @@ def _watch_parent(parent_pid: int, db_path: str, run_id: int) -> None:
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(PARENT_POLL_SECONDS)
+        # The training thread runs on until os._exit: let it finish a checkpoint it is writing and
+        # write none after, or one could survive the deletion below and be resumed later.
+        seal_checkpoint_writes()
         store = Store(db_path)
         try:
             _end_run(store, store.get_run(run_id), "failed",

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,6 +14,17 @@ import torch
 
 from core.engine.loading import LoadedModel
 from core.training.dpo.settings import SETTINGS_FILE, SUMMARY_FILE, DPOSettings, PreferenceExample
+
+# Every write under a run's .partial folder holds this lock, so a worker abandoning its run (its
+# studio died) can delete the checkpoints knowing none is half-written and none comes after
+# (seal_checkpoint_writes). A lock, not data: the one process-wide object this module keeps.
+_CHECKPOINT_WRITES = threading.Lock()
+
+
+def seal_checkpoint_writes() -> None:
+    """Wait for a checkpoint write in progress, then block every later one in this process (before it exits)."""
+    _CHECKPOINT_WRITES.acquire()
+
 
 def partial_dir(out_dir: Path) -> Path:
     """Where a run keeps its epoch checkpoints until the adapter is complete (hidden beside it)."""
@@ -37,12 +49,13 @@ def _publish(tmp: Path, final: Path) -> None:
 def save_checkpoint(work: Path, epoch: int, model, optimizer, step: int, metrics: list[dict]) -> Path:
     """Adapter + optimizer + step + RNG after `epoch`, written to a temp folder and renamed when complete."""
     tmp = work / f".epoch-{epoch}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch, "metrics": metrics,
-                "torch_rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
     final = work / f"epoch-{epoch}"
-    _publish(tmp, final)
+    with _CHECKPOINT_WRITES:
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(str(tmp))
+        torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch, "metrics": metrics,
+                    "torch_rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
+        _publish(tmp, final)
     return final
 
 
@@ -86,9 +99,10 @@ def prepare_work_dir(work: Path, settings: DPOSettings, fingerprint: str, run_ke
                              "that folder to start over, or resume with the same settings and pairs")
     # Nothing of this run to resume (a new run, one that failed in its first epoch, or another
     # run's leftovers): start afresh.
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps(identity, indent=2) + "\n")
+    with _CHECKPOINT_WRITES:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps(identity, indent=2) + "\n")
     return None
 
 
@@ -100,13 +114,14 @@ def discard_partial(out_dir: str | Path) -> None:
 def finish_adapter(work: Path, out_dir: Path, settings: DPOSettings, loaded: LoadedModel, n_pairs: int,
                    metrics: list[dict]) -> None:
     """Turn the last epoch checkpoint into the adapter folder (settings + summary beside it), atomically."""
-    final = last_checkpoint(work)
-    (final / "trainer_state.pt").unlink()
-    (final / SETTINGS_FILE).write_text(json.dumps(asdict(settings), indent=2) + "\n")
     last = metrics[-1] if metrics else {}
     summary = {"base_model": loaded.model_id, "quantized": loaded.quantized, "pairs": n_pairs,
                "steps": len(metrics), "final": last}
-    (final / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _publish(final, out_dir)
-    shutil.rmtree(work)
+    with _CHECKPOINT_WRITES:
+        final = last_checkpoint(work)
+        (final / "trainer_state.pt").unlink()
+        (final / SETTINGS_FILE).write_text(json.dumps(asdict(settings), indent=2) + "\n")
+        (final / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        _publish(final, out_dir)
+        shutil.rmtree(work)
