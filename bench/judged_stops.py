@@ -34,7 +34,7 @@ from core.config import ModelSettings  # noqa: E402
 from core.engine.decoding import DecodeOptions, DecodeResult  # noqa: E402
 from core.engine.judge import JudgeSettings  # noqa: E402
 from core.engine.loading import load_model  # noqa: E402
-from core.shapes.evaluate_decoding import decode_all  # noqa: E402
+from core.shapes.evaluate_decoding import decode_all, reject_threshold  # noqa: E402
 from core.shapes.metrics import parse_objects  # noqa: E402
 from core.shapes.world import WorldOptions  # noqa: E402
 
@@ -125,10 +125,6 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _threshold(text: str) -> float | None:
-    return None if text == "none" else float(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     """CLI: decode the scenes with one judged strategy and sort the answers by how they ended."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -139,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, default=1.0, help="alpha of debiased-judged decoding")
     parser.add_argument("--k", type=int, default=4, help="proposals per step")
     parser.add_argument("--likelihood-weight", type=float, default=DecodeOptions.likelihood_weight)
-    parser.add_argument("--reject-below", type=_threshold, default=DecodeOptions.reject_below,
+    parser.add_argument("--reject-below", type=reject_threshold, default=DecodeOptions.reject_below,
                         help="debiased log-odds under which a proposal is rejected ('none': never)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     WorldOptions.add_arguments(parser)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -79,3 +80,14 @@ def test_every_decoded_answer_gets_one_reason(tiny_llava):
     assert sum(r["answers"] for r in summary["rows"].values()) == 3
     assert summary["rejected_faithful"]["answers"] == summary["rows"][
         "every proposal rejected, a faithful new one among them"]["answers"]
+
+
+def test_cli_prints_the_summary_as_json_and_refuses_no_scenes(tiny_llava_dir, capsys):
+    judged_stops.main(["--model", str(tiny_llava_dir), "--n", "2", "--k", "2", "--reject-below", "none", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert sum(r["answers"] for r in summary["rows"].values()) == 2 and summary["greedy"]["answers"] == 2
+    # Nothing is rejected without a threshold, so no answer ends on an all-rejected step.
+    assert summary["rows"]["every proposal rejected, a faithful new one among them"]["answers"] == 0
+    assert summary["rows"]["every proposal rejected, none faithful and new"]["answers"] == 0
+    with pytest.raises(SystemExit):
+        judged_stops.main(["--model", str(tiny_llava_dir), "--n", "0"])

@@ -154,7 +154,8 @@ def json_report(decoding: list[DecodingRow], aurocs: list[AurocRow]) -> dict:
                       "auroc": [asdict(r) for r in aurocs]})
 
 
-def _threshold(text: str) -> float | None:
+def reject_threshold(text: str) -> float | None:
+    """A --reject-below value: a number, or 'none' (never reject)."""
     return None if text.lower() == "none" else float(text)
 
 
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kind", default="logit", help="score kind used for decoding: logit | logprob | log-odds")
     parser.add_argument("--likelihood-weight", type=float, default=DecodeOptions.likelihood_weight,
                         help="weight of the mean token log-prob in the decoding score")
-    parser.add_argument("--reject-below", type=_threshold, default=DecodeOptions.reject_below,
+    parser.add_argument("--reject-below", type=reject_threshold, default=DecodeOptions.reject_below,
                         help="debiased log-odds under which a proposal is rejected ('none': never)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--model", default=None, help="model id or folder (default SELFJUDGE_MODEL or the embedded model)")
