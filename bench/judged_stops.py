@@ -43,6 +43,11 @@ REASONS = ("complete", "the chosen sentence ended it", "the model's own end (sto
            "every proposal rejected, none faithful and new")
 
 
+def unnamed_objects(text: str, present: set) -> set:
+    """The scene's objects an answer does not name."""
+    return present - set(parse_objects(text))
+
+
 def _faithful_new(text: str, present: set, unnamed: set) -> bool:
     claims = set(parse_objects(text))
     return bool(claims) and claims <= present and bool(claims & unnamed)
@@ -51,7 +56,7 @@ def _faithful_new(text: str, present: set, unnamed: set) -> bool:
 def end_reason(result: DecodeResult, present: set) -> tuple[str, list]:
     """How one judged answer ended (a REASONS entry) and, where its last proposals were all rejected,
     the faithful new ones among them."""
-    unnamed = present - set(parse_objects(result.text))
+    unnamed = unnamed_objects(result.text, present)
     if not unnamed:
         return "complete", []
     last_step = max(node.step for node in result.nodes)
@@ -88,13 +93,13 @@ def summarise(results: list[DecodeResult], scenes: list, reject_below: float | N
         reason, faithful = end_reason(result, present)
         row = rows[reason]
         row["answers"] += 1
-        row["unnamed objects"] += len(present - set(parse_objects(result.text)))
+        row["unnamed objects"] += len(unnamed_objects(result.text, present))
         row["kept a later proposal"] += kept_a_later_proposal(result)
         if faithful:
             dropped.append(max(faithful, key=lambda node: node.log_odds))
     raw = [node.raw_log_odds for node in dropped]
     debiased = [node.log_odds for node in dropped]
-    unnamed_by_greedy = [len(s.names() - set(parse_objects(r.text))) for r, s in zip(greedy or [], scenes)]
+    unnamed_by_greedy = [len(unnamed_objects(r.text, s.names())) for r, s in zip(greedy or [], scenes)]
     return {"rows": rows, "greedy": {"answers": len(unnamed_by_greedy),
                                      "complete": sum(n == 0 for n in unnamed_by_greedy),
                                      "unnamed objects": sum(unnamed_by_greedy)}, "rejected_faithful": {
