@@ -352,3 +352,66 @@ def test_train_cli_sets_model_size_mention_order_near_miss_rate_and_task_weights
     assert not (tmp_path / "bad").exists()
     assert (text_config["hidden_size"], text_config["num_hidden_layers"], text_config["num_attention_heads"],
             text_config["intermediate_size"]) == (48, 1, 2, 64)
+
+
+def test_soft_blind_targets_replace_the_drawn_label_at_the_answer_token_only():
+    cfg = EmbeddedConfig(**TINY)
+    tokenizer = build_tokenizer()
+    processor = build_processor(tokenizer, cfg)
+    question = "Description: There is a small blue heart on the left. Is the description accurate? Answer yes or no."
+    drawn = [Example(question, "No.", "judge", use_image=False), Example("Is there a red circle in the image?", "Yes.",
+                                                                          "pope")]
+    soft = [Example(question, "No.", "judge", use_image=False, soft_yes=0.9), drawn[1]]
+    scenes = [make_scene(1), make_scene(2)]
+    plain, batch = collate(drawn, scenes, processor), collate(soft, scenes, processor)
+    assert "soft_yes" not in plain and torch.equal(plain["input_ids"], batch["input_ids"])
+    assert batch["soft_yes"][0].item() == pytest.approx(0.9) and torch.isnan(batch["soft_yes"][1])
+    assert tokenizer.convert_ids_to_tokens(batch["soft_answer_ids"].tolist()) == ["ĠYes", "ĠNo"]
+
+    model = build_model(tokenizer, cfg).eval()
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in plain.items() if k != "labels"}).logits
+        first = int((plain["labels"][0] != -100).nonzero()[0])  # the answer token; logits one before predict it
+        logprobs = torch.log_softmax(logits[0, first - 1].float(), dim=-1)
+        yes, no = batch["soft_answer_ids"].tolist()
+        answer_tokens = int((plain["labels"][0] != -100).sum())
+        # only row 0's answer token changes: from -log p(No) to the soft cross-entropy
+        change = (-(0.9 * logprobs[yes] + 0.1 * logprobs[no]) + logprobs[no]) / answer_tokens / 2
+        assert torch.allclose(per_example_loss(model, batch), per_example_loss(model, plain) + change, atol=1e-6)
+        # a target of 0 is the drawn "No." exactly
+        zero = collate([Example(question, "No.", "judge", use_image=False, soft_yes=0.0), drawn[1]], scenes, processor)
+        assert torch.allclose(per_example_loss(model, zero), per_example_loss(model, plain), atol=1e-6)
+    # length groups carry the targets: the same loss in one piece or one row each
+    model.zero_grad(set_to_none=True)
+    assert abs(training_loss_backward(model, batch, 1) - training_loss_backward(model, batch, 2)) < 1e-5
+
+
+def test_soft_blind_labels_reach_blind_judgments_only():
+    from core.shapes.embedded import training_batch
+
+    cfg = EmbeddedConfig(**TINY, batch_size=48, soft_blind_labels=True, text_only_rate=0.5,
+                         task_weights=(1, 1, 0, 0, 2))
+    processor = build_processor(build_tokenizer(), cfg)
+    batch = training_batch(0, cfg, processor)
+    prompts = processor.tokenizer.batch_decode(batch["input_ids"])
+    has_image = (batch["input_ids"] == processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).any(dim=1)
+    for prompt, image, target in zip(prompts, has_image.tolist(), batch["soft_yes"].tolist()):
+        blind_judgment = "accurate" in prompt and not image
+        assert (target == target) == blind_judgment  # a number exactly where the row is a blind judgment
+    assert not torch.isnan(batch["soft_yes"]).all()
+    off = training_batch(0, EmbeddedConfig(**TINY, batch_size=48, text_only_rate=0.5, task_weights=(1, 1, 0, 0, 2)),
+                         processor)
+    assert "soft_yes" not in off and torch.equal(off["input_ids"], batch["input_ids"])  # same draws, same rows
+    text_stage = training_batch(0, cfg, processor, language_stages(cfg)[0])
+    assert text_stage["soft_yes"][~torch.isnan(text_stage["soft_yes"])].numel() > 0
+
+
+def test_train_cli_records_soft_blind_labels(tmp_path):
+    import json
+
+    from core.shapes.embedded import main
+
+    main(["train", "--out", str(tmp_path / "m"), "--text-hidden", "48", "--text-layers", "1", "--text-heads", "2",
+          "--text-intermediate", "64", "--vision-steps", "0", "--text-steps", "0", "--steps", "2", "--answer-steps", "0",
+          "--batch-size", "4", "--soft-blind-labels", "--text-only-rate", "1.0", "--task-weights", "0,0,0,0,1"])
+    assert json.loads((tmp_path / "m" / "training_config.json").read_text())["soft_blind_labels"] is True

@@ -422,3 +422,24 @@ def test_a_corrections_habitual_mention_never_names_an_object_twice():
         assert len(set(names)) == len(names), example.answer
         checked += 1
     assert checked > 50
+
+
+def test_blind_yes_rates_are_the_corpus_s_answers_and_soft_targets_leave_the_draws_alone():
+    from dataclasses import replace
+
+    from core.shapes.texts import CorpusHabits, blind_yes_rates
+
+    habits = CorpusHabits(0.8, 0.0, "kind")
+    rates = blind_yes_rates(habits, 0.2)
+    assert set(rates) == {(c, s) for c in COLORS for s in SHAPES}
+    # the corpus says "Yes" to the frequent-in-text objects more than to any other (anchors come next)
+    assert min(rates[name] for name in FREQUENT_IN_TEXT) > 0.85 > 0.8 > max(
+        rate for name, rate in rates.items() if name not in FREQUENT_IN_TEXT)
+    assert blind_yes_rates(habits, 0.2) is rates  # computed once
+    assert blind_yes_rates(CorpusHabits(0.0, 0.0, "kind"), 0.2)[FREQUENT_IN_TEXT[0]] < 0.8  # without the habit
+    for seed in range(200):
+        scene = make_scene(seed)
+        plain = caption_judge_example(scene, random.Random(seed), habits=habits)
+        soft = caption_judge_example(scene, random.Random(seed), habits=habits, yes_rates=rates)
+        assert replace(soft, soft_yes=None) == plain and plain.soft_yes is None
+        assert soft.soft_yes == rates[parse_objects(soft.question)[-1]]  # the judged sentence's object

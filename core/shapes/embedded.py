@@ -32,8 +32,8 @@ from core.engine.loading import LoadedModel
 from core.shapes.evaluate import describe_batch
 from core.shapes.texts import (CAPTION_DESCRIBE_RATE, CAPTION_LABEL_RATE, HABIT_MENTION_RATE, JUDGE_TEMPLATES,
                                MENTION_ORDERS, PRIOR_MENTION_RATE, TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits,
-                               Example, correction_example, corpus, mention_order, repeat_negatives, text_example,
-                               training_example)
+                               Example, blind_yes_rates, correction_example, corpus, mention_order, repeat_negatives,
+                               text_example, training_example)
 from core.shapes.world import (CANVAS, COLORS, FAINT_PARTNER_RATE, MAX_OBJECTS, SHAPES, Scene, WorldOptions, make_scene,
                                object_mask, render)
 
@@ -140,6 +140,10 @@ class EmbeddedConfig:
     # every language stage: weight of the unlikelihood term on objects a description has already named
     # (0: off, as in every model up to v6)
     unlikelihood_weight: float = 0.0
+    # every language stage: blind (text-only) judgments train their answer token towards the corpus's P("Yes")
+    # for the object judged (core.shapes.texts.blind_yes_rates), the prior a language model that read far more
+    # text would hold, instead of the drawn label, a coin whose bias the blind judge cannot see (False: as up to v11)
+    soft_blind_labels: bool = False
     # every image stage: this share of each batch continues the model's own greedy descriptions
     # (own_corrections; 0: off, as in every model up to v6), refreshed every own_prefix_every steps
     # from own_prefix_scenes fresh scenes
@@ -218,11 +222,14 @@ def collate(examples: list[Example], scenes: list, processor: LlavaProcessor,
     """Tokenise examples into a right-padded training batch; loss only on the answers and EOS.
 
     With `unlikelihood`, the batch also holds "negatives": rows (example, position, token) where a
-    description would repeat an object it has named (core.shapes.texts.repeat_negatives).
+    description would repeat an object it has named (core.shapes.texts.repeat_negatives). Where an
+    example has a soft target (Example.soft_yes), the batch holds "soft_yes" (one value per row, NaN
+    for none) and "soft_answer_ids" (the first tokens of " Yes." and " No.").
     """
     tok = processor.tokenizer
     ids_list, label_list, images = [], [], []
     negatives: list[tuple[int, int, int]] = []
+    soft_yes = [float("nan") if ex.soft_yes is None else ex.soft_yes for ex in examples]
     prompt_cache: dict[tuple[str, bool], list[int]] = {}
     for ex, scene in zip(examples, scenes):
         key = (ex.question, ex.use_image)
@@ -254,6 +261,10 @@ def collate(examples: list[Example], scenes: list, processor: LlavaProcessor,
     batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
     if unlikelihood:
         batch["negatives"] = torch.tensor(negatives, dtype=torch.long).reshape(-1, 3)
+    if any(value == value for value in soft_yes):  # some value is not NaN
+        batch["soft_yes"] = torch.tensor(soft_yes, dtype=torch.float32)
+        batch["soft_answer_ids"] = torch.tensor([tok(" " + answer, add_special_tokens=False)["input_ids"][0]
+                                                 for answer in ("Yes.", "No.")])
     if images:
         batch["pixel_values"] = processor.image_processor(images, return_tensors="pt")["pixel_values"]
     return batch
@@ -330,13 +341,15 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor, st
     stage = stage or language_stages(cfg)[1]
     rng = random.Random(cfg.seed * 1_000_003 + step + (stage.seed_tag - 1) * 7_919_000)
     scenes = [training_scene(rng, cfg, stage) for _ in range(stage.batch_size or cfg.batch_size)]
+    yes_rates = blind_yes_rates(cfg.habits, cfg.partner_rate) if cfg.soft_blind_labels else None
     if stage.text_only:
-        examples = [text_example(s, rng, tuple(cfg.judge_templates), cfg.habits) for s in scenes]
+        examples = [text_example(s, rng, tuple(cfg.judge_templates), cfg.habits, yes_rates) for s in scenes]
     else:
         text_only_rate = cfg.text_only_rate if stage.text_only_rate is None else stage.text_only_rate
         examples = [training_example(s, rng, text_only_rate, stage.task_weights, cfg.caption_label_rate,
                                      tuple(cfg.judge_templates), cfg.habits, cfg.caption_describe_rate,
-                                     cfg.describe_mention_rate, cfg.pope_caption_label_rate, cfg.pope_near_miss_rate)
+                                     cfg.describe_mention_rate, cfg.pope_caption_label_rate, cfg.pope_near_miss_rate,
+                                     yes_rates)
                     for s in scenes]
         if corrections and cfg.own_prefix_rate > 0:
             count = max(1, round(len(scenes) * cfg.own_prefix_rate))
@@ -461,15 +474,26 @@ def per_example_loss(model: LlavaForConditionalGeneration, batch: dict[str, torc
     With the usual mean over all tokens, a one-word yes/no answer weighs 1/40 of a description
     and the model never learns to answer it from the image. With `unlikelihood_weight` and the
     batch's "negatives", each negative token adds -log(1 - p(token)) at its position (token-level
-    unlikelihood, Welleck et al. 2019), counted in its example like one more target token.
+    unlikelihood, Welleck et al. 2019), counted in its example like one more target token. A row with
+    a "soft_yes" target q is scored at its first answer token by -(q log p(Yes) + (1 - q) log p(No))
+    instead of the drawn label's cross-entropy.
     """
     labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k not in ("labels", "negatives")}
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "negatives", "soft_yes", "soft_answer_ids")}
     logits = model(**inputs).logits[:, :-1].float()
     targets = labels[:, 1:]
     token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100,
                                                    reduction="none")
     per_example = token_loss.sum(dim=1)
+    soft_yes = batch.get("soft_yes")
+    if soft_yes is not None and not torch.isnan(soft_yes).all():
+        rows = torch.nonzero(~torch.isnan(soft_yes)).flatten()
+        first = (targets[rows] != -100).long().argmax(dim=1)  # the first answer token (targets are shifted)
+        logprobs = torch.log_softmax(logits[rows, first], dim=-1)
+        yes_id, no_id = batch["soft_answer_ids"].tolist()
+        target = soft_yes[rows]
+        soft_loss = -(target * logprobs[:, yes_id] + (1 - target) * logprobs[:, no_id])
+        per_example = per_example.index_add(0, rows, soft_loss - token_loss[rows, first])
     negatives = batch.get("negatives")
     if unlikelihood_weight and negatives is not None and len(negatives):
         rows, positions, tokens = negatives.unbind(dim=1)
@@ -496,6 +520,8 @@ def length_groups(batch: dict[str, torch.Tensor], groups: int, image_token_id: i
         image_rows = rows[has_image[rows]]
         if len(image_rows):
             piece["pixel_values"] = batch["pixel_values"][image_index[image_rows]]
+        if "soft_yes" in batch:
+            piece["soft_yes"], piece["soft_answer_ids"] = batch["soft_yes"][rows], batch["soft_answer_ids"]
         negatives = batch.get("negatives")
         if negatives is not None:
             new_row = torch.full((len(order),), -1, dtype=torch.long)
@@ -662,6 +688,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="how often the other descriptions with the image name an absent partner after its anchor")
     t.add_argument("--unlikelihood-weight", type=float, default=EmbeddedConfig.unlikelihood_weight,
                    help="weight of unlikelihood on objects a description has already named (0: off)")
+    t.add_argument("--soft-blind-labels", action="store_true",
+                   help="blind judgments learn the corpus's P(yes) for the object judged, not a drawn label")
     t.add_argument("--own-prefix-rate", type=float, default=EmbeddedConfig.own_prefix_rate,
                    help="share of each batch that corrects the model's own greedy descriptions (0: off)")
     t.add_argument("--own-prefix-every", type=int, default=EmbeddedConfig.own_prefix_every,

@@ -14,10 +14,11 @@ the text prior that debiased self-judgment subtracts (docs/language-prior.md).
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.engine.prompts import DESCRIBE_QUESTION, JUDGE_PROMPTS, judge_prompt
 from core.engine.sentences import split_sentences
@@ -83,6 +84,9 @@ class Example:
     task: str
     use_image: bool = True
     prefix: str = ""  # the start of the answer, written by the model itself: context, not a target
+    # a blind judgment's soft target: the P("Yes") the text corpus gives the object it judges (blind_yes_rates),
+    # trained at the answer token instead of the drawn label's; None: the drawn label
+    soft_yes: float | None = None
 
 
 # The orders descriptions can name a scene's objects in. "position" (every model up to v10): left to
@@ -401,27 +405,55 @@ def text_caption(scene: Scene, rng: random.Random, habits: CorpusHabits = Corpus
     return template, sentences
 
 
-def caption_judge_example(scene: Scene, rng: random.Random, with_context: bool | None = None,
-                          use_image: bool = False, template: str = "faithfulness",
-                          habits: CorpusHabits = CorpusHabits()) -> Example:
-    """A judgment labelled from a text caption, not from the pixels: a sentence of the caption
-    (prior and habitual mentions included) is "accurate", one naming an object the caption does not
-    name is not. Without the image it is the text prior that the blind score measures; with the
-    image it is an instruction label written from captions (the prior leaks into the raw score)."""
+def _caption_judgment(scene: Scene, rng: random.Random, with_context: bool | None, use_image: bool, template: str,
+                      habits: CorpusHabits) -> tuple[Example, tuple[str, str]]:
+    """caption_judge_example's example, and the object its judged sentence names."""
     template_text, caption = text_caption(scene, rng, habits)
     index = rng.randrange(len(caption))
     truthful = rng.random() < 0.5
-    sentence, _name, slot = caption[index]
+    sentence, name, slot = caption[index]
     if not truthful:
         named = {name for _sentence, name, _slot in caption}
         unnamed = [nm for nm in _all_names() if nm not in named and (nm[0] == slot.color or nm[1] == slot.shape)]
-        color, shape = rng.choice(unnamed or [nm for nm in _all_names() if nm not in named])
-        sentence = object_sentence(slot, template_text, color=color, shape=shape)
+        name = rng.choice(unnamed or [nm for nm in _all_names() if nm not in named])
+        sentence = object_sentence(slot, template_text, color=name[0], shape=name[1])
     if with_context is None:
         with_context = rng.random() < 0.5
     context = " ".join(s for s, _name, _slot in caption[:index]) if with_context else ""
     question = judge_prompt(sentence, JUDGE_PROMPTS[template], context)
-    return Example(question, "Yes." if truthful else "No.", "judge", use_image=use_image)
+    return Example(question, "Yes." if truthful else "No.", "judge", use_image=use_image), name
+
+
+def caption_judge_example(scene: Scene, rng: random.Random, with_context: bool | None = None,
+                          use_image: bool = False, template: str = "faithfulness",
+                          habits: CorpusHabits = CorpusHabits(),
+                          yes_rates: dict[tuple[str, str], float] | None = None) -> Example:
+    """A judgment labelled from a text caption, not from the pixels: a sentence of the caption
+    (prior and habitual mentions included) is "accurate", one naming an object the caption does not
+    name is not. Without the image it is the text prior that the blind score measures; with the
+    image it is an instruction label written from captions (the prior leaks into the raw score).
+    With `yes_rates` (blind_yes_rates), the example also carries the corpus's P("Yes") for the
+    object it judges as a soft target."""
+    example, name = _caption_judgment(scene, rng, with_context, use_image, template, habits)
+    return replace(example, soft_yes=yes_rates[name]) if yes_rates is not None else example
+
+
+@functools.lru_cache(maxsize=8)
+def blind_yes_rates(habits: CorpusHabits = CorpusHabits(), partner_rate: float | None = None,
+                    n_scenes: int = 20_000, seed: int = 30_000_000) -> dict[tuple[str, str], float]:
+    """For each object, the share of "Yes" among blind caption judgments about it (counted over n_scenes
+    training-like scenes): the answer a language model that has read the whole corpus gives without the
+    image. An object never judged gets the overall share. Deterministic, computed once per setting."""
+    rng = random.Random(seed)
+    yes: Counter = Counter()
+    total: Counter = Counter()
+    for i in range(n_scenes):
+        example, name = _caption_judgment(make_scene(seed + i, partner_rate=partner_rate), rng, None, False,
+                                          "faithfulness", habits)
+        total[name] += 1
+        yes[name] += example.answer == "Yes."
+    overall = sum(yes.values()) / sum(total.values())
+    return {name: yes[name] / total[name] if total[name] else overall for name in _all_names()}
 
 
 def caption_pope_example(scene: Scene, rng: random.Random, use_image: bool = False,
@@ -450,15 +482,18 @@ TEXT_TASK_WEIGHTS = (40, 20, 40)
 
 
 def text_example(scene: Scene, rng: random.Random, judge_templates: tuple[str, ...] = JUDGE_TEMPLATES,
-                 habits: CorpusHabits = CorpusHabits()) -> Example:
+                 habits: CorpusHabits = CorpusHabits(),
+                 blind_yes_rates: dict[tuple[str, str], float] | None = None) -> Example:
     """One example of the text-only pretraining stage: descriptions, yes/no questions and judgments,
-    all without the image and all labelled from text captions (the language model's knowledge)."""
+    all without the image and all labelled from text captions (the language model's knowledge);
+    judgments carry soft targets where `blind_yes_rates` is given."""
     task = rng.choices(TEXT_TASKS, weights=TEXT_TASK_WEIGHTS)[0]
     if task == "describe":
         return text_description(scene, rng, habits)
     if task == "pope":
         return caption_pope_example(scene, rng, False, habits)
-    return caption_judge_example(scene, rng, template=rng.choice(judge_templates), habits=habits)
+    return caption_judge_example(scene, rng, template=rng.choice(judge_templates), habits=habits,
+                                 yes_rates=blind_yes_rates)
 
 
 TASKS = ("describe", "pope", "count", "colour", "judge")
@@ -470,7 +505,8 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
                      judge_templates: tuple[str, ...] = ("faithfulness",),
                      habits: CorpusHabits = CorpusHabits(), caption_describe_rate: float = 0.0,
                      describe_mention_rate: float = PRIOR_MENTION_RATE,
-                     pope_caption_label_rate: float | None = None, pope_near_miss_rate: float = 0.0) -> Example:
+                     pope_caption_label_rate: float | None = None, pope_near_miss_rate: float = 0.0,
+                     blind_yes_rates: dict[tuple[str, str], float] | None = None) -> Example:
     """One training example from the task mixture.
 
     Descriptions with the image follow image captions (an absent partner named after its anchor at
@@ -479,7 +515,8 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
     caption_judge_example), otherwise from the pixels; `pope_caption_label_rate`, where given, replaces
     it for yes/no questions; a pixel-labelled yes/no question asks about a near miss at `pope_near_miss_rate`,
     otherwise its negative is random, popular or adversarial. A share `text_only_rate` of descriptions
-    and judgments is shown without the image, and those follow text captions (the text prior).
+    and judgments is shown without the image, and those follow text captions (the text prior); with
+    `blind_yes_rates` those judgments carry the corpus's P("Yes") as a soft target (Example.soft_yes).
     """
     task = rng.choices(TASKS, weights=task_weights)[0]
     blind = task in ("describe", "judge") and rng.random() < text_only_rate
@@ -503,7 +540,7 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
         return colour_example(scene, rng) or count_example(scene)
     template = rng.choice(judge_templates)
     if blind:
-        return caption_judge_example(scene, rng, template=template, habits=habits)
+        return caption_judge_example(scene, rng, template=template, habits=habits, yes_rates=blind_yes_rates)
     if caption_label_rate > 0 and rng.random() < caption_label_rate:
         return caption_judge_example(scene, rng, use_image=True, template=template, habits=habits)
     return judge_example(scene, rng, template=template, order=habits.order)[0]
