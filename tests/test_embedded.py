@@ -9,7 +9,7 @@ import torch
 
 from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, build_model, build_processor, build_tokenizer, collate,
                                   image_seq_length, language_stages, length_groups, own_corrections, per_example_loss,
-                                  train, training_loss_backward, training_scene)
+                                  stage_named, train, training_batch, training_loss_backward, training_scene)
 from core.shapes.metrics import parse_objects
 from core.shapes.texts import Example
 from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, Scene, make_scene, render
@@ -69,7 +69,7 @@ def test_shared_colour_rate_draws_scenes_where_two_objects_share_a_colour_and_ra
     shared = Scene.shares_a_colour
 
     def scenes(cfg: EmbeddedConfig) -> list:
-        rng, stage = random.Random(5), language_stages(cfg)[1]
+        rng, stage = random.Random(5), stage_named(cfg, "language")
         return [training_scene(rng, cfg, stage) for _ in range(400)]
 
     plain = scenes(EmbeddedConfig())
@@ -209,6 +209,36 @@ def test_text_stage_batches_have_no_image_and_learn_judgments_in_every_template(
         assert any(marker in p for p in prompts), key
 
 
+def test_alignment_stage_trains_the_projector_alone_on_descriptions_with_the_image():
+    cfg = EmbeddedConfig(**TINY, steps=0, answer_steps=0, vision_steps=0, text_steps=0, batch_size=8, align_steps=3,
+                         align_lr=1e-2)
+    stage = stage_named(cfg, "align")
+    assert stage.projector_only and stage.steps == 3 and language_stages(cfg)[1] is not None
+    assert [s.name for s in language_stages(cfg)][:3] == ["text", "align", "language"]
+    processor = build_processor(build_tokenizer(), cfg)
+    batch = training_batch(0, cfg, processor, stage)
+    assert batch["pixel_values"].shape[0] == 8  # every example sees its image
+    prompts = processor.tokenizer.batch_decode(batch["input_ids"])
+    assert all("Describe" in p for p in prompts)
+    before, _, _ = train(EmbeddedConfig(**{**cfg.__dict__, "align_steps": 0}), log_every=0)
+    after, _, losses = train(cfg, log_every=0)
+    assert len(losses) == 3
+    changed = {n for (n, a), (_, b) in zip(before.state_dict().items(), after.state_dict().items())
+               if not torch.equal(a, b)}
+    assert changed and all("multi_modal_projector" in n for n in changed)
+    assert all(p.requires_grad for p in after.parameters())  # later stages train everything again
+
+
+def test_text_stage_task_weights_can_teach_judgments_alone():
+    cfg = EmbeddedConfig(**TINY, text_batch_size=32, text_task_weights=(0, 0, 1))
+    processor = build_processor(build_tokenizer(), cfg)
+    prompts = processor.tokenizer.batch_decode(training_batch(0, cfg, processor, stage_named(cfg, "text"))["input_ids"])
+    assert all("accurate" in p for p in prompts)
+    mixed = EmbeddedConfig(**TINY, text_batch_size=32)
+    prompts = processor.tokenizer.batch_decode(training_batch(0, mixed, processor, stage_named(mixed, "text"))["input_ids"])
+    assert any("Describe" in p for p in prompts) and any("accurate" in p for p in prompts)
+
+
 def test_init_stages_must_be_known(tmp_path, tiny_llava_dir):
     import pytest
 
@@ -286,7 +316,7 @@ def test_own_corrections_continue_the_models_greedy_descriptions_and_training_wi
     tokenizer = build_tokenizer()
     processor = build_processor(tokenizer, cfg)
     model = build_model(tokenizer, cfg)
-    corrections = own_corrections(model, processor, cfg, language_stages(cfg)[1], step=0)
+    corrections = own_corrections(model, processor, cfg, stage_named(cfg, "language"), step=0)
     # an untrained model's descriptions are all wrong, so every scene gets a correction, which names
     # every object of its scene that the kept start does not
     assert len(corrections) == cfg.own_prefix_scenes and model.training
@@ -333,7 +363,7 @@ def test_length_groups_give_the_gradient_of_the_whole_batch_with_less_padding():
             assert torch.allclose(grad, reference, atol=1e-6, rtol=1e-4)
 
 
-def test_train_cli_sets_model_size_mention_order_near_miss_rate_and_task_weights(tmp_path):
+def test_train_cli_sets_model_size_mention_order_near_miss_rate_task_weights_and_alignment(tmp_path):
     import json
 
     from core.shapes.embedded import main
@@ -341,14 +371,18 @@ def test_train_cli_sets_model_size_mention_order_near_miss_rate_and_task_weights
     main(["train", "--out", str(tmp_path / "m"), "--text-hidden", "48", "--text-layers", "1", "--text-heads", "2",
           "--text-intermediate", "64", "--vision-steps", "0", "--text-steps", "0", "--steps", "1", "--answer-steps", "0",
           "--batch-size", "2", "--mention-order", "kind", "--pope-near-miss-rate", "0.5",
-          "--task-weights", "40,35,7,8,10"])
+          "--task-weights", "40,35,7,8,10", "--text-task-weights", "0,0,1", "--align-steps", "2"])
     text_config = json.loads((tmp_path / "m" / "config.json").read_text())["text_config"]
     training_config = json.loads((tmp_path / "m" / "training_config.json").read_text())
     assert (training_config["mention_order"], training_config["pope_near_miss_rate"]) == ("kind", 0.5)
     assert training_config["task_weights"] == [40, 35, 7, 8, 10]
+    assert (training_config["text_task_weights"], training_config["align_steps"]) == ([0, 0, 1], 2)
     for bad in ("40,35,7,8", "40,35,7,8,x", "0,0,0,0,0", "40,-1,7,8,10"):
         with pytest.raises(SystemExit):
             main(["train", "--out", str(tmp_path / "bad"), "--task-weights", bad])
+    for bad in ("1,1", "0,0,0", "1,1,x"):
+        with pytest.raises(SystemExit):
+            main(["train", "--out", str(tmp_path / "bad"), "--text-task-weights", bad])
     assert not (tmp_path / "bad").exists()
     assert (text_config["hidden_size"], text_config["num_hidden_layers"], text_config["num_attention_heads"],
             text_config["intermediate_size"]) == (48, 1, 2, 64)

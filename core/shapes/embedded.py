@@ -31,7 +31,8 @@ from core.engine.chat import conversation
 from core.engine.loading import LoadedModel
 from core.shapes.evaluate import describe_batch
 from core.shapes.texts import (CAPTION_DESCRIBE_RATE, CAPTION_LABEL_RATE, HABIT_MENTION_RATE, JUDGE_TEMPLATES,
-                               MENTION_ORDERS, PRIOR_MENTION_RATE, TASK_WEIGHTS, TYPICAL_NAME_RATE, CorpusHabits,
+                               MENTION_ORDERS, PRIOR_MENTION_RATE, TASK_WEIGHTS, TASKS, TEXT_TASK_WEIGHTS, TEXT_TASKS,
+                               TYPICAL_NAME_RATE, CorpusHabits,
                                Example, blind_yes_rates, correction_example, corpus, mention_order, repeat_negatives,
                                text_example, training_example)
 from core.shapes.world import (CANVAS, COLORS, FAINT_PARTNER_RATE, MAX_OBJECTS, SHAPES, Scene, WorldOptions, make_scene,
@@ -104,6 +105,14 @@ class EmbeddedConfig:
     text_steps: int = 800
     text_batch_size: int = 64
     text_lr: float = 2e-3
+    # its task mixture (core.shapes.texts.TEXT_TASKS: describe, pope, judge); judgments alone teach the blind
+    # judge the corpus's prior without teaching the describer to name objects from it
+    text_task_weights: tuple[int, ...] = TEXT_TASK_WEIGHTS
+    # stage 1c, LLaVA's feature alignment: the projector alone learns descriptions with the image while the
+    # language model and the vision tower stay frozen, meant to let a language model pretrained on text learn to
+    # read the image (v12a: it does not, in the kind order; docs/language-prior.md) (0: skip, as up to v11)
+    align_steps: int = 0
+    align_lr: float = 1e-3
     # stages 2-3: this share of yes/no and judgment labels with the image comes from text captions;
     caption_label_rate: float = CAPTION_LABEL_RATE
     # object yes/no questions ("Is there a ...?") may take their own share (None: caption_label_rate, as
@@ -294,6 +303,11 @@ def image_seq_length(processor: LlavaProcessor) -> int:
     return (size // processor.patch_size) ** 2 + processor.num_additional_image_tokens - 1
 
 
+# the alignment stage learns descriptions only (describe, pope, count, colour, judge), as LLaVA's stage 1
+# learns from image-caption pairs
+ALIGN_TASK_WEIGHTS = (1, 0, 0, 0, 0)
+
+
 @dataclass
 class Stage:
     """One language-training stage: its length, peak learning rate and task mixture."""
@@ -308,17 +322,25 @@ class Stage:
     text_only: bool = False  # the text-only pretraining stage (no image, language model only)
     batch_size: int = 0  # 0: the config's batch_size
     text_only_rate: float | None = None  # None: the config's text_only_rate
+    projector_only: bool = False  # only the multimodal projector trains (the alignment stage)
 
 
 def language_stages(cfg: EmbeddedConfig) -> list[Stage]:
-    """Stage 1b (text only), stage 2 (all tasks), stage 3 (answer-focused) and stage 4 (judgments)."""
+    """Stage 1b (text only), 1c (projector alignment), 2 (all tasks), 3 (answer-focused) and 4 (judgments)."""
     return [Stage("text", cfg.text_steps, cfg.text_lr, 50, (), 3, FAINT_PARTNER_RATE, text_only=True,
                   batch_size=cfg.text_batch_size),
+            Stage("align", cfg.align_steps, cfg.align_lr, 20, ALIGN_TASK_WEIGHTS, 5, cfg.curriculum_faint_rate,
+                  text_only_rate=0.0, projector_only=True),
             Stage("language", cfg.steps, cfg.lr, cfg.warmup, tuple(cfg.task_weights), 1, cfg.curriculum_faint_rate),
             Stage("answers", cfg.answer_steps, cfg.answer_lr, 50, tuple(cfg.answer_task_weights), 2,
                   FAINT_PARTNER_RATE),
             Stage("judge", cfg.judge_steps, cfg.judge_lr, 20, tuple(cfg.judge_task_weights), 4, FAINT_PARTNER_RATE,
                   text_only_rate=cfg.judge_text_only_rate)]
+
+
+def stage_named(cfg: EmbeddedConfig, name: str) -> Stage:
+    """The language stage called `name` (text, align, language, answers, judge)."""
+    return next(stage for stage in language_stages(cfg) if stage.name == name)
 
 
 def training_scene(rng: random.Random, cfg: EmbeddedConfig, stage: Stage) -> Scene:
@@ -338,12 +360,13 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor, st
                    corrections: list[tuple[Scene, Example]] | None = None) -> dict[str, torch.Tensor]:
     """The batch for a training step: fresh scenes, deterministic in (seed, stage, step); with
     `corrections`, a share `cfg.own_prefix_rate` of it drawn from them."""
-    stage = stage or language_stages(cfg)[1]
+    stage = stage or stage_named(cfg, "language")
     rng = random.Random(cfg.seed * 1_000_003 + step + (stage.seed_tag - 1) * 7_919_000)
     scenes = [training_scene(rng, cfg, stage) for _ in range(stage.batch_size or cfg.batch_size)]
     yes_rates = blind_yes_rates(cfg.habits, cfg.partner_rate) if cfg.soft_blind_labels else None
     if stage.text_only:
-        examples = [text_example(s, rng, tuple(cfg.judge_templates), cfg.habits, yes_rates) for s in scenes]
+        examples = [text_example(s, rng, tuple(cfg.judge_templates), cfg.habits, yes_rates, tuple(cfg.text_task_weights))
+                    for s in scenes]
     else:
         text_only_rate = cfg.text_only_rate if stage.text_only_rate is None else stage.text_only_rate
         examples = [training_example(s, rng, text_only_rate, stage.task_weights, cfg.caption_label_rate,
@@ -553,10 +576,14 @@ def lr_at(step: int, stage: Stage) -> float:
 
 def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_every: int = 50,
                    snapshot: Path | None = None, save_every: int = 0) -> list[float]:
-    """Train the whole model on the task mixture of one stage (fresh optimizer)."""
+    """Train the whole model (the projector alone in the alignment stage) on one stage's task mixture
+    (fresh optimizer)."""
+    trainable = {n for n, _ in model.named_parameters() if not stage.projector_only or "multi_modal_projector" in n}
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in trainable)
     groups = []
     for is_vision in (False, True):  # the pre-trained vision tower moves slower than the rest
-        named = [(n, p) for n, p in model.named_parameters() if ("vision_tower" in n) == is_vision]
+        named = [(n, p) for n, p in model.named_parameters() if ("vision_tower" in n) == is_vision and n in trainable]
         scale = cfg.vision_lr_scale if is_vision else 1.0
         groups.append({"params": [p for n, p in named if p.ndim >= 2], "weight_decay": cfg.weight_decay,
                        "lr_scale": scale})
@@ -588,6 +615,8 @@ def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_ever
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
             print(f"{stage.name} step {step:5d}  loss {recent:.4f}  lr {lr_at(step, stage):.2e}  "
                   f"{time.time() - start:6.0f}s", flush=True)
+    for p in model.parameters():
+        p.requires_grad_(True)
     model.eval()
     return losses
 
@@ -610,7 +639,7 @@ def train(cfg: EmbeddedConfig, out: Path | None = None, log_every: int = 50, sav
         model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
         unknown = set(init_stages) - {stage.name for stage in language_stages(cfg)}
         if unknown:
-            raise ValueError(f"unknown stages {sorted(unknown)}; stages are text, language, answers, judge")
+            raise ValueError(f"unknown stages {sorted(unknown)}; stages are text, align, language, answers, judge")
         stages = [stage for stage in language_stages(cfg) if stage.name in init_stages]
     snapshot = out.with_name(out.name + "-snapshot") if out is not None else None
     losses: list[float] = []
@@ -657,6 +686,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="stage 4: share of descriptions and judgments shown without the image")
     t.add_argument("--text-batch-size", type=int, default=EmbeddedConfig.text_batch_size)
     t.add_argument("--text-lr", type=float, default=EmbeddedConfig.text_lr, help="text stage peak learning rate")
+    t.add_argument("--text-task-weights", default=",".join(map(str, EmbeddedConfig.text_task_weights)),
+                   help="text stage task mixture: describe,pope,judge")
+    t.add_argument("--align-steps", type=int, default=EmbeddedConfig.align_steps,
+                   help="after the text stage, steps that train the projector alone on descriptions (0: skip)")
+    t.add_argument("--align-lr", type=float, default=EmbeddedConfig.align_lr, help="alignment stage peak learning rate")
     t.add_argument("--answer-lr", type=float, default=EmbeddedConfig.answer_lr, help="stage 3 peak learning rate")
     t.add_argument("--answer-task-weights", default=",".join(map(str, EmbeddedConfig.answer_task_weights)),
                    help="stage 3 task mixture: describe,pope,count,colour,judge")
@@ -715,13 +749,14 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     # every flag named like a config field sets it; the lists are written comma-separated
     values = {f.name: getattr(args, f.name) for f in fields(EmbeddedConfig) if hasattr(args, f.name)}
-    for name in ("task_weights", "answer_task_weights"):
+    for name, tasks in (("task_weights", TASKS), ("answer_task_weights", TASKS), ("text_task_weights", TEXT_TASKS)):
         try:
             weights = tuple(int(w) for w in getattr(args, name).split(","))
         except ValueError:
             weights = ()
-        if len(weights) != len(TASK_WEIGHTS) or min(weights) < 0 or sum(weights) == 0:
-            parser.error(f"--{name.replace('_', '-')} takes {len(TASK_WEIGHTS)} whole weights >= 0, not all 0")
+        if len(weights) != len(tasks) or min(weights) < 0 or sum(weights) == 0:
+            parser.error(f"--{name.replace('_', '-')} takes {len(tasks)} whole weights >= 0 ({','.join(tasks)}), "
+                         "not all 0")
         values[name] = weights
     values["judge_templates"] = tuple(args.judge_templates.split(","))
     cfg = EmbeddedConfig(**values)

@@ -483,11 +483,12 @@ TEXT_TASK_WEIGHTS = (40, 20, 40)
 
 def text_example(scene: Scene, rng: random.Random, judge_templates: tuple[str, ...] = JUDGE_TEMPLATES,
                  habits: CorpusHabits = CorpusHabits(),
-                 blind_yes_rates: dict[tuple[str, str], float] | None = None) -> Example:
-    """One example of the text-only pretraining stage: descriptions, yes/no questions and judgments,
-    all without the image and all labelled from text captions (the language model's knowledge);
-    judgments carry soft targets where `blind_yes_rates` is given."""
-    task = rng.choices(TEXT_TASKS, weights=TEXT_TASK_WEIGHTS)[0]
+                 blind_yes_rates: dict[tuple[str, str], float] | None = None,
+                 task_weights: tuple[int, ...] = TEXT_TASK_WEIGHTS) -> Example:
+    """One example of the text-only pretraining stage: descriptions, yes/no questions and judgments
+    (TEXT_TASKS, mixed by `task_weights`), all without the image and all labelled from text captions (the
+    language model's knowledge); judgments carry soft targets where `blind_yes_rates` is given."""
+    task = rng.choices(TEXT_TASKS, weights=task_weights)[0]
     if task == "describe":
         return text_description(scene, rng, habits)
     if task == "pope":
