@@ -66,6 +66,29 @@ def test_micro_training_lowers_the_loss_and_is_seeded():
     assert again == losses
 
 
+def test_average_last_ends_the_stage_with_the_mean_of_its_last_weights(monkeypatch):
+    import core.shapes.embedded as embedded
+
+    cfg = EmbeddedConfig(**TINY, steps=5, batch_size=4, warmup=1, vision_steps=0, answer_steps=0, text_steps=0)
+    before_step = []  # the weights each step starts from: after the step before it
+    original = embedded.training_loss_backward
+
+    def recording(model, *args, **kwargs):
+        before_step.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(embedded, "training_loss_backward", recording)
+    last, _, losses = train(cfg, log_every=0)
+    after_step = before_step[1:5] + [{n: p.detach().clone() for n, p in last.named_parameters()}]
+    averaged, _, again = train(replace(cfg, average_last=3), log_every=0)
+    assert again == losses  # the mean is kept aside: training itself is unchanged
+    for name, p in averaged.named_parameters():
+        assert torch.allclose(p, sum(w[name] for w in after_step[-3:]) / 3, atol=1e-6), name
+    assert any(not torch.equal(p, after_step[-1][n]) for n, p in averaged.named_parameters())
+    with pytest.raises(ValueError, match="average_last"):
+        EmbeddedConfig(average_last=-1)
+
+
 def test_shared_colour_rate_draws_scenes_where_two_objects_share_a_colour_and_rate_zero_changes_nothing():
     shared = Scene.shares_a_colour
 
@@ -446,5 +469,7 @@ def test_train_cli_records_soft_blind_labels(tmp_path):
 
     main(["train", "--out", str(tmp_path / "m"), "--text-hidden", "48", "--text-layers", "1", "--text-heads", "2",
           "--text-intermediate", "64", "--vision-steps", "0", "--text-steps", "0", "--steps", "2", "--answer-steps", "0",
-          "--batch-size", "4", "--soft-blind-labels", "--text-only-rate", "1.0", "--task-weights", "0,0,0,0,1"])
-    assert json.loads((tmp_path / "m" / "training_config.json").read_text())["soft_blind_labels"] is True
+          "--batch-size", "4", "--soft-blind-labels", "--text-only-rate", "1.0", "--task-weights", "0,0,0,0,1",
+          "--average-last", "1"])
+    config = json.loads((tmp_path / "m" / "training_config.json").read_text())
+    assert config["soft_blind_labels"] is True and config["average_last"] == 1

@@ -149,6 +149,10 @@ class EmbeddedConfig:
     # every language stage: weight of the unlikelihood term on objects a description has already named
     # (0: off, as in every model up to v6)
     unlikelihood_weight: float = 0.0
+    # every language stage ends with the mean of its weights over its last average_last steps (0: off, the
+    # last step's weights, as in every model up to v12q): runs of one seeded command differ by float rounding
+    # alone, and that noise moved the raw judge's AUROC by 0.18 across three runs (docs/language-prior.md)
+    average_last: int = 0
     # every language stage: blind (text-only) judgments train their answer token towards the corpus's P("Yes")
     # for the object judged (core.shapes.texts.blind_yes_rates), the prior a language model that read far more
     # text would hold, instead of the drawn label, a coin whose bias the blind judge cannot see (False: as up to v11)
@@ -170,6 +174,8 @@ class EmbeddedConfig:
             raise ValueError("image_size must be a multiple of patch_size")
         if self.length_groups < 1:
             raise ValueError("length_groups must be at least 1")
+        if self.average_last < 0:
+            raise ValueError("average_last must be >= 0")
         if not 0.0 <= self.shared_colour_rate <= 1.0:
             raise ValueError("shared_colour_rate must be in [0, 1]")
 
@@ -593,6 +599,7 @@ def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_ever
     losses: list[float] = []
     start = time.time()
     corrections: list[tuple[Scene, Example]] = []
+    averaged: list[torch.Tensor] = []  # running mean of the weights over the stage's last cfg.average_last steps
     for step in range(stage.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, stage) * group["lr_scale"]
@@ -607,6 +614,13 @@ def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_ever
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss)
+        n_averaged = step - max(0, stage.steps - cfg.average_last)  # steps already in the mean
+        if cfg.average_last and n_averaged >= 0:
+            with torch.no_grad():
+                if not averaged:
+                    averaged = [p.detach().clone() for p in model.parameters()]
+                for mean, p in zip(averaged, model.parameters()):
+                    mean.add_(p.detach() - mean, alpha=1.0 / (n_averaged + 1))
         if snapshot is not None and save_every and step and step % save_every == 0:
             model.eval()  # a snapshot to evaluate while training goes on
             save(model, processor, cfg, snapshot, {"stage": stage.name, "step": step})
@@ -615,6 +629,9 @@ def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_ever
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
             print(f"{stage.name} step {step:5d}  loss {recent:.4f}  lr {lr_at(step, stage):.2e}  "
                   f"{time.time() - start:6.0f}s", flush=True)
+    with torch.no_grad():
+        for mean, p in zip(averaged, model.parameters()):
+            p.copy_(mean)
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
@@ -722,6 +739,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="how often the other descriptions with the image name an absent partner after its anchor")
     t.add_argument("--unlikelihood-weight", type=float, default=EmbeddedConfig.unlikelihood_weight,
                    help="weight of unlikelihood on objects a description has already named (0: off)")
+    t.add_argument("--average-last", type=int, default=EmbeddedConfig.average_last,
+                   help="every language stage ends with the mean of its weights over its last N steps (0: off)")
     t.add_argument("--soft-blind-labels", action="store_true",
                    help="blind judgments learn the corpus's P(yes) for the object judged, not a drawn label")
     t.add_argument("--own-prefix-rate", type=float, default=EmbeddedConfig.own_prefix_rate,
