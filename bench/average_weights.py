@@ -39,7 +39,7 @@ def average_weights(models: list[Path], out: Path) -> int:
             averaged += 1
         else:
             mean[name] = tensor
-    shutil.copytree(models[0], out, ignore=shutil.ignore_patterns(WEIGHTS, "*-snapshot"))
+    shutil.copytree(models[0], out, ignore=shutil.ignore_patterns(WEIGHTS))
     save_file(mean, out / WEIGHTS, metadata={"format": "pt"})
     return averaged
 

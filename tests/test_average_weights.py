@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.shapes.embedded import EmbeddedConfig, save, train
+from core.shapes.embedded import EmbeddedConfig, train
 
 SPEC = importlib.util.spec_from_file_location("average_weights",
                                               Path(__file__).parent.parent / "bench" / "average_weights.py")
@@ -22,7 +22,7 @@ TINY = dict(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, t
 def test_the_mean_of_two_runs_is_saved_and_loads_through_the_auto_classes(tmp_path):
     from transformers import AutoModelForImageTextToText
 
-    first, processor, _ = train(EmbeddedConfig(**TINY), tmp_path / "a", log_every=0)
+    first, _, _ = train(EmbeddedConfig(**TINY), tmp_path / "a", log_every=0)
     second, _, _ = train(EmbeddedConfig(**TINY, seed=1), tmp_path / "b", log_every=0)
     count = average_weights.average_weights([tmp_path / "a", tmp_path / "b"], tmp_path / "soup")
     soup = AutoModelForImageTextToText.from_pretrained(tmp_path / "soup", dtype=torch.float32)
@@ -36,8 +36,7 @@ def test_the_mean_of_two_runs_is_saved_and_loads_through_the_auto_classes(tmp_pa
 
 def test_bad_input_is_refused_and_nothing_is_written(tmp_path):
     train(EmbeddedConfig(**TINY), tmp_path / "a", log_every=0)
-    wider, processor, _ = train(EmbeddedConfig(**(TINY | {"text_intermediate": 96})), log_every=0)
-    save(wider, processor, EmbeddedConfig(**(TINY | {"text_intermediate": 96})), tmp_path / "wider", {})
+    train(EmbeddedConfig(**(TINY | {"text_intermediate": 96})), tmp_path / "wider", log_every=0)
     with pytest.raises(ValueError, match="architecture"):
         average_weights.average_weights([tmp_path / "a", tmp_path / "wider"], tmp_path / "soup")
     with pytest.raises(ValueError, match="at least two"):
