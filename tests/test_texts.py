@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 
@@ -443,3 +444,30 @@ def test_blind_yes_rates_are_the_corpus_s_answers_and_soft_targets_leave_the_dra
         soft = caption_judge_example(scene, random.Random(seed), habits=habits, yes_rates=rates)
         assert replace(soft, soft_yes=None) == plain and plain.soft_yes is None
         assert soft.soft_yes == rates[parse_objects(soft.question)[-1]]  # the judged sentence's object
+
+
+_EXAMPLES_BY_HASH_SEED = """
+import os
+import random
+from core.shapes.texts import CorpusHabits, blind_yes_rates, text_example, training_example
+from core.shapes.world import make_scene
+habits = CorpusHabits(mention_rate=0.8, order="kind")
+rates = blind_yes_rates(habits, 0.2)
+for seed in range(1500):
+    rng = random.Random(seed)
+    scene = make_scene(seed)
+    print(training_example(scene, rng, 0.3, (10, 10, 10, 10, 10), 0.3, ("faithfulness",), habits, 0.15, 0.4,
+                           blind_yes_rates=rates))
+    print(text_example(scene, rng, ("faithfulness",), habits, rates))
+"""
+
+
+def test_training_examples_do_not_depend_on_pythons_hash_seed():
+    """A seed's training data must be the same in every process (sets of names iterate in hash order)."""
+    import subprocess
+    import sys
+    outputs = [subprocess.run([sys.executable, "-c", _EXAMPLES_BY_HASH_SEED], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(hash_seed)}).stdout
+               for hash_seed in (1, 2, 3)]
+    assert outputs[0].count("\n") == 3000
+    assert outputs[0] == outputs[1] == outputs[2]

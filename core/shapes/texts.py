@@ -308,7 +308,8 @@ def pope_negative(scene: Scene, split: str, rng: random.Random) -> tuple[str, st
     if split == "popular":
         return next(nm for nm in popular_objects() if nm not in present)
     if split == "adversarial":
-        partners = [partner_of(nm) for nm in present]
+        # sorted: a set's order changes with Python's hash seed, and so would the draw below
+        partners = [partner_of(nm) for nm in sorted(present)]
         partners = [p for p in partners if p and p not in present]
         if partners:
             return rng.choice(partners)
