@@ -1,8 +1,9 @@
 """Mean of several saved models' weights (a "model soup"), saved as a model that loads like any other.
 
-Runs of one seeded training command on this CPU differ by float rounding alone, and the embedded
-model's raw judge moved by 0.18 AUROC across three such runs (docs/language-prior.md, session 19).
-The mean of their weights says where the recipe lands without that noise. The models must share
+Three runs of one training command, which differed only in Python's hash seed (one changed
+question in a few batches; fixed in session 20), moved the embedded model's raw judge by 0.18 AUROC
+(docs/language-prior.md, session 19). The mean of several runs' weights (other --seed values) says
+where a recipe lands without that noise. The models must share
 their architecture and their start (runs of one command, or of commands from one --init); the
 first model's processor and configs are copied beside the mean.
 

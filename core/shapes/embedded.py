@@ -6,7 +6,8 @@ LlavaProcessor with the PIL CLIP image processor and a LLaVA-1.5 chat template),
 loads through AutoModelForImageTextToText / AutoProcessor exactly like
 llava-hf/llava-1.5-7b-hf.
 
-Train from scratch (reproducible, seed-deterministic, 54-65 minutes on a 2-core CPU):
+Train from scratch (54-65 minutes on a 2-core CPU; the same seed and --threads give the same weights bit
+for bit, tests/test_texts.py checks the data does not depend on Python's hash seed):
     python -m core.shapes.embedded train --out OUT
 The shipped weights (v6) continue an earlier model instead: the model card has the commands.
 """
