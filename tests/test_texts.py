@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -447,7 +449,6 @@ def test_blind_yes_rates_are_the_corpus_s_answers_and_soft_targets_leave_the_dra
 
 
 _EXAMPLES_BY_HASH_SEED = """
-import os
 import random
 from core.shapes.texts import CorpusHabits, blind_yes_rates, text_example, training_example
 from core.shapes.world import make_scene
@@ -464,8 +465,6 @@ for seed in range(1500):
 
 def test_training_examples_do_not_depend_on_pythons_hash_seed():
     """A seed's training data must be the same in every process (sets of names iterate in hash order)."""
-    import subprocess
-    import sys
     outputs = [subprocess.run([sys.executable, "-c", _EXAMPLES_BY_HASH_SEED], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": str(hash_seed)}).stdout
                for hash_seed in (1, 2, 3)]

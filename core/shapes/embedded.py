@@ -151,8 +151,8 @@ class EmbeddedConfig:
     # (0: off, as in every model up to v6)
     unlikelihood_weight: float = 0.0
     # every language stage ends with the mean of its weights over its last average_last steps (0: off, the
-    # last step's weights, as in every model up to v12q): runs of one seeded command differ by float rounding
-    # alone, and that noise moved the raw judge's AUROC by 0.18 across three runs (docs/language-prior.md)
+    # last step's weights, as in every model up to v12q): three runs of one command (differing only in Python's
+    # hash seed, since fixed) moved the raw judge's AUROC by 0.18 (docs/language-prior.md)
     average_last: int = 0
     # every language stage: blind (text-only) judgments train their answer token towards the corpus's P("Yes")
     # for the object judged (core.shapes.texts.blind_yes_rates), the prior a language model that read far more
