@@ -89,6 +89,10 @@ class EmbeddedConfig:
     # its cross-entropy at this weight, so that "the next object to name" is one feature the language
     # model can look up (0: off, as in every model up to v8)
     vision_order_weight: float = 0.0
+    # stage 1 can also label each patch with its object's (colour, shape) as one class, so that an object is one
+    # feature a question can be matched against: with colour and shape as separate features, an attention that
+    # finds a red square and a blue circle reads "red" and "circle" and answers yes to "a red circle?" (0: off)
+    vision_joint_weight: float = 0.0
     task_weights: tuple[int, ...] = TASK_WEIGHTS  # describe, pope, count, colour, judge
     # Stage 3: yes/no answers (POPE, self-judgment) are learned last, so they get more weight.
     answer_steps: int = 1500
@@ -435,6 +439,16 @@ def patch_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.1
     return [shape_of[o] for o in owners], [colour_of[o] for o in owners]
 
 
+def joint_classes() -> int:
+    """Classes of the joint (colour, shape) patch label: one per object kind, plus background."""
+    return len(COLORS) * len(SHAPES) + 1
+
+
+def joint_labels(shape_labels: torch.Tensor, colour_labels: torch.Tensor) -> torch.Tensor:
+    """Per patch: 1 + colour index * shapes + shape index of its object, 0 for background (from patch_labels)."""
+    return torch.where(shape_labels > 0, (colour_labels - 1) * len(SHAPES) + shape_labels, 0)
+
+
 def patch_order_labels(scene, image_size: int, patch_size: int, min_cover: float = 0.12,
                        order: str = "position") -> list[int]:
     """Per patch: the place (1-4) of the object covering it in the order descriptions mention
@@ -456,7 +470,9 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
     vision = model.model.vision_tower
     n_shape, n_colour, n_place = len(SHAPES) + 1, len(COLORS) + 1, MAX_OBJECTS + 1
     heads = torch.nn.Linear(cfg.vision_hidden, n_shape + n_colour + (n_place if cfg.vision_order_weight else 0))
-    params = list(vision.parameters()) + list(heads.parameters())
+    # created only when used, so that every earlier recipe keeps its torch random stream
+    joint_head = torch.nn.Linear(cfg.vision_hidden, joint_classes()) if cfg.vision_joint_weight else None
+    params = list(vision.parameters()) + list(heads.parameters()) + (list(joint_head.parameters()) if joint_head else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=cfg.weight_decay)
     losses = []
     vision.train()
@@ -480,6 +496,10 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
                                                             order=cfg.mention_order) for sc in scenes])
             loss = loss + cfg.vision_order_weight * cross_entropy(logits[..., n_shape + n_colour:].flatten(0, 1),
                                                                   place_target.flatten())
+        if joint_head is not None:
+            joint_target = joint_labels(shape_target, colour_target)
+            joint_logits = joint_head(features)
+            loss = loss + cfg.vision_joint_weight * cross_entropy(joint_logits.flatten(0, 1), joint_target.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -492,6 +512,9 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
             if cfg.vision_order_weight:
                 place_acc = (logits[..., n_shape + n_colour:].argmax(-1)[on_object] == place_target[on_object]).float()
                 place = f"  place accuracy {place_acc.mean():.3f}"
+            if joint_head is not None:
+                joint_acc = (joint_logits.argmax(-1)[on_object] == joint_target[on_object]).float().mean()
+                place += f"  object accuracy {joint_acc:.3f}"
             print(f"vision step {step:4d}  patch loss {sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}"
                   f"  shape accuracy on object patches {shape_acc:.3f}{place}", flush=True)
     return losses
@@ -755,6 +778,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="judge templates the judgments are learned in (comma-separated JUDGE_PROMPTS keys)")
     t.add_argument("--vision-order-weight", type=float, default=EmbeddedConfig.vision_order_weight,
                    help="stage 1 also labels each patch with its object's place in the mention order, "
+                        "at this loss weight (0: off)")
+    t.add_argument("--vision-joint-weight", type=float, default=EmbeddedConfig.vision_joint_weight,
+                   help="stage 1 also labels each patch with its object's (colour, shape) as one class, "
                         "at this loss weight (0: off)")
     t.add_argument("--mention-order", choices=MENTION_ORDERS, default=EmbeddedConfig.mention_order,
                    help="the order descriptions name objects in: position (left to right) or kind (colour, shape)")
