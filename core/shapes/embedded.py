@@ -508,15 +508,15 @@ def pretrain_vision(model: LlavaForConditionalGeneration, processor: LlavaProces
         if log_every and (step % log_every == 0 or step == cfg.vision_steps - 1):
             on_object = shape_target > 0  # background patches are easy; report the object patches
             shape_acc = (logits[..., :n_shape].argmax(-1)[on_object] == shape_target[on_object]).float().mean()
-            place = ""
+            extra = ""
             if cfg.vision_order_weight:
                 place_acc = (logits[..., n_shape + n_colour:].argmax(-1)[on_object] == place_target[on_object]).float()
-                place = f"  place accuracy {place_acc.mean():.3f}"
+                extra = f"  place accuracy {place_acc.mean():.3f}"
             if joint_head is not None:
                 joint_acc = (joint_logits.argmax(-1)[on_object] == joint_target[on_object]).float().mean()
-                place += f"  object accuracy {joint_acc:.3f}"
+                extra += f"  object accuracy {joint_acc:.3f}"
             print(f"vision step {step:4d}  patch loss {sum(losses[-log_every:]) / len(losses[-log_every:]):.4f}"
-                  f"  shape accuracy on object patches {shape_acc:.3f}{place}", flush=True)
+                  f"  shape accuracy on object patches {shape_acc:.3f}{extra}", flush=True)
     return losses
 
 
