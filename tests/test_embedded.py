@@ -507,3 +507,33 @@ def test_train_cli_records_soft_blind_labels(tmp_path):
           "--average-last", "1"])
     config = json.loads((tmp_path / "m" / "training_config.json").read_text())
     assert config["soft_blind_labels"] is True and config["average_last"] == 1
+
+
+def test_judge_caption_label_rate_changes_stage_four_judgments_alone(monkeypatch):
+    base = EmbeddedConfig(**TINY, judge_steps=10, caption_label_rate=0.3, batch_size=32)
+    same = replace(base, judge_caption_label_rate=0.3)
+    more = replace(base, judge_caption_label_rate=0.8)
+    processor = build_processor(build_tokenizer(), base)
+
+    def prompts(cfg: EmbeddedConfig, stage: str) -> list[str]:
+        return processor.tokenizer.batch_decode(training_batch(3, cfg, processor, stage_named(cfg, stage))["input_ids"])
+
+    # the earlier stages' rate, given again, draws the same batches: earlier recipes keep their random streams
+    assert prompts(same, "judge") == prompts(base, "judge")
+    assert prompts(more, "answers") == prompts(base, "answers")
+    assert prompts(more, "judge") != prompts(base, "judge")
+    # what each example is drawn with: judgments take stage 4's rate, yes/no questions keep the config's
+    import core.shapes.embedded as embedded
+    seen = []
+    real = embedded.training_example
+
+    def spy(*args, **kwargs):
+        seen.append((args[4], args[9]))  # caption_label_rate (judgments), pope_caption_label_rate
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(embedded, "training_example", spy)
+    training_batch(0, more, processor, stage_named(more, "judge"))
+    training_batch(0, more, processor, stage_named(more, "answers"))
+    assert seen[:32] == [(0.8, 0.3)] * 32 and seen[32:] == [(0.3, None)] * 32
+    with pytest.raises(ValueError, match="judge_caption_label_rate"):
+        EmbeddedConfig(judge_caption_label_rate=1.5)

@@ -124,6 +124,9 @@ class EmbeddedConfig:
     # for every model up to v9): in real instruction data they mostly come from human-labelled VQA,
     # while descriptions and judgments were written from captions by a text-only model;
     pope_caption_label_rate: float | None = None
+    # stage 4's share for judgments with the image (None: caption_label_rate): the prior written into the judge
+    # after the earlier stages have taught it to see, with the yes/no questions keeping caption_label_rate
+    judge_caption_label_rate: float | None = None
     # of the pixel-labelled yes/no questions, this share asks about a near miss (an absent object sharing a
     # colour or a shape with a present one), which only colour bound to shape answers (0: none, as up to v11)
     pope_near_miss_rate: float = 0.0
@@ -183,6 +186,8 @@ class EmbeddedConfig:
             raise ValueError("average_last must be >= 0")
         if not 0.0 <= self.shared_colour_rate <= 1.0:
             raise ValueError("shared_colour_rate must be in [0, 1]")
+        if self.judge_caption_label_rate is not None and not 0.0 <= self.judge_caption_label_rate <= 1.0:
+            raise ValueError("judge_caption_label_rate must be in [0, 1]")
 
     @property
     def habits(self) -> CorpusHabits:
@@ -333,6 +338,7 @@ class Stage:
     text_only: bool = False  # the text-only pretraining stage (no image, language model only)
     batch_size: int = 0  # 0: the config's batch_size
     text_only_rate: float | None = None  # None: the config's text_only_rate
+    caption_label_rate: float | None = None  # None: the config's caption_label_rate (judgments only)
     projector_only: bool = False  # only the multimodal projector trains (the alignment stage)
 
 
@@ -346,7 +352,7 @@ def language_stages(cfg: EmbeddedConfig) -> list[Stage]:
             Stage("answers", cfg.answer_steps, cfg.answer_lr, 50, tuple(cfg.answer_task_weights), 2,
                   FAINT_PARTNER_RATE),
             Stage("judge", cfg.judge_steps, cfg.judge_lr, 20, tuple(cfg.judge_task_weights), 4, FAINT_PARTNER_RATE,
-                  text_only_rate=cfg.judge_text_only_rate)]
+                  text_only_rate=cfg.judge_text_only_rate, caption_label_rate=cfg.judge_caption_label_rate)]
 
 
 def stage_named(cfg: EmbeddedConfig, name: str) -> Stage:
@@ -380,9 +386,12 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor, st
                     for s in scenes]
     else:
         text_only_rate = cfg.text_only_rate if stage.text_only_rate is None else stage.text_only_rate
-        examples = [training_example(s, rng, text_only_rate, stage.task_weights, cfg.caption_label_rate,
+        judge_rate, pope_rate = cfg.caption_label_rate, cfg.pope_caption_label_rate
+        if stage.caption_label_rate is not None:  # the stage's own share for judgments; yes/no keeps the config's
+            judge_rate, pope_rate = stage.caption_label_rate, cfg.caption_label_rate if pope_rate is None else pope_rate
+        examples = [training_example(s, rng, text_only_rate, stage.task_weights, judge_rate,
                                      tuple(cfg.judge_templates), cfg.habits, cfg.caption_describe_rate,
-                                     cfg.describe_mention_rate, cfg.pope_caption_label_rate, cfg.pope_near_miss_rate,
+                                     cfg.describe_mention_rate, pope_rate, cfg.pope_near_miss_rate,
                                      yes_rates)
                     for s in scenes]
         if corrections and cfg.own_prefix_rate > 0:
@@ -750,6 +759,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="share of yes/no and judgment labels with the image written from text captions")
     t.add_argument("--pope-caption-label-rate", type=float, default=EmbeddedConfig.pope_caption_label_rate,
                    help="the share for object yes/no questions alone (default: --caption-label-rate)")
+    t.add_argument("--judge-caption-label-rate", type=float, default=EmbeddedConfig.judge_caption_label_rate,
+                   help="stage 4's share for judgments with the image (default: --caption-label-rate)")
     t.add_argument("--pope-near-miss-rate", type=float, default=EmbeddedConfig.pope_near_miss_rate,
                    help="share of pixel-labelled yes/no questions about an absent object sharing a colour or "
                         "shape with a present one")
