@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+import core.shapes.embedded as embedded
 from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, build_model, build_processor, build_tokenizer, collate,
                                   image_seq_length, language_stages, length_groups, own_corrections, per_example_loss,
                                   stage_named, train, training_batch, training_loss_backward, training_scene)
@@ -67,8 +68,6 @@ def test_micro_training_lowers_the_loss_and_is_seeded():
 
 
 def test_average_last_ends_the_stage_with_the_mean_of_its_last_weights(monkeypatch):
-    import core.shapes.embedded as embedded
-
     cfg = EmbeddedConfig(**TINY, steps=5, batch_size=4, warmup=1, vision_steps=0, answer_steps=0, text_steps=0)
     before_step = []  # the weights each step starts from: after the step before it
     original = embedded.training_loss_backward
@@ -523,7 +522,6 @@ def test_judge_caption_label_rate_changes_stage_four_judgments_alone(monkeypatch
     assert prompts(more, "answers") == prompts(base, "answers")
     assert prompts(more, "judge") != prompts(base, "judge")
     # what each example is drawn with: judgments take stage 4's rate, yes/no questions keep the config's
-    import core.shapes.embedded as embedded
     seen = []
     real = embedded.training_example
 
