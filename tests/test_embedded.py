@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 
@@ -10,11 +11,12 @@ import torch
 
 import core.shapes.embedded as embedded
 from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, build_model, build_processor, build_tokenizer, collate,
-                                  image_seq_length, language_stages, length_groups, own_corrections, per_example_loss,
+                                  image_seq_length, joint_classes, joint_labels, language_stages, length_groups, main,
+                                  own_corrections, patch_labels, patch_order_labels, per_example_loss, pretrain_vision,
                                   stage_named, train, training_batch, training_loss_backward, training_scene)
 from core.shapes.metrics import parse_objects
-from core.shapes.texts import Example
-from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, Scene, make_scene, render
+from core.shapes.texts import Example, mention_order
+from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, Scene, make_scene, object_mask, render
 
 TINY = dict(vision_hidden=32, vision_layers=1, vision_heads=2, text_hidden=64, text_layers=2, text_heads=4,
             text_intermediate=128)
@@ -113,8 +115,6 @@ def test_saved_model_loads_through_auto_classes(tiny_llava):
 
 
 def test_vision_pretraining_lowers_the_patch_loss():
-    from core.shapes.embedded import pretrain_vision
-
     cfg = EmbeddedConfig(**TINY, vision_steps=10, vision_batch_size=8)
     tokenizer = build_tokenizer()
     losses = pretrain_vision(build_model(tokenizer, cfg), build_processor(tokenizer, cfg), cfg, log_every=0)
@@ -122,8 +122,6 @@ def test_vision_pretraining_lowers_the_patch_loss():
 
 
 def test_joint_labels_give_each_object_kind_its_own_class():
-    from core.shapes.embedded import joint_classes, joint_labels, patch_labels
-
     shapes = torch.tensor([[s + 1 for s in range(len(SHAPES))] * len(COLORS) + [0]])
     colours = torch.tensor([[c + 1 for c in range(len(COLORS)) for _ in SHAPES] + [3]])
     joint = joint_labels(shapes, colours)[0].tolist()
@@ -138,8 +136,6 @@ def test_joint_labels_give_each_object_kind_its_own_class():
 
 def test_vision_pretraining_with_the_joint_label_adds_its_cross_entropy_and_trains_it():
     import math
-
-    from core.shapes.embedded import joint_classes, pretrain_vision
 
     tokenizer = build_tokenizer()
 
@@ -156,9 +152,6 @@ def test_vision_pretraining_with_the_joint_label_adds_its_cross_entropy_and_trai
 
 
 def test_patch_labels_mark_the_object_patches():
-    from core.shapes.embedded import patch_labels
-    from core.shapes.world import COLORS, SHAPES
-
     scene = make_scene(7, n_objects=1)
     shapes, colours = patch_labels(scene, 96, 12)
     obj = scene.objects[0]
@@ -169,9 +162,6 @@ def test_patch_labels_mark_the_object_patches():
 
 
 def test_patch_labels_equal_a_patch_by_patch_count_of_the_object_mask():
-    from core.shapes.embedded import patch_labels
-    from core.shapes.world import COLORS, SHAPES, object_mask
-
     def by_hand(scene, size=96, patch=12, min_cover=0.12):
         mask, shapes, colours = object_mask(scene, size), [], []
         for row in range(size // patch):
@@ -191,8 +181,6 @@ def test_patch_labels_equal_a_patch_by_patch_count_of_the_object_mask():
 
 
 def test_patch_order_labels_mark_each_object_with_its_place_in_the_mention_order():
-    from core.shapes.embedded import patch_labels, patch_order_labels
-    from core.shapes.texts import mention_order
 
     for scene in [make_scene(seed) for seed in range(100)]:
         places = patch_order_labels(scene, 96, 12)
@@ -211,8 +199,6 @@ def test_patch_order_labels_mark_each_object_with_its_place_in_the_mention_order
 
 
 def test_patch_order_labels_follow_the_configured_mention_order():
-    from core.shapes.embedded import patch_order_labels
-    from core.shapes.texts import mention_order
 
     for scene in [make_scene(seed) for seed in range(100)]:
         places = patch_order_labels(scene, 96, 12, order="kind")
@@ -226,8 +212,6 @@ def test_patch_order_labels_follow_the_configured_mention_order():
 
 
 def test_vision_stage_with_order_labels_learns_every_label():
-    from core.shapes.embedded import pretrain_vision
-
     cfg = EmbeddedConfig(**TINY, vision_steps=10, vision_batch_size=8, vision_order_weight=1.0)
     tokenizer = build_tokenizer()
     plain = pretrain_vision(build_model(tokenizer, cfg), build_processor(tokenizer, cfg),
@@ -296,14 +280,11 @@ def test_text_stage_task_weights_can_teach_judgments_alone():
 
 
 def test_init_stages_must_be_known(tmp_path, tiny_llava_dir):
-    import pytest
-
     with pytest.raises(ValueError, match="unknown stages"):
         train(EmbeddedConfig(**TINY), init=tiny_llava_dir, init_stages=("pretraining",))
 
 
 def test_judge_stage_weighs_judgments_and_shows_its_share_without_the_image():
-
     cfg = EmbeddedConfig(**TINY, judge_steps=10, judge_text_only_rate=1.0, judge_task_weights=(0, 0, 0, 0, 1),
                          batch_size=16)
     processor = build_processor(build_tokenizer(), cfg)
@@ -419,10 +400,6 @@ def test_length_groups_give_the_gradient_of_the_whole_batch_with_less_padding():
 
 
 def test_train_cli_sets_model_size_mention_order_near_miss_rate_task_weights_and_alignment(tmp_path):
-    import json
-
-    from core.shapes.embedded import main
-
     main(["train", "--out", str(tmp_path / "m"), "--text-hidden", "48", "--text-layers", "1", "--text-heads", "2",
           "--text-intermediate", "64", "--vision-steps", "0", "--text-steps", "0", "--steps", "1", "--answer-steps", "0",
           "--batch-size", "2", "--mention-order", "kind", "--pope-near-miss-rate", "0.5",
@@ -476,8 +453,6 @@ def test_soft_blind_targets_replace_the_drawn_label_at_the_answer_token_only():
 
 
 def test_soft_blind_labels_reach_blind_judgments_only():
-    from core.shapes.embedded import training_batch
-
     cfg = EmbeddedConfig(**TINY, batch_size=48, soft_blind_labels=True, text_only_rate=0.5,
                          task_weights=(1, 1, 0, 0, 2))
     processor = build_processor(build_tokenizer(), cfg)
@@ -496,10 +471,6 @@ def test_soft_blind_labels_reach_blind_judgments_only():
 
 
 def test_train_cli_records_soft_blind_labels(tmp_path):
-    import json
-
-    from core.shapes.embedded import main
-
     main(["train", "--out", str(tmp_path / "m"), "--text-hidden", "48", "--text-layers", "1", "--text-heads", "2",
           "--text-intermediate", "64", "--vision-steps", "0", "--text-steps", "0", "--steps", "2", "--answer-steps", "0",
           "--batch-size", "4", "--soft-blind-labels", "--text-only-rate", "1.0", "--task-weights", "0,0,0,0,1",
