@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import core.shapes.embedded as embedded
-from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, build_model, build_processor, build_tokenizer, collate,
+from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, answer_token_ids, build_model, build_processor, build_tokenizer, collate,
                                   image_seq_length, joint_classes, joint_labels, language_stages, length_groups, main,
-                                  own_corrections, patch_labels, patch_order_labels, per_example_loss, pretrain_vision,
+                                  oppose_answer_rows, own_corrections, patch_labels, patch_order_labels, per_example_loss, pretrain_vision,
                                   stage_named, train, training_batch, training_loss_backward, training_scene)
 from core.shapes.metrics import parse_objects
 from core.shapes.texts import Example, mention_order
@@ -474,9 +474,35 @@ def test_train_cli_records_soft_blind_labels(tmp_path):
     main(["train", "--out", str(tmp_path / "m"), "--text-hidden", "48", "--text-layers", "1", "--text-heads", "2",
           "--text-intermediate", "64", "--vision-steps", "0", "--text-steps", "0", "--steps", "2", "--answer-steps", "0",
           "--batch-size", "4", "--soft-blind-labels", "--text-only-rate", "1.0", "--task-weights", "0,0,0,0,1",
-          "--average-last", "1"])
+          "--average-last", "1", "--oppose-answer-rows"])
     config = json.loads((tmp_path / "m" / "training_config.json").read_text())
-    assert config["soft_blind_labels"] is True and config["average_last"] == 1
+    assert config["soft_blind_labels"] is True and config["average_last"] == 1 and config["oppose_answer_rows"] is True
+
+
+def test_opposed_answer_rows_keep_every_log_odds_and_stay_opposed_through_training():
+    cfg = EmbeddedConfig(**TINY, steps=6, batch_size=4, warmup=1, vision_steps=0, answer_steps=0, text_steps=0,
+                         task_weights=(0, 1, 0, 0, 1))
+    tokenizer = build_tokenizer(cfg.vocab_size)
+    processor = build_processor(tokenizer, cfg)
+    yes_id, no_id = answer_token_ids(processor)
+    assert tokenizer.decode([yes_id]) == " Yes" and tokenizer.decode([no_id]) == " No"
+    model = build_model(tokenizer, cfg)
+    weight = model.get_output_embeddings().weight
+    hidden = torch.randn(5, cfg.text_hidden)
+    log_odds = hidden @ (weight[yes_id] - weight[no_id]).detach()
+    oppose_answer_rows(model, (yes_id, no_id))
+    assert torch.equal(weight[no_id], -weight[yes_id])
+    assert torch.allclose(hidden @ (weight[yes_id] - weight[no_id]).detach(), log_odds, atol=1e-5)
+    assert torch.allclose(hidden @ weight[yes_id].detach(), log_odds / 2, atol=1e-5)  # logit(yes): half the log-odds
+
+    untied, _, _ = train(cfg, log_every=0)
+    opposed, _, losses = train(replace(cfg, oppose_answer_rows=True), log_every=0)
+    untied_rows, opposed_rows = untied.get_output_embeddings().weight, opposed.get_output_embeddings().weight
+    assert not torch.allclose(untied_rows[no_id], -untied_rows[yes_id], atol=1e-3)
+    assert torch.allclose(opposed_rows[no_id], -opposed_rows[yes_id], atol=1e-6)
+    start = build_model(tokenizer, cfg).get_output_embeddings().weight
+    assert not torch.allclose(opposed_rows[yes_id], (start[yes_id] - start[no_id]) / 2, atol=1e-3)  # it trained
+    assert sum(losses[-2:]) / 2 < losses[0]
 
 
 def test_judge_caption_label_rate_changes_stage_four_judgments_alone(monkeypatch):

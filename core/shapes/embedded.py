@@ -165,6 +165,12 @@ class EmbeddedConfig:
     # for the object judged (core.shapes.texts.blind_yes_rates), the prior a language model that read far more
     # text would hold, instead of the drawn label, a coin whose bias the blind judge cannot see (False: as up to v11)
     soft_blind_labels: bool = False
+    # every language stage from the first one run: the output rows of the answer tokens " Yes" and " No" are
+    # opposed (w_No = -w_Yes, trained as one parameter), so logit(yes) is half the yes-vs-no log-odds and carries
+    # the judge's whole evidence, text prior included. Untied, this 640-token model's two rows share a large
+    # common component and the prior moves No's logit about 4.5x as far as Yes's (docs/language-prior.md,
+    # session 23), where the paper's Score = logit(yes) barely sees it (False: untied, as up to session 23)
+    oppose_answer_rows: bool = False
     # every image stage: this share of each batch continues the model's own greedy descriptions
     # (own_corrections; 0: off, as in every model up to v6), refreshed every own_prefix_every steps
     # from own_prefix_scenes fresh scenes
@@ -288,8 +294,7 @@ def collate(examples: list[Example], scenes: list, processor: LlavaProcessor,
         batch["negatives"] = torch.tensor(negatives, dtype=torch.long).reshape(-1, 3)
     if any(value == value for value in soft_yes):  # some value is not NaN
         batch["soft_yes"] = torch.tensor(soft_yes, dtype=torch.float32)
-        batch["soft_answer_ids"] = torch.tensor([tok(" " + answer, add_special_tokens=False)["input_ids"][0]
-                                                 for answer in ("Yes.", "No.")])
+        batch["soft_answer_ids"] = torch.tensor(answer_token_ids(processor))
     if images:
         batch["pixel_values"] = processor.image_processor(images, return_tensors="pt")["pixel_values"]
     return batch
@@ -605,6 +610,36 @@ def training_loss_backward(model: LlavaForConditionalGeneration, batch: dict[str
     return total
 
 
+def answer_token_ids(processor: LlavaProcessor) -> tuple[int, int]:
+    """The first tokens of " Yes." and " No.", the tokens the judge's answers start with."""
+    tok = processor.tokenizer
+    yes_id, no_id = (tok(" " + answer, add_special_tokens=False)["input_ids"][0] for answer in ("Yes.", "No."))
+    return yes_id, no_id
+
+
+def oppose_answer_rows(model: LlavaForConditionalGeneration, answer_ids: tuple[int, int]) -> None:
+    """Set the answer tokens' output rows to +-(w_Yes - w_No) / 2: opposed, every yes-vs-no log-odds kept."""
+    yes_id, no_id = answer_ids
+    with torch.no_grad():
+        weight = model.get_output_embeddings().weight
+        half_difference = (weight[yes_id] - weight[no_id]) / 2
+        weight[yes_id] = half_difference
+        weight[no_id] = -half_difference
+
+
+def oppose_answer_row_gradients(model: LlavaForConditionalGeneration, answer_ids: tuple[int, int]) -> None:
+    """Give the opposed rows the gradient of their one shared parameter (d for w_Yes = d, w_No = -d).
+
+    AdamW is odd in the gradient and in the weight, so rows that start opposed stay opposed."""
+    yes_id, no_id = answer_ids
+    grad = model.get_output_embeddings().weight.grad
+    if grad is None:
+        return
+    shared = grad[yes_id] - grad[no_id]
+    grad[yes_id] = shared
+    grad[no_id] = -shared
+
+
 def lr_at(step: int, stage: Stage) -> float:
     """Linear warmup, then cosine decay to 5% of the peak."""
     if step < stage.warmup:
@@ -628,6 +663,9 @@ def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_ever
                        "lr_scale": scale})
         groups.append({"params": [p for n, p in named if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale})
     optimizer = torch.optim.AdamW(groups, lr=stage.lr, betas=(0.9, 0.98))
+    answer_ids = answer_token_ids(processor)
+    if cfg.oppose_answer_rows:
+        oppose_answer_rows(model, answer_ids)
     model.train()
     losses: list[float] = []
     start = time.time()
@@ -644,6 +682,8 @@ def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_ever
         batch = training_batch(step, cfg, processor, stage, corrections)
         optimizer.zero_grad(set_to_none=True)
         loss = training_loss_backward(model, batch, cfg.length_groups, cfg.unlikelihood_weight)
+        if cfg.oppose_answer_rows:
+            oppose_answer_row_gradients(model, answer_ids)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss)
@@ -778,6 +818,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="every language stage ends with the mean of its weights over its last N steps (0: off)")
     t.add_argument("--soft-blind-labels", action="store_true",
                    help="blind judgments learn the corpus's P(yes) for the object judged, not a drawn label")
+    t.add_argument("--oppose-answer-rows", action="store_true",
+                   help="train the output rows of \" Yes\" and \" No\" as one opposed pair (w_No = -w_Yes)")
     t.add_argument("--own-prefix-rate", type=float, default=EmbeddedConfig.own_prefix_rate,
                    help="share of each batch that corrects the model's own greedy descriptions (0: off)")
     t.add_argument("--own-prefix-every", type=int, default=EmbeddedConfig.own_prefix_every,
