@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.config import ModelSettings  # noqa: E402
 from core.engine.decoding import DecodeOptions  # noqa: E402
 from core.shapes.evaluate import describe_batch  # noqa: E402
-from core.shapes.evaluate_decoding import decode_all  # noqa: E402
+from core.shapes.evaluate_decoding import decode_all, reject_threshold  # noqa: E402
 from core.engine.judge import JudgeSettings  # noqa: E402
 from core.engine.loading import LoadedModel, attach_adapter, load_model  # noqa: E402
 from core.shapes.metrics import chair  # noqa: E402
@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--proof-scenes", type=int, default=400)
     parser.add_argument("--model", default=None, help="model folder or id (default: the embedded model)")
     parser.add_argument("--first-seed", type=int, default=0, help="S2's first scene (0: the test split)")
+    parser.add_argument("--alpha", type=float, default=JudgeSettings.alpha, help="alpha of debiased-judged decoding (S2)")
+    parser.add_argument("--reject-below", type=reject_threshold, default=DecodeOptions.reject_below,
+                        help="S2's rejection threshold on the debiased log-odds ('none': never reject)")
     WorldOptions.add_arguments(parser)
     args = parser.parse_args()
     loaded = load_model(ModelSettings(adapter="", **({"model": args.model} if args.model else {})))
@@ -67,9 +70,9 @@ def main() -> None:
         world = WorldOptions.from_args(args)
         scenes = [world.scene(seed) for seed in range(args.first_seed, args.first_seed + args.n)]
         options = SimpleNamespace(likelihood_weight=DecodeOptions.likelihood_weight,
-                                  reject_below=DecodeOptions.reject_below, batch=100, k=4, max_new_tokens=64, seed=0)
+                                  reject_below=args.reject_below, batch=100, k=4, max_new_tokens=64, seed=0)
         raw = decode_all(loaded, scenes, "raw-judged", JudgeSettings(alpha=0.0), options)
-        debiased = decode_all(loaded, scenes, "debiased-judged", JudgeSettings(alpha=1.0), options)
+        debiased = decode_all(loaded, scenes, "debiased-judged", JudgeSettings(alpha=args.alpha), options)
         report("S2 debiased-judged vs raw-judged", hallucinates([r.text for r in debiased], scenes),
                hallucinates([r.text for r in raw], scenes))
     if args.proof:

@@ -30,7 +30,7 @@ SIGNED_COLOURS = [[0.0, PRIOR], [0.5, "#ffffff"], [1.0, GROUNDED]]
 LEVEL_COLOURS = [[0.0, "#ffffff"], [1.0, HIGHER]]
 VERDICT_COLOURS = {"correct": GROUNDED, "hallucinated": PRIOR, "no object claimed": NEUTRAL,
                    "no ground truth": "#6c757d"}
-REJECTED = "rejected by the judge (debiased log-odds < 0)"
+REJECTED = f"rejected by the judge (debiased log-odds < {DecodeOptions().reject_below:g})"
 FLIPPED = "rejected by debiasing (the raw judge would keep it)"
 MAX_TOKEN_LABEL = 7  # characters of a token written inside its heatmap cell
 MAX_LABELLED_TOKENS = 24  # beyond this many positions a cell is too narrow for a label: hover shows the token
@@ -103,7 +103,8 @@ def _node_hover(node: dict) -> str:
     """A search-tree node's sentence, selection score and (for judged proposals) the judge's verdict."""
     hover = f"step {node['step']}: {node['text'] or '(end of answer)'}<br>score {_fmt(node['score'])}"
     if node.get("log_odds") is not None:
-        verdict = "rejected: < 0" if node.get("accepted") is False else "accepted: ≥ 0"
+        threshold = DecodeOptions().reject_below
+        verdict = f"rejected: < {threshold:g}" if node.get("accepted") is False else f"accepted: ≥ {threshold:g}"
         hover += f"<br>debiased log-odds {_fmt(node['log_odds'])} ({verdict})"
     if node.get("raw_log_odds") is not None and node.get("log_odds") is not None:
         hover += f"<br>raw log-odds {_fmt(node['raw_log_odds'])}"

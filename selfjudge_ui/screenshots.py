@@ -28,7 +28,7 @@ DESKTOP_WIDTH = 1280
 PHONE_HEIGHT = 844  # an iPhone 12-14 sized screen
 
 
-def take_screenshots(model: str, out: Path, seed: int = 67, port: int = 7891, timeout_ms: int = 600_000,
+def take_screenshots(model: str, out: Path, seed: int = 6, port: int = 7891, timeout_ms: int = 600_000,
                      width: int = DESKTOP_WIDTH, decode_seed: int = 0) -> list[Path]:
     """Drive the studio through its main flow and save one PNG per tab (and one of the decoding tree).
 
@@ -112,10 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m selfjudge_ui.screenshots", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=ModelSettings().model, help="model folder or hub id (default: embedded)")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for the PNGs (default docs/)")
-    parser.add_argument("--seed", type=int, default=67, help="shapes scene to explore (default 67: the model "
-                        "sometimes adds the prior's partner, a green triangle)")
-    parser.add_argument("--decode-seed", type=int, default=0, help="shapes scene to decode (default 0: at step 4 "
-                        "debiasing alone rejects an absent prior partner, a green triangle, that the raw judge "
+    parser.add_argument("--seed", type=int, default=6, help="shapes scene to explore (default 6, one of Explore's "
+                        "examples: the raw judge prefers a candidate that adds an absent orange circle, frequent in "
+                        "text; the debiased judge prefers a faithful one)")
+    parser.add_argument("--decode-seed", type=int, default=0, help="shapes scene to decode (default 0: at steps 2 "
+                        "and 3 debiasing alone rejects absent orange circles, frequent in text, that the raw judge "
                         "would keep)")
     parser.add_argument("--port", type=int, default=7891, help="local port for the temporary server")
     parser.add_argument("--width", type=int, default=DESKTOP_WIDTH,

@@ -168,7 +168,7 @@ def test_a_first_visit_on_the_embedded_model(browser, embedded, tmp_path):
     page.get_by_text("Self-judged decoding").click()
     page.click("#explore-decode")
     page.locator("#explore-decode-stop", has_text="Stopped because").wait_for()
-    assert "debiased log-odds ≥ 0" in page.locator("#explore-decode-stop").inner_text()
+    assert "debiased log-odds ≥ -1" in page.locator("#explore-decode-stop").inner_text()
     page.locator("#explore-decode-section").get_by_label("greedy").check()
     page.click("#explore-decode")
     page.locator("#explore-decode-runs [data-testid=cell-1-1]", has_text="debiased-judged").wait_for()

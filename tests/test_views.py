@@ -140,21 +140,21 @@ def test_pair_scores():
 DECODED = {"text": "A. B.", "strategy": "debiased-judged", "nodes": [
     {"step": 0, "text": "A.", "score": 1.0, "chosen": True, "parent": None, "raw": 2.0, "blind": 1.0, "log_odds": 0.5},
     {"step": 0, "text": "C.", "score": -1.0, "chosen": False, "parent": None, "raw": 0.5, "blind": 1.0,
-     "accepted": False, "log_odds": -0.4, "raw_log_odds": 0.3},
+     "accepted": False, "log_odds": -1.4, "raw_log_odds": 0.3},
     {"step": 1, "text": "B.", "score": 0.5, "chosen": True, "parent": 0, "raw": 1.0, "blind": 0.5, "log_odds": 0.25,
-     "raw_log_odds": -0.1},
+     "raw_log_odds": -1.1},
     {"step": 1, "text": "", "score": None, "chosen": False, "parent": 0, "raw": None, "blind": None,
      "accepted": False}]}
 
 
 def test_decode_rows_are_depth_first_and_indented():
     assert views.decode_rows(DECODED) == [
-        [0, "A.", 1.0, 2.0, 1.0, 0.5, "accepted: log-odds 0.50 ≥ 0", "yes"],
-        [1, "    └ B.", 0.5, 1.0, 0.5, 0.25, "accepted: log-odds 0.25 ≥ 0; raw -0.10 would reject it: debiasing kept it",
+        [0, "A.", 1.0, 2.0, 1.0, 0.5, "accepted: log-odds 0.50 ≥ -1", "yes"],
+        [1, "    └ B.", 0.5, 1.0, 0.5, 0.25, "accepted: log-odds 0.25 ≥ -1; raw -1.10 would reject it: debiasing kept it",
          "yes"],
         [1, "    └ (end of answer)", None, None, None, None, "the model proposed to end here", ""],
-        [0, "C.", -1.0, 0.5, 1.0, -0.4,
-         "rejected: debiased log-odds -0.40 < 0; raw 0.30 would keep it: debiasing removed it", ""]]
+        [0, "C.", -1.0, 0.5, 1.0, -1.4,
+         "rejected: debiased log-odds -1.40 < -1; raw 0.30 would keep it: debiasing removed it", ""]]
 
 
 @pytest.mark.parametrize("last_step, budget, reason", [
@@ -162,12 +162,12 @@ def test_decode_rows_are_depth_first_and_indented():
     ([{"text": "B.", "chosen": True, "n_tokens": 6}], 8, "the token budget (8 new tokens) was used up"),
     ([{"text": "", "chosen": False}], 64, "at step 1 the model only proposed to end the answer"),
     ([{"text": "B.", "chosen": False, "accepted": False}, {"text": "D.", "chosen": False, "accepted": False}], 64,
-     "at step 1 every proposal was rejected: debiased log-odds < 0 (the debiased judge says no)"),
+     "at step 1 every proposal was rejected: debiased log-odds < -1 (the debiased judge says no)"),
     ([{"text": "B.", "chosen": False, "accepted": True}], 64,
      "at step 1 the model itself would rather end (p(end) ≥ 0.5)"),
     ([{"text": "", "chosen": False, "accepted": False}, {"text": "", "chosen": False, "accepted": False},
       {"text": "D.", "chosen": False, "accepted": False}], 64,
-     "at step 1, 2 of 3 proposals were to end the answer and the other was rejected: debiased log-odds < 0 "
+     "at step 1, 2 of 3 proposals were to end the answer and the other was rejected: debiased log-odds < -1 "
      "(the debiased judge says no)"),
 ])
 def test_stop_reason_reads_the_search_tree(last_step, budget, reason):
@@ -249,7 +249,7 @@ def test_decode_tree_places_steps_in_columns_and_marks_the_chosen_path():
     assert by_name["chosen"].marker.color == plots.GROUNDED
     assert list(by_name["proposed, not chosen"].text) == ["n/a"]  # the end proposal has no score
     assert by_name["proposed, not chosen"].hovertext[0] == "step 1: (end of answer)<br>score n/a"
-    assert rejected.hovertext[0] == ("step 0: C.<br>score -1.0000<br>debiased log-odds -0.4000 (rejected: < 0)"
+    assert rejected.hovertext[0] == ("step 0: C.<br>score -1.0000<br>debiased log-odds -1.4000 (rejected: < -1)"
                                      "<br>raw log-odds 0.3000")
     plain = {**DECODED, "nodes": [{k: v for k, v in n.items() if k != "raw_log_odds"} for n in DECODED["nodes"]]}
     names = {t.name for t in plots.decode_tree(plain).data if t.mode == "markers+text"}

@@ -47,7 +47,9 @@ class DecodeOptions:
     # Weight of the sentence's mean token log-prob in the score. Without it the best-judged of k
     # samples is often a confident mistake; 2 keeps the model's own preference in the choice.
     likelihood_weight: float = 2.0
-    reject_below: float | None = 0.0  # debiased log-odds threshold; None never rejects
+    # debiased log-odds threshold; None never rejects. -1: chosen for the shipped model (v13) on validation
+    # scenes with alpha 2 (docs/language-prior.md, sweeps); v6's choice was 0
+    reject_below: float | None = -1.0
     stop_probability: float = 0.5  # end when the model's own p(end right now) reaches this
     greedy_proposal: bool = True  # the first of the k proposals is the greedy sentence
     safety: SafetySettings | None = None  # the safety defence (FGSD) on the decoded answer; None: off
