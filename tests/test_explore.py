@@ -75,8 +75,8 @@ def test_an_upload_is_checked_at_once(explore, files, tmp_path):
 
 
 def test_decoding_names_the_proposals_debiasing_alone_rejected(explore, tmp_path):
-    # Test scene 0 with the decode section's defaults (docs/studio.md, "To see one"): at step 4 the
-    # embedded model proposes an absent prior partner that the raw judge would keep.
+    # Test scene 0 with the decode section's defaults (docs/studio.md, "To see one"): at steps 2 and 3 the
+    # embedded model proposes absent orange circles (frequent in text) that the raw judge would keep.
     from core.engine.prompts import DESCRIBE_QUESTION
     from selfjudge_ui import plots
 
@@ -85,7 +85,10 @@ def test_decoding_names_the_proposals_debiasing_alone_rejected(explore, tmp_path
     _text, figure, rows, _report, _run = explore.decode(str(path), DESCRIBE_QUESTION, "debiased-judged", 4, 64, 0,
                                                         1.0, "logit", "faithfulness", "", progress=lambda *a, **k: None)
     flipped = [row for row in rows if "debiasing removed it" in row[6]]
-    assert [row[1].strip("└ ").strip() for row in flipped] == ["A large green triangle is at the bottom."]
+    assert sorted(row[1].strip("└ ").strip() for row in flipped) == [
+        "A large orange circle is at the bottom.", "A large orange circle is at the bottom.",
+        "A large orange circle is in the centre.", "A small orange circle is on the left."]
+    assert ("orange", "circle") not in make_scene(0).names()
     assert flipped[0][5] < 0  # debiased log-odds below reject_below, the raw judge's above it
     assert plots.FLIPPED in {trace.name for trace in figure.data}
     raw_judged = explore.decode(str(path), DESCRIBE_QUESTION, "raw-judged", 4, 64, 0, 1.0, "logit", "faithfulness", "",
