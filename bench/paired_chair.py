@@ -60,7 +60,8 @@ def main() -> None:
     parser.add_argument("--proof-scenes", type=int, default=400)
     parser.add_argument("--model", default=None, help="model folder or id (default: the embedded model)")
     parser.add_argument("--first-seed", type=int, default=0, help="S2's first scene (0: the test split)")
-    parser.add_argument("--alpha", type=float, default=JudgeSettings.alpha, help="alpha of debiased-judged decoding (S2)")
+    parser.add_argument("--alpha", type=float, default=JudgeSettings.alpha,
+                        help="alpha of debiased-judged decoding (S2)")
     parser.add_argument("--reject-below", type=reject_threshold, default=DecodeOptions.reject_below,
                         help="S2's rejection threshold on the debiased log-odds ('none': never reject)")
     WorldOptions.add_arguments(parser)

@@ -462,9 +462,9 @@ def build_explore_tab(settings: StudioSettings, store_factory: Callable[[], Stor
         accepted = gr.Markdown(elem_id="explore-accepted")
     with gr.Accordion("Self-judged decoding", open=False, elem_id="explore-decode-section"):
         gr.Markdown("Write the answer sentence by sentence: k proposals per step, each judged with and without the "
-                    f"image. **Judged** strategies keep a proposal only if its debiased log-odds ≥ {DecodeOptions().reject_below:g}, "
-                    "then pick the "
-                    "highest selection score; greedy and beam are plain decoding, judged afterwards for display. "
+                    "image. **Judged** strategies keep a proposal only if its debiased log-odds ≥ "
+                    f"{DecodeOptions().reject_below:g}, then pick the highest selection score; greedy and beam are "
+                    "plain decoding, judged afterwards for display. "
                     "An open cross marks a proposal the raw judge would keep and debiasing rejected. "
                     "Every run is listed below, so greedy and judged answers can be compared. With the **safety "
                     "defence** ticked, the answer is refused when a sentence's P(harmful) reaches the threshold; the "

@@ -167,7 +167,7 @@ class EmbeddedConfig:
     soft_blind_labels: bool = False
     # every language stage from the first one run: the output rows of the answer tokens " Yes" and " No" are
     # opposed (w_No = -w_Yes, trained as one parameter), so logit(yes) is half the yes-vs-no log-odds and carries
-    # the judge's whole evidence, text prior included. Untied, this 640-token model's two rows share a large
+    # the judge's whole evidence, text prior included. Untied, this small model's two rows share a large
     # common component and the prior moves No's logit about 4.5x as far as Yes's (docs/language-prior.md,
     # session 23), where the paper's Score = logit(yes) barely sees it (False: untied, as up to session 23)
     oppose_answer_rows: bool = False
