@@ -10,10 +10,11 @@ import pytest
 import torch
 
 import core.shapes.embedded as embedded
-from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, answer_token_ids, build_model, build_processor, build_tokenizer, collate,
-                                  image_seq_length, joint_classes, joint_labels, language_stages, length_groups, main,
-                                  oppose_answer_rows, own_corrections, patch_labels, patch_order_labels, per_example_loss, pretrain_vision,
-                                  stage_named, train, training_batch, training_loss_backward, training_scene)
+from core.shapes.embedded import (IMAGE_TOKEN, EmbeddedConfig, answer_token_ids, build_model, build_processor,
+                                  build_tokenizer, collate, image_seq_length, joint_classes, joint_labels,
+                                  language_stages, length_groups, main, oppose_answer_rows, own_corrections,
+                                  patch_labels, patch_order_labels, per_example_loss, pretrain_vision, stage_named,
+                                  train, training_batch, training_loss_backward, training_scene)
 from core.shapes.metrics import parse_objects
 from core.shapes.texts import Example, mention_order
 from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, Scene, make_scene, object_mask, render
@@ -181,7 +182,6 @@ def test_patch_labels_equal_a_patch_by_patch_count_of_the_object_mask():
 
 
 def test_patch_order_labels_mark_each_object_with_its_place_in_the_mention_order():
-
     for scene in [make_scene(seed) for seed in range(100)]:
         places = patch_order_labels(scene, 96, 12)
         shapes, colours = patch_labels(scene, 96, 12)
@@ -199,7 +199,6 @@ def test_patch_order_labels_mark_each_object_with_its_place_in_the_mention_order
 
 
 def test_patch_order_labels_follow_the_configured_mention_order():
-
     for scene in [make_scene(seed) for seed in range(100)]:
         places = patch_order_labels(scene, 96, 12, order="kind")
         order = mention_order(scene, "kind")

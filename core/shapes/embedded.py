@@ -663,8 +663,8 @@ def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_ever
                        "lr_scale": scale})
         groups.append({"params": [p for n, p in named if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale})
     optimizer = torch.optim.AdamW(groups, lr=stage.lr, betas=(0.9, 0.98))
-    answer_ids = answer_token_ids(processor)
-    if cfg.oppose_answer_rows:
+    answer_ids = answer_token_ids(processor) if cfg.oppose_answer_rows else None
+    if answer_ids is not None:
         oppose_answer_rows(model, answer_ids)
     model.train()
     losses: list[float] = []
@@ -682,7 +682,7 @@ def train_language(model, processor, cfg: EmbeddedConfig, stage: Stage, log_ever
         batch = training_batch(step, cfg, processor, stage, corrections)
         optimizer.zero_grad(set_to_none=True)
         loss = training_loss_backward(model, batch, cfg.length_groups, cfg.unlikelihood_weight)
-        if cfg.oppose_answer_rows:
+        if answer_ids is not None:
             oppose_answer_row_gradients(model, answer_ids)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
