@@ -130,6 +130,20 @@ def test_repeats_missing_an_object_and_recall_by_objects_count_exactly():
     assert recall_by_objects(captions, scenes) == {1: 1.0, 2: 0.75}
 
 
+def test_missed_objects_are_counted_by_what_the_caption_did_instead():
+    from core.shapes.evaluate import missed_objects_by_cause
+    from core.shapes.world import COLORS, SHAPES
+
+    two = _scene_with(lambda s: len(s.objects) == 2)
+    first, second = ([f"A large {o.color} {o.shape} is on the left." for o in two.objects])
+    absent = next((c, s) for c in COLORS for s in SHAPES if (c, s) not in two.names())
+    other = f"A small {absent[0]} {absent[1]} is at the top."
+    captions = [f"{first} {first}", first, f"{first} {other}", f"{first} {second}"]
+    # four scenes of two objects: each of the first three captions leaves one object unnamed, for its own cause
+    assert missed_objects_by_cause(captions, [two] * 4) == {"repeat": 0.125, "short": 0.125, "substituted": 0.125}
+    assert missed_objects_by_cause([f"{first} {second}"], [two]) == {"repeat": 0.0, "short": 0.0, "substituted": 0.0}
+
+
 def test_recall_by_visibility_groups_objects_by_how_they_are_rendered():
     from core.shapes.evaluate import recall_by_visibility
 

@@ -101,6 +101,8 @@ class BaseEvaluation:
     repeats_missing_an_object: float = float("nan")
     recall_by_objects: dict[int, float] = field(default_factory=dict)  # objects in the scene -> recall
     recall_by_visibility: dict[str, float] = field(default_factory=dict)  # clear, low contrast, faint -> recall
+    # share of all objects left unnamed, by what the caption did instead (missed_objects_by_cause)
+    missed_by_cause: dict[str, float] = field(default_factory=dict)
     # "shared colour" / "distinct colours" scenes -> (hallucinated objects of kind shape, scenes)
     shape_errors_by_colours: dict[str, tuple[int, int]] = field(default_factory=dict)
     prior: "PriorSection | None" = None
@@ -133,6 +135,22 @@ def repeats_missing_an_object(captions: list[str], scenes: list) -> float:
     missing = sum(any(obj.name not in set(parse_objects(caption)) for obj in scene.objects)
                   for caption, scene in repeating)
     return missing / len(repeating) if repeating else float("nan")
+
+
+MISS_CAUSES = ("repeat", "short", "substituted")
+
+
+def missed_objects_by_cause(captions: list[str], scenes: list) -> dict[str, float]:
+    """Share of all objects left unnamed, by cause: the caption names one object twice ("repeat"), else it has
+    fewer sentences than the scene has objects ("short"), else it names another object instead ("substituted")."""
+    missed = Counter()
+    for caption, scene in zip(captions, scenes):
+        claims = set(parse_objects(caption))
+        cause = ("repeat" if names_an_object_twice(caption) else
+                 "short" if len(split_sentences(caption)) < len(scene.objects) else "substituted")
+        missed[cause] += sum(obj.name not in claims for obj in scene.objects)
+    total = max(sum(len(scene.objects) for scene in scenes), 1)
+    return {cause: missed[cause] / total for cause in MISS_CAUSES}
 
 
 def recall_by_objects(captions: list[str], scenes: list) -> dict[int, float]:
@@ -210,6 +228,7 @@ def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed
                           repeats_missing_an_object=repeats_missing_an_object(captions, scenes),
                           recall_by_objects=recall_by_objects(captions, scenes),
                           recall_by_visibility=recall_by_visibility(captions, scenes),
+                          missed_by_cause=missed_objects_by_cause(captions, scenes),
                           shape_errors_by_colours=shape_errors_by_colours(captions, scenes))
 
 
@@ -478,6 +497,8 @@ def format_report(result: BaseEvaluation) -> str:
          for count, value in result.recall_by_objects.items()] + [
         f"| description object recall, {group} objects | {value:.3f} |"
         for group, value in result.recall_by_visibility.items() if group != "faint"  # = faint objects named
+    ] + [f"| objects left unnamed, caption {cause} | {share:.1%} of all objects |"
+         for cause, share in result.missed_by_cause.items()
     ] + [f"| wrong-shape objects named, scenes with {group} | {errors} in {n} scenes |"
          for group, (errors, n) in result.shape_errors_by_colours.items()] + [f"| yes/no accuracy, {k} | {v:.1%} |" for k, v in result.pope_accuracy.items()] + [
         f"| self-judgment AUROC of P(yes), with image | {result.judge_auroc_image:.3f} |",
