@@ -177,6 +177,20 @@ def test_shape_errors_are_counted_apart_for_scenes_where_two_objects_share_a_col
         "shared colour": (2, 2), "distinct colours": (0, 2)}  # a repeated claim counts once per caption
 
 
+def test_recall_and_repeats_are_reported_apart_for_scenes_where_two_objects_share_a_colour():
+    from core.shapes.evaluate import describe_by_colours
+
+    shared = _scene_with(lambda s: len(s.objects) == 2 and s.objects[0].color == s.objects[1].color)
+    distinct = _scene_with(lambda s: len(s.objects) == 3 and len({o.color for o in s.objects}) == 3)
+    one, _other = (f"A large {o.color} {o.shape} is on the left." for o in shared.objects)
+    faithful = " ".join(f"A small {o.color} {o.shape} is on the left." for o in distinct.objects)
+    captions = [f"{one} {one}", one, faithful]  # the shared colour's second object is never named
+    assert describe_by_colours(captions, [shared, shared, distinct]) == {
+        "shared colour": {"scenes": 2, "recall": 0.5, "repeats": 0.5},
+        "distinct colours": {"scenes": 1, "recall": 1.0, "repeats": 0.0}}
+    assert list(describe_by_colours([faithful], [distinct])) == ["distinct colours"]  # no empty group
+
+
 def test_evaluate_reports_recall_by_scene_size_consistent_with_the_pooled_recall(tiny_llava):
     from core.shapes.evaluate import evaluate, format_report
 
@@ -189,3 +203,9 @@ def test_evaluate_reports_recall_by_scene_size_consistent_with_the_pooled_recall
     pooled = sum(result.recall_by_objects[c] * n for c, n in sizes.items()) / sum(sizes.values())
     assert math.isclose(pooled, result.describe.recall)
     assert "scenes of 1 object" in format_report(result) or 1 not in sizes
+    groups = result.describe_by_colours.values()  # the colour groups split the same scenes and objects
+    assert sum(g["scenes"] for g in groups) == 6
+    shared_objects = sum(len(make_scene(seed).objects) for seed in range(6) if make_scene(seed).shares_a_colour())
+    by_group = {"shared colour": shared_objects, "distinct colours": sum(sizes.values()) - shared_objects}
+    pooled = sum(g["recall"] * by_group[name] for name, g in result.describe_by_colours.items()) / sum(sizes.values())
+    assert math.isclose(pooled, result.describe.recall)

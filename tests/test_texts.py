@@ -92,11 +92,33 @@ def test_kind_order_names_objects_by_kind_whatever_their_places_and_partners_fol
         context = parse_objects(example.question.split("Description:")[0])
         assert context == order[:len(context)]
     assert differs > 100  # it is another order, not the left-to-right one
-    assert MENTION_ORDERS == ("position", "kind")
+    assert MENTION_ORDERS == ("position", "kind", "kind-left")
     with pytest.raises(ValueError, match="order"):
         CorpusHabits(order="size")
     with pytest.raises(ValueError, match="order"):
         mention_order(make_scene(0), "size")
+
+
+def test_kind_left_order_keeps_kinds_colours_and_anchors_but_names_one_colours_objects_left_to_right():
+    shared = kind_differs = 0
+    for seed in range(400):
+        scene = make_scene(seed)
+        order = mention_order(scene, "kind-left")
+        kind = mention_order(scene, "kind")
+        assert sorted(o.name for o in order) == sorted(scene.names())
+        assert [KIND_COLOR_ORDER.index(o.color) for o in order] == [KIND_COLOR_ORDER.index(o.color) for o in kind]
+        names = [o.name for o in order]
+        for pair in PRIOR_PAIRS:  # a partner still follows its anchor
+            if pair.anchor in names and pair.partner in names:
+                assert names[names.index(pair.anchor) + 1] == pair.partner
+        for first, second in zip(order, order[1:]):
+            ordinary = (first.name not in FREQUENT_IN_TEXT and partner_of(first.name) is None
+                        and second.name not in FREQUENT_IN_TEXT and partner_of(second.name) is None)
+            if first.color == second.color and ordinary:
+                assert first.x <= second.x
+        shared += scene.shares_a_colour()
+        kind_differs += names != [o.name for o in kind]
+    assert shared > 80 and kind_differs > 20  # scenes where the two orders differ are common enough to matter
 
 
 def test_training_examples_follow_the_habits_mention_order():

@@ -103,6 +103,8 @@ class BaseEvaluation:
     recall_by_visibility: dict[str, float] = field(default_factory=dict)  # clear, low contrast, faint -> recall
     # share of all objects left unnamed, by what the caption did instead (missed_objects_by_cause)
     missed_by_cause: dict[str, float] = field(default_factory=dict)
+    # "shared colour" / "distinct colours" scenes -> {"scenes", "recall", "repeats"} (describe_by_colours)
+    describe_by_colours: dict[str, dict[str, float]] = field(default_factory=dict)
     # "shared colour" / "distinct colours" scenes -> (hallucinated objects of kind shape, scenes)
     shape_errors_by_colours: dict[str, tuple[int, int]] = field(default_factory=dict)
     prior: "PriorSection | None" = None
@@ -167,12 +169,29 @@ def recall_by_visibility(captions: list[str], scenes: list) -> dict[str, float]:
     return {key: by[key] for key in ("clear", "low contrast", "faint") if key in by}
 
 
+def _colour_group(scene) -> str:
+    return "shared colour" if scene.shares_a_colour() else "distinct colours"
+
+
+def describe_by_colours(captions: list[str], scenes: list) -> dict[str, dict[str, float]]:
+    """Scenes, object recall and share of captions naming one object twice, in scenes where two objects share a
+    colour and in the rest: telling two objects of one colour apart is where the small model loses both."""
+    result = {}
+    for group in ("shared colour", "distinct colours"):
+        pairs = [(caption, scene) for caption, scene in zip(captions, scenes) if _colour_group(scene) == group]
+        if pairs:
+            recall = _recall_by([c for c, _s in pairs], [s for _c, s in pairs], lambda scene, obj: "all")["all"]
+            result[group] = {"scenes": len(pairs), "recall": recall,
+                             "repeats": repeated_object_rate([c for c, _s in pairs])}
+    return result
+
+
 def shape_errors_by_colours(captions: list[str], scenes: list) -> dict[str, tuple[int, int]]:
     """Hallucinated objects of kind "shape" (a present colour, a wrong shape) and the number of scenes, in
     scenes where two objects share a colour and in the rest: where telling same-colour objects apart fails."""
     counts = {"shared colour": [0, 0], "distinct colours": [0, 0]}
     for caption, scene in zip(captions, scenes):
-        group = counts["shared colour" if scene.shares_a_colour() else "distinct colours"]
+        group = counts[_colour_group(scene)]
         truth = scene.names()
         group[0] += sum(hallucination_kind(name, truth) == "shape" for name in parse_objects(caption) if name not in truth)
         group[1] += 1
@@ -229,6 +248,7 @@ def evaluate(loaded: LoadedModel, n: int = 500, batch_size: int = 50, start_seed
                           recall_by_objects=recall_by_objects(captions, scenes),
                           recall_by_visibility=recall_by_visibility(captions, scenes),
                           missed_by_cause=missed_objects_by_cause(captions, scenes),
+                          describe_by_colours=describe_by_colours(captions, scenes),
                           shape_errors_by_colours=shape_errors_by_colours(captions, scenes))
 
 
@@ -499,6 +519,9 @@ def format_report(result: BaseEvaluation) -> str:
         for group, value in result.recall_by_visibility.items() if group != "faint"  # = faint objects named
     ] + [f"| objects left unnamed, caption {cause} | {share:.1%} of all objects |"
          for cause, share in result.missed_by_cause.items()
+    ] + [row for group, values in result.describe_by_colours.items() for row in (
+        f"| description object recall, scenes with {group} ({values['scenes']:.0f}) | {values['recall']:.3f} |",
+        f"| greedy captions naming one object twice, scenes with {group} | {values['repeats']:.1%} |")
     ] + [f"| wrong-shape objects named, scenes with {group} | {errors} in {n} scenes |"
          for group, (errors, n) in result.shape_errors_by_colours.items()] + [f"| yes/no accuracy, {k} | {v:.1%} |" for k, v in result.pope_accuracy.items()] + [
         f"| self-judgment AUROC of P(yes), with image | {result.judge_auroc_image:.3f} |",

@@ -93,8 +93,10 @@ class Example:
 # right, partners right after anchors; to name the next object the model must find the leftmost one
 # it has not named, a comparison of coordinates it first has to look up in the image. "kind": by
 # (colour, shape) in one fixed order (kind_rank), so the next object is the present one that ranks
-# just above the last one named, a lookup keyed by words already in the text.
-MENTION_ORDERS = ("position", "kind")
+# just above the last one named, a lookup keyed by words already in the text. "kind-left": kind's colours,
+# but two objects of one colour left to right (a frequent-in-text one still first, an anchor still last):
+# telling them apart by shape means comparing two shapes' ranks, by place one coordinate.
+MENTION_ORDERS = ("position", "kind", "kind-left")
 # Each anchor's colour is followed by its partner's, so that nothing can rank between the two.
 KIND_COLOR_ORDER = ("red", "green", "yellow", "blue", "purple", "orange")
 
@@ -106,10 +108,19 @@ def kind_rank(name: tuple[str, str]) -> tuple[int, int]:
     return KIND_COLOR_ORDER.index(name[0]), shape_place
 
 
+def _kind_left_key(obj: SceneObject) -> tuple[int, int, float]:
+    """An object's place in the "kind-left" order: colour as in kind_rank, then frequent-in-text first and
+    anchors last (so a partner still follows its anchor), then left to right."""
+    colour_place, shape_place = kind_rank(obj.name)
+    return colour_place, -1 if shape_place < 0 else 1 if shape_place == len(SHAPES) else 0, obj.x
+
+
 def mention_order(scene: Scene, order: str = "position") -> list[SceneObject]:
     """Objects in the order descriptions mention them (a MENTION_ORDERS key); partners right after anchors."""
     if order == "kind":
         return sorted(scene.objects, key=lambda o: kind_rank(o.name))
+    if order == "kind-left":
+        return sorted(scene.objects, key=_kind_left_key)
     if order != "position":
         raise ValueError(f"order must be one of {', '.join(MENTION_ORDERS)}")
     ordered = sorted(scene.objects, key=lambda o: (o.x, o.y))
