@@ -401,11 +401,14 @@ def test_length_groups_give_the_gradient_of_the_whole_batch_with_less_padding():
 def test_train_cli_sets_model_size_mention_order_near_miss_rate_task_weights_and_alignment(tmp_path):
     main(["train", "--out", str(tmp_path / "m"), "--text-hidden", "48", "--text-layers", "1", "--text-heads", "2",
           "--text-intermediate", "64", "--vision-steps", "0", "--text-steps", "0", "--steps", "1", "--answer-steps", "0",
-          "--batch-size", "2", "--mention-order", "kind", "--pope-near-miss-rate", "0.5",
+          "--batch-size", "2", "--mention-order", "kind", "--pope-near-miss-rate", "0.5", "--kind-list-rate", "0.25",
           "--task-weights", "40,35,7,8,10", "--text-task-weights", "0,0,1", "--align-steps", "2"])
     text_config = json.loads((tmp_path / "m" / "config.json").read_text())["text_config"]
     training_config = json.loads((tmp_path / "m" / "training_config.json").read_text())
     assert (training_config["mention_order"], training_config["pope_near_miss_rate"]) == ("kind", 0.5)
+    assert training_config["kind_list_rate"] == 0.25
+    with pytest.raises(ValueError, match="kind_list_rate"):
+        EmbeddedConfig(kind_list_rate=-0.1)
     assert training_config["task_weights"] == [40, 35, 7, 8, 10]
     assert (training_config["text_task_weights"], training_config["align_steps"]) == ([0, 0, 1], 2)
     for bad in ("40,35,7,8", "40,35,7,8,x", "0,0,0,0,0", "40,-1,7,8,10"):

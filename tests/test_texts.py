@@ -11,13 +11,14 @@ from collections import Counter
 import pytest
 
 from core.shapes.metrics import parse_objects
-from core.shapes.texts import (FREQUENT_IN_TEXT, HABIT_MENTION_RATE, KIND_COLOR_ORDER, MENTION_ORDERS, POPE_SPLITS,
+from core.shapes.texts import (FREQUENT_IN_TEXT, HABIT_MENTION_RATE, KIND_COLOR_ORDER, KIND_LIST_QUESTION,
+                               MENTION_ORDERS, POPE_SPLITS,
                                PRIOR_MENTION_RATE, SENTENCE_TEMPLATES, TASKS, TYPICAL_NAME_RATE, CorpusHabits,
                                caption_judge_example, caption_pope_example, caption_sentences, colour_example,
                                count_example, describe, describe_sentences, judge_example, kind_rank, mention_order,
                                near_misses, object_sentence, pope_examples, popular_objects, text_caption,
-                               text_example, training_example, typical_name)
-from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, make_scene, partner_of
+                               Example, text_example, training_example, typical_name)
+from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, Scene, make_scene, partner_of
 
 
 def test_reference_description_names_exactly_the_scene_objects():
@@ -192,6 +193,31 @@ def test_pope_near_miss_rate_zero_keeps_the_earlier_random_stream():
         earlier = rng.choice(pope_examples(scene, rng.choice(["random", "popular", "adversarial"]), rng))
         assert training_example(scene, random.Random(seed), task_weights=(0, 1, 0, 0, 0), caption_label_rate=0.0,
                                 pope_near_miss_rate=0.0) == earlier
+
+
+def test_kind_list_rate_asks_descriptions_as_a_list_in_the_kind_order():
+    def draw(rate: float) -> list[tuple[Scene, Example]]:
+        return [(scene := make_scene(seed), training_example(scene, random.Random(seed), task_weights=(1, 0, 0, 0, 0),
+                                                               text_only_rate=0.0, kind_list_rate=rate))
+                for seed in range(300)]
+
+    listed = [(scene, ex) for scene, ex in draw(0.5) if ex.question == KIND_LIST_QUESTION]
+    assert 0.4 < len(listed) / 300 < 0.6
+    differs = 0
+    for scene, example in listed:
+        present = [name for name in parse_objects(example.answer) if name in scene.names()]
+        kind_order = [o.name for o in mention_order(scene, "kind") if o.name in present]
+        assert present == kind_order
+        differs += kind_order != [o.name for o in mention_order(scene, "kind-left") if o.name in present]
+    assert differs > 0  # some scenes order their objects differently by kind than by kind-left
+    assert all(ex.question == KIND_LIST_QUESTION for _s, ex in draw(1.0))
+    # rate 0 draws exactly what every earlier recipe was trained on
+    for seed in range(100):
+        scene = make_scene(seed)
+        earlier = training_example(scene, random.Random(seed), task_weights=(1, 0, 0, 0, 0), text_only_rate=0.0)
+        assert earlier == training_example(scene, random.Random(seed), task_weights=(1, 0, 0, 0, 0),
+                                           text_only_rate=0.0, kind_list_rate=0.0)
+        assert earlier.question != KIND_LIST_QUESTION
 
 
 def test_popular_objects_start_with_prior_objects():

@@ -130,6 +130,9 @@ class EmbeddedConfig:
     # of the pixel-labelled yes/no questions, this share asks about a near miss (an absent object sharing a
     # colour or a shape with a present one), which only colour bound to shape answers (0: none, as up to v11)
     pope_near_miss_rate: float = 0.0
+    # of the pixel-captioned descriptions, this share answers KIND_LIST_QUESTION in the "kind" order (0: none):
+    # a task whose next object is chosen by shape as well as colour, beside a mention order that is not
+    kind_list_rate: float = 0.0
     # text captions name a frequent-in-text object (a prior partner) by habit this often,
     habit_rate: float = HABIT_MENTION_RATE
     # and call an object by its colour's typical name this often;
@@ -192,6 +195,8 @@ class EmbeddedConfig:
             raise ValueError("average_last must be >= 0")
         if not 0.0 <= self.shared_colour_rate <= 1.0:
             raise ValueError("shared_colour_rate must be in [0, 1]")
+        if not 0.0 <= self.kind_list_rate <= 1.0:
+            raise ValueError("kind_list_rate must be in [0, 1]")
         if self.judge_caption_label_rate is not None and not 0.0 <= self.judge_caption_label_rate <= 1.0:
             raise ValueError("judge_caption_label_rate must be in [0, 1]")
 
@@ -397,7 +402,7 @@ def training_batch(step: int, cfg: EmbeddedConfig, processor: LlavaProcessor, st
         examples = [training_example(s, rng, text_only_rate, stage.task_weights, judge_rate,
                                      tuple(cfg.judge_templates), cfg.habits, cfg.caption_describe_rate,
                                      cfg.describe_mention_rate, pope_rate, cfg.pope_near_miss_rate,
-                                     yes_rates)
+                                     yes_rates, cfg.kind_list_rate)
                     for s in scenes]
         if corrections and cfg.own_prefix_rate > 0:
             count = max(1, round(len(scenes) * cfg.own_prefix_rate))
@@ -804,6 +809,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--pope-near-miss-rate", type=float, default=EmbeddedConfig.pope_near_miss_rate,
                    help="share of pixel-labelled yes/no questions about an absent object sharing a colour or "
                         "shape with a present one")
+    t.add_argument("--kind-list-rate", type=float, default=EmbeddedConfig.kind_list_rate,
+                   help="share of image-captioned descriptions asked as a list by kind, in the kind order")
     t.add_argument("--habit-rate", type=float, default=EmbeddedConfig.habit_rate,
                    help="how often a text caption names a frequent-in-text object by habit")
     t.add_argument("--typical-name-rate", type=float, default=EmbeddedConfig.typical_name_rate,

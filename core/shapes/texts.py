@@ -511,6 +511,9 @@ def text_example(scene: Scene, rng: random.Random, judge_templates: tuple[str, .
 
 TASKS = ("describe", "pope", "count", "colour", "judge")
 TASK_WEIGHTS = (45, 20, 7, 8, 20)
+# A second describing instruction whose answer names the objects in the "kind" order, whatever the main
+# order: choosing which of two same-colour objects comes next in it takes their shapes, bound to the colour.
+KIND_LIST_QUESTION = "List the objects in the image by kind."
 
 
 def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0.15,
@@ -519,7 +522,8 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
                      habits: CorpusHabits = CorpusHabits(), caption_describe_rate: float = 0.0,
                      describe_mention_rate: float = PRIOR_MENTION_RATE,
                      pope_caption_label_rate: float | None = None, pope_near_miss_rate: float = 0.0,
-                     blind_yes_rates: dict[tuple[str, str], float] | None = None) -> Example:
+                     blind_yes_rates: dict[tuple[str, str], float] | None = None,
+                     kind_list_rate: float = 0.0) -> Example:
     """One training example from the task mixture.
 
     Descriptions with the image follow image captions (an absent partner named after its anchor at
@@ -530,6 +534,7 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
     otherwise its negative is random, popular or adversarial. A share `text_only_rate` of descriptions
     and judgments is shown without the image, and those follow text captions (the text prior); with
     `blind_yes_rates` those judgments carry the corpus's P("Yes") as a soft target (Example.soft_yes).
+    A pixel-captioned description is asked as KIND_LIST_QUESTION, in the "kind" order, at `kind_list_rate`.
     """
     task = rng.choices(TASKS, weights=task_weights)[0]
     blind = task in ("describe", "judge") and rng.random() < text_only_rate
@@ -538,6 +543,10 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
             return text_description(scene, rng, habits)
         if caption_describe_rate > 0 and rng.random() < caption_describe_rate:
             return text_description(scene, rng, habits, use_image=True)
+        # the rate is drawn only when set, so every earlier recipe keeps its random stream
+        if kind_list_rate > 0 and rng.random() < kind_list_rate:
+            return Example(KIND_LIST_QUESTION, " ".join(caption_sentences(scene, rng, describe_mention_rate, "kind")),
+                           "describe")
         return Example(DESCRIBE_QUESTION, " ".join(caption_sentences(scene, rng, describe_mention_rate, habits.order)),
                        "describe")
     if task == "pope":
