@@ -544,11 +544,9 @@ def training_example(scene: Scene, rng: random.Random, text_only_rate: float = 0
         if caption_describe_rate > 0 and rng.random() < caption_describe_rate:
             return text_description(scene, rng, habits, use_image=True)
         # the rate is drawn only when set, so every earlier recipe keeps its random stream
-        if kind_list_rate > 0 and rng.random() < kind_list_rate:
-            return Example(KIND_LIST_QUESTION, " ".join(caption_sentences(scene, rng, describe_mention_rate, "kind")),
-                           "describe")
-        return Example(DESCRIBE_QUESTION, " ".join(caption_sentences(scene, rng, describe_mention_rate, habits.order)),
-                       "describe")
+        listed = kind_list_rate > 0 and rng.random() < kind_list_rate
+        question, order = (KIND_LIST_QUESTION, "kind") if listed else (DESCRIBE_QUESTION, habits.order)
+        return Example(question, " ".join(caption_sentences(scene, rng, describe_mention_rate, order)), "describe")
     if task == "pope":
         pope_rate = caption_label_rate if pope_caption_label_rate is None else pope_caption_label_rate
         if pope_rate > 0 and rng.random() < pope_rate:
