@@ -15,8 +15,8 @@ from core.shapes.texts import (FREQUENT_IN_TEXT, HABIT_MENTION_RATE, KIND_COLOR_
                                MENTION_ORDERS, POPE_SPLITS, PRIOR_MENTION_RATE, SENTENCE_TEMPLATES, TASKS,
                                TYPICAL_NAME_RATE, CorpusHabits, Example, caption_judge_example, caption_pope_example,
                                caption_sentences, colour_example, count_example, describe, describe_sentences,
-                               judge_example, kind_rank, mention_order, near_misses, object_sentence, pope_examples, popular_objects, text_caption,
-                               text_example, training_example, typical_name)
+                               judge_example, kind_rank, mention_order, near_misses, object_sentence, pope_examples,
+                               popular_objects, text_caption, text_example, training_example, typical_name)
 from core.shapes.world import COLORS, PRIOR_PAIRS, SHAPES, Scene, make_scene, partner_of
 
 
